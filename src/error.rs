@@ -1,0 +1,69 @@
+//! The one error type of the filesystem layer: an errno, a message, and how loudly to log it.
+
+use std::io;
+
+/// How a failed request is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// An ordinary answer such as ENOENT: not logged above debug.
+    Quiet,
+    /// A refused request the user should hear about (invalid JSON, too large).
+    Warn,
+    /// Something went wrong on our side or in the backing dir.
+    Error,
+}
+
+/// A failed filesystem request.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FsError {
+    pub errno: i32,
+    pub message: String,
+    pub level: Level,
+}
+
+impl FsError {
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        FsError {
+            errno,
+            message: message.into(),
+            level: Level::Quiet,
+        }
+    }
+
+    pub fn warn(errno: i32, message: impl Into<String>) -> Self {
+        FsError {
+            errno,
+            message: message.into(),
+            level: Level::Warn,
+        }
+    }
+
+    pub fn errno(errno: i32) -> Self {
+        FsError::new(errno, io::Error::from_raw_os_error(errno).to_string())
+    }
+
+    /// An I/O error on the backing dir, with what we were doing.
+    pub fn io(context: impl std::fmt::Display, err: io::Error) -> Self {
+        let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        let level = match errno {
+            libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::ENOTDIR | libc::EISDIR => {
+                Level::Quiet
+            }
+            _ => Level::Error,
+        };
+        FsError {
+            errno,
+            message: format!("{context}: {err}"),
+            level,
+        }
+    }
+}
+
+impl From<io::Error> for FsError {
+    fn from(err: io::Error) -> Self {
+        FsError::io("backing dir", err)
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
