@@ -1,4 +1,100 @@
-//! Command-line surface (placeholder until the mount lands).
-pub fn run() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command-line surface: clap definitions, logging setup, and dispatch to the commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Exit code for bad usage, bad configuration, and refused mounts.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cachetta",
+    version,
+    about = "File-based JSON caching, served as a filesystem"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount the cache (default ~/.cachetta) in the foreground; Ctrl-C unmounts.
+    Mount(MountArgs),
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommonArgs {
+    /// Config file (default $XDG_CONFIG_HOME/cachetta/config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Backing directory (default $XDG_CACHE_HOME/cachetta).
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Where to mount (default ~/.cachetta).
+    pub mountpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Default duration for every key (e.g. 90s, 15m, 1h 30m, 7d; a bare number is seconds).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Default stale window.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub stale: Option<Duration>,
+    /// Refuse every change with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
+}
+
+/// Load the configuration for a command, or say why not (exit code 2).
+pub fn load_config(common: &CommonArgs, mut overrides: Overrides) -> Result<Config, ExitCode> {
+    overrides.backing = common.backing.clone();
+    Config::load(common.config.as_deref(), &overrides).map_err(|e| {
+        eprintln!("cachetta: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Set up `tracing` to stderr; `RUST_LOG` or `CACHETTA_LOG` override the verbosity flags.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("CACHETTA_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| format!("cachetta={level},fuser=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount(args) => crate::mount::run(args),
+    }
 }

@@ -11,5 +11,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod mount;
 pub mod policy;
+pub mod stats;
 pub mod store;

@@ -81,9 +81,9 @@ impl Stat {
             ino: st.st_ino,
             size: st.st_size as u64,
             blocks: st.st_blocks as u64,
-            atime: system_time(st.st_atime as i64, st.st_atime_nsec as i64),
-            mtime: system_time(st.st_mtime as i64, st.st_mtime_nsec as i64),
-            ctime: system_time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            atime: system_time(st.st_atime, st.st_atime_nsec),
+            mtime: system_time(st.st_mtime, st.st_mtime_nsec),
+            ctime: system_time(st.st_ctime, st.st_ctime_nsec),
             perm: (st.st_mode & 0o7777) as u16,
             nlink: st.st_nlink as u32,
             uid: st.st_uid,
@@ -283,9 +283,9 @@ impl Store {
 
     pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirItem>> {
         let fd = self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        let mut dir = rustix::fs::Dir::read_from(&fd)?;
+        let dir = rustix::fs::Dir::read_from(&fd)?;
         let mut items = Vec::new();
-        while let Some(item) = dir.next() {
+        for item in dir {
             let item = item?;
             let name = item.file_name().to_bytes();
             if name == b"." || name == b".." {

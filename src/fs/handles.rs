@@ -1,0 +1,88 @@
+//! Open file handles: what each `open` of an entry, a scratch file or a directory holds.
+//!
+//! A writable open of an entry never touches the entry itself: writes go to a staging file
+//! beside it, created at the first write (a copy of the entry unless the open truncated), and
+//! each `close` after new writes validates and publishes it by rename.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::Path;
+
+use parking_lot::Mutex;
+
+use crate::store::{self, Kind, Staging, Store};
+
+/// One listed directory entry, snapshotted at `opendir`.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: OsString,
+}
+
+#[derive(Debug)]
+pub enum Handle {
+    /// A read-only open of an entry: its own fd, so it reads one version whole.
+    Read {
+        file: File,
+    },
+    /// A writable open of an entry.
+    Write(Mutex<WriteState>),
+    /// Any open of a scratch file: plain pass-through, no validation.
+    Scratch {
+        file: File,
+    },
+    Dir {
+        items: Vec<Listed>,
+    },
+}
+
+/// The staged side of a writable entry open.
+#[derive(Debug)]
+pub struct WriteState {
+    pub ino: u64,
+    /// The content the open started from (or the last content it published).
+    pub base: Option<File>,
+    /// New content, once anything was written.
+    pub staging: Option<Staging>,
+    /// The open asked for O_TRUNC (or created the file): start from empty, not from `base`.
+    pub truncated: bool,
+    /// Written since the open or the last close.
+    pub dirty: bool,
+    pub append: bool,
+    /// Permission bits and owner for newly published content.
+    pub perm: u32,
+    pub owner: Option<(u32, u32)>,
+}
+
+impl WriteState {
+    /// The staging file, created on first use in `dir` (the entry's directory).
+    pub fn staging(&mut self, store: &Store, dir: &Path) -> std::io::Result<&File> {
+        if self.staging.is_none() {
+            let staging = store.create_staging(dir, self.perm)?;
+            if let Some((uid, gid)) = self.owner {
+                // Best effort: only root may give files away.
+                let _ = std::os::unix::fs::fchown(&staging.file, Some(uid), Some(gid));
+            }
+            if !self.truncated {
+                if let Some(base) = &self.base {
+                    if let Err(e) = store::copy_contents(base, &staging.file) {
+                        store.discard(staging);
+                        return Err(e);
+                    }
+                }
+            }
+            self.staging = Some(staging);
+        }
+        Ok(&self.staging.as_ref().expect("just set").file)
+    }
+
+    /// The file reads are served from: staged content if any, else the starting content.
+    pub fn current(&self) -> Option<&File> {
+        match (&self.staging, &self.base) {
+            (Some(staging), _) => Some(&staging.file),
+            (None, _) if self.truncated => None,
+            (None, base) => base.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The inode table: stable FUSE inode numbers for names in the backing dir.
+//!
+//! An inode stands for a *name* (parent inode + file name), not for a backing inode: entries
+//! are replaced by rename on every write, and the kernel must keep seeing one file. Inode
+//! numbers are never reused, so generation is always 0. Nodes live while the kernel holds a
+//! lookup reference (`forget` drops them).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+use crate::store::Kind;
+
+pub const ROOT: u64 = 1;
+
+#[derive(Debug)]
+struct Node {
+    parent: u64,
+    name: OsString,
+    /// False once the name was removed or replaced; the node then only serves open handles.
+    linked: bool,
+    kind: Kind,
+    lookups: u64,
+}
+
+#[derive(Debug)]
+pub struct Nodes {
+    map: HashMap<u64, Node>,
+    names: HashMap<(u64, OsString), u64>,
+    next: u64,
+}
+
+impl Default for Nodes {
+    fn default() -> Self {
+        let mut map = HashMap::new();
+        map.insert(
+            ROOT,
+            Node {
+                parent: ROOT,
+                name: OsString::new(),
+                linked: true,
+                kind: Kind::Dir,
+                lookups: 1,
+            },
+        );
+        Nodes {
+            map,
+            names: HashMap::new(),
+            next: ROOT + 1,
+        }
+    }
+}
+
+impl Nodes {
+    /// Path of a node relative to the backing root; `None` if unknown or no longer linked.
+    pub fn path(&self, ino: u64) -> Option<PathBuf> {
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let node = self.map.get(&at)?;
+            if !node.linked {
+                return None;
+            }
+            parts.push(node.name.as_os_str());
+            at = node.parent;
+        }
+        let mut path = PathBuf::new();
+        for part in parts.iter().rev() {
+            path.push(part);
+        }
+        Some(path)
+    }
+
+    /// The inode bound to `name` in `parent`, if any, without taking a reference.
+    pub fn find(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.names.get(&(parent, name.to_os_string())).copied()
+    }
+
+    /// Bind `name` in `parent` to an inode (reusing the existing one) and take one lookup
+    /// reference, as every successful entry reply to the kernel does.
+    pub fn bind(&mut self, parent: u64, name: &OsStr, kind: Kind) -> u64 {
+        let key = (parent, name.to_os_string());
+        if let Some(&ino) = self.names.get(&key) {
+            if let Some(node) = self.map.get_mut(&ino) {
+                if node.kind == kind {
+                    node.lookups += 1;
+                    return ino;
+                }
+                // A file became a directory (or the reverse) behind our back: new inode.
+                node.linked = false;
+            }
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.map.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_os_string(),
+                linked: true,
+                kind,
+                lookups: 1,
+            },
+        );
+        self.names.insert(key, ino);
+        ino
+    }
+
+    /// The name was removed: its node keeps serving open handles until forgotten.
+    pub fn unbind(&mut self, parent: u64, name: &OsStr) {
+        if let Some(ino) = self.names.remove(&(parent, name.to_os_string())) {
+            if let Some(node) = self.map.get_mut(&ino) {
+                node.linked = false;
+            }
+        }
+    }
+
+    /// `from` was renamed to `to`; whatever `to` named before is replaced.
+    pub fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr)) {
+        self.unbind(to.0, to.1);
+        if let Some(ino) = self.names.remove(&(from.0, from.1.to_os_string())) {
+            if let Some(node) = self.map.get_mut(&ino) {
+                node.parent = to.0;
+                node.name = to.1.to_os_string();
+            }
+            self.names.insert((to.0, to.1.to_os_string()), ino);
+        }
+    }
+
+    /// The kernel dropped `n` lookup references.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let Some(node) = self.map.get_mut(&ino) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups == 0 {
+            let node = self.map.remove(&ino).expect("present");
+            let key = (node.parent, node.name);
+            if self.names.get(&key) == Some(&ino) {
+                self.names.remove(&key);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_renames_of_parent_directories() {
+        let mut nodes = Nodes::default();
+        let dir = nodes.bind(ROOT, OsStr::new("a"), Kind::Dir);
+        let file = nodes.bind(dir, OsStr::new("x.json"), Kind::File);
+        assert_eq!(nodes.path(file), Some(PathBuf::from("a/x.json")));
+        nodes.rename((ROOT, OsStr::new("a")), (ROOT, OsStr::new("b")));
+        assert_eq!(nodes.path(file), Some(PathBuf::from("b/x.json")));
+    }
+
+    #[test]
+    fn the_same_name_keeps_its_inode_and_counts_lookups() {
+        let mut nodes = Nodes::default();
+        let a = nodes.bind(ROOT, OsStr::new("x.json"), Kind::File);
+        let b = nodes.bind(ROOT, OsStr::new("x.json"), Kind::File);
+        assert_eq!(a, b);
+        nodes.forget(a, 1);
+        assert_eq!(nodes.find(ROOT, OsStr::new("x.json")), Some(a));
+        nodes.forget(a, 1);
+        assert_eq!(nodes.find(ROOT, OsStr::new("x.json")), None);
+        assert_eq!(nodes.len(), 1);
+    }
+
+    #[test]
+    fn unlinked_nodes_have_no_path_and_rename_target_is_replaced() {
+        let mut nodes = Nodes::default();
+        let a = nodes.bind(ROOT, OsStr::new("a.json"), Kind::File);
+        let b = nodes.bind(ROOT, OsStr::new("b.json"), Kind::File);
+        nodes.rename((ROOT, OsStr::new("a.json")), (ROOT, OsStr::new("b.json")));
+        assert_eq!(nodes.path(b), None);
+        assert_eq!(nodes.path(a), Some(PathBuf::from("b.json")));
+        nodes.unbind(ROOT, OsStr::new("b.json"));
+        assert_eq!(nodes.path(a), None);
+    }
+}

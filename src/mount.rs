@@ -1,0 +1,153 @@
+//! `cachetta mount`: start-up checks, the FUSE session, and a clean unmount on signals.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+
+use crate::cli::{self, MountArgs, EXIT_USAGE};
+use crate::clock::SystemClock;
+use crate::config::Overrides;
+use crate::fs::CacheFs;
+use crate::fuse::FuseAdapter;
+use crate::store::Store;
+
+/// FUSE worker threads: requests block on disk I/O, so more than the two cores.
+const WORKER_THREADS: usize = 4;
+
+fn refuse(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("cachetta: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn default_mountpoint() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+        .join(".cachetta")
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+pub fn run(args: MountArgs) -> ExitCode {
+    cli::init_logging(args.verbose, args.quiet);
+    let overrides = Overrides {
+        duration: args.duration,
+        stale: args.stale,
+        ..Overrides::default()
+    };
+    let config = match cli::load_config(&args.common, overrides) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mountpoint = args.mountpoint.clone().unwrap_or_else(default_mountpoint);
+    if let Err(e) = std::fs::create_dir_all(&mountpoint) {
+        return refuse(format_args!(
+            "cannot create mountpoint {}: {e}",
+            mountpoint.display()
+        ));
+    }
+    let store = match Store::open(&config.backing, config.sync_writes) {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(format_args!(
+                "cannot open backing dir {}: {e}",
+                config.backing.display()
+            ))
+        }
+    };
+    let mnt = absolute(&mountpoint);
+    let backing = store.root_path().to_path_buf();
+    if mnt.starts_with(&backing) || backing.starts_with(&mnt) {
+        return refuse(format_args!(
+            "the mountpoint {} and the backing dir {} must not contain each other; choose another --backing or mountpoint",
+            mnt.display(),
+            backing.display()
+        ));
+    }
+
+    let fs = Arc::new(CacheFs::new(
+        Arc::new(config),
+        store,
+        Arc::new(SystemClock),
+        args.read_only,
+    ));
+    let mut options = vec![
+        fuser::MountOption::FSName("cachetta".into()),
+        fuser::MountOption::Subtype("cachetta".into()),
+    ];
+    if args.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.n_threads = Some(WORKER_THREADS);
+    fuse_config.clone_fd = true;
+
+    let mut session = match fuser::Session::new(FuseAdapter::new(fs.clone()), &mnt, &fuse_config) {
+        Ok(s) => s,
+        Err(e) => return refuse(format_args!("cannot mount at {}: {e}", mnt.display())),
+    };
+    info!(mountpoint = %mnt.display(), backing = %backing.display(), "mounted");
+
+    let unmounter = session.unmount_callable();
+    if let Err(e) = spawn_signal_thread(unmounter, mnt.clone()) {
+        error!("cannot install signal handlers: {e}");
+    }
+    match session.run() {
+        Ok(()) => {
+            info!(mountpoint = %mnt.display(), "unmounted");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("session ended with an error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// On SIGINT/SIGTERM/SIGHUP: unmount (lazily if busy), then let the session loop end; a second
+/// signal, or a session that does not end, forces the exit.
+fn spawn_signal_thread(
+    mut unmounter: fuser::SessionUnmounter,
+    mnt: PathBuf,
+) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let Some(signal) = signals.forever().next() else {
+                return;
+            };
+            info!(signal, "shutting down");
+            if let Err(e) = unmounter.unmount() {
+                warn!("unmount failed ({e}); detaching lazily");
+                lazy_unmount(&mnt);
+            }
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_secs(5));
+                warn!("session did not end in time; exiting");
+                std::process::exit(0);
+            });
+            if signals.forever().next().is_some() {
+                warn!("second signal: exiting now");
+                std::process::exit(0);
+            }
+        })?;
+    Ok(())
+}
+
+/// `umount -l`: detach the mount even while files in it are open.
+pub fn lazy_unmount(mnt: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_bytes()) {
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
