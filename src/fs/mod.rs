@@ -330,11 +330,28 @@ impl CacheFs {
             }
         }
         let key = self.path_of(ino)?;
-        let (st, seen) = self.visible(&key)?;
-        Ok(Entry {
-            attr: Attr::from_stat(ino, &st),
-            ttl: Self::ttl(seen),
-        })
+        match self.visible(&key) {
+            Ok((st, seen)) => Ok(Entry {
+                attr: Attr::from_stat(ino, &st),
+                ttl: Self::ttl(seen),
+            }),
+            Err(e) => match self.writer_of(ino) {
+                // Created and not yet published: its writer (`touch`, `futimens`) still sees it.
+                Some(handle) => Ok(self
+                    .handle_attr(ino, &handle)?
+                    .expect("write handles have attributes")),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// An open writable handle of `ino`, if any.
+    fn writer_of(&self, ino: u64) -> Option<Arc<Handle>> {
+        let handles = self.handles.read();
+        handles
+            .values()
+            .find(|h| matches!(&***h, Handle::Write(s) if s.lock().ino == ino))
+            .cloned()
     }
 
     /// Attributes as one open handle sees them (its own version, or its staged content).
@@ -571,7 +588,7 @@ impl CacheFs {
         if create.is_some() {
             oflags |= OFlags::CREATE | OFlags::from_bits_retain((flags & libc::O_EXCL) as u32);
         }
-        let mode = Mode::from_raw_mode(create.unwrap_or(0o644));
+        let mode = Mode::from_raw_mode(create.unwrap_or(0));
         let (file, _) = self
             .store
             .open_file(key, oflags, mode)
