@@ -11,5 +11,8 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod hash;
 pub mod policy;
 pub mod store;
+
+pub use hash::hash;
