@@ -8,26 +8,27 @@
 //! ```
 //!
 //! `args` is the positional tuple (a JSON list) and `kwargs` is always `{}` here. So the text
-//! hashed is Python's `json.dumps` with its defaults: separators `", "` and `": "`, keys sorted
-//! at every level (by code point, which is the byte order of UTF-8, so `String`'s `Ord`),
-//! `ensure_ascii=True` (everything outside `' '..='~'` becomes `\uXXXX`, lowercase, astral
-//! chars as surrogate pairs; `\" \\ \n \r \t \b \f` keep their short forms), floats as
-//! `float.__repr__` (shortest round-trip digits, exponent form `1e+16`/`1e-05` when the decimal
-//! exponent is below -4 or at least 16, otherwise positional with at least `.0`) and `NaN`,
-//! `Infinity`, `-Infinity` for the non-finite ones. There is no crate for that dialect, so this
-//! module serializes to it directly from any `Serialize` value (not via `serde_json::Value`,
-//! which would turn NaN into `null` and refuse integers beyond 64 bits).
+//! hashed is Python's `json.dumps` with its defaults: separators `", "` and `": "`; keys sorted
+//! at every level (by code point, which is UTF-8 byte order, so `String`'s `Ord`);
+//! `ensure_ascii=True` (everything outside `' '..='~'` becomes lowercase `\uXXXX`, astral chars
+//! as surrogate pairs; `\" \\ \n \r \t \b \f` keep their short forms); floats as
+//! `float.__repr__`: the shortest digits that round-trip, the nearest ones with ties to even
+//! (ryu agrees; Rust's own `{:e}` does not on ties), in exponent form `1e+16`/`1e-05` when the
+//! decimal exponent is below -4 or at least 16, else positional with at least `.0`; and `NaN`,
+//! `Infinity`, `-Infinity`. No crate writes that dialect, so this module serializes to it
+//! directly from any `Serialize` value (not via `serde_json::Value`, which would turn NaN into
+//! `null` and refuse integers beyond 64 bits).
 //!
 //! The Python argument a Rust value stands for is what `json.loads` makes of the text
-//! `serde_json::to_string` writes for it, with three refinements: non-finite floats are
-//! Python's `nan`/`inf`, an `f32` is its shortest decimal (`0.1f32` is Python `0.1`), and a
-//! map with integer keys is a Python dict with `int` keys (sorted numerically, as Python does).
-//! `default=str` only matters for objects that are not JSON-native, which Rust cannot pass.
-//! Not covered: a map mixing string and integer keys, or with any other kind of key (Python
-//! would raise `TypeError` while sorting, or needs objects Rust has no form of); these are
-//! errors from [`try_hash`].
+//! `serde_json::to_string` writes for it, except that NaN and the infinities stay Python's
+//! `nan`/`inf` (serde_json writes `null`) and a map with integer keys is a dict with `int` keys
+//! (sorted numerically, as Python does, before they become strings). `default=str` only matters
+//! for objects that are not JSON-native, which Rust cannot pass. No JSON-native case is known
+//! to differ: `tests/python_hash.rs` checks a table and thousands of seeded random values
+//! against the real package. Refused with an error from [`try_hash`]: a map mixing string and
+//! integer keys (Python raises `TypeError` sorting it) or with any other kind of key.
 //!
-//! The JavaScript package's `hash` uses `JSON.stringify(args)` and different digests; this
+//! The JavaScript package's `hash` hashes `JSON.stringify(args)` and gives other digests; this
 //! module matches the Python one only.
 
 use std::collections::BTreeMap;
@@ -170,12 +171,7 @@ fn write_float(out: &mut String, f: f64) {
         out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as Python's repr does; only
-    // the layout differs.
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exponent) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
-    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let (digits, exponent) = shortest_digits(f.abs());
     if f.is_sign_negative() {
         out.push('-');
     }
@@ -203,6 +199,30 @@ fn write_float(out: &mut String, f: f64) {
             out.push_str(&digits[whole..]);
         }
     }
+}
+
+/// The shortest decimal digits that round-trip to `f` (finite, not negative) and the decimal
+/// exponent of the first one: 0.0125 is `("125", -2)`.
+///
+/// Python's repr picks, among the shortest round-tripping strings, the one nearest `f` and
+/// breaks exact ties to even; ryu does the same. Rust's own `{:e}` does not always (it writes
+/// 1774306205806144.3 for 1774306205806144.25, where Python writes ...144.2).
+fn shortest_digits(f: f64) -> (String, i32) {
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(f);
+    let (mantissa, shift) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().expect("ryu exponent is an integer")),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{whole}{fraction}");
+    let leading_zeros = all.bytes().take_while(|&b| b == b'0').count();
+    let digits = all[leading_zeros..].trim_end_matches('0');
+    if digits.is_empty() {
+        return ("0".to_owned(), 0);
+    }
+    let exponent = whole.len() as i32 - 1 + shift - leading_zeros as i32;
+    (digits.to_owned(), exponent)
 }
 
 /// Builds a [`Json`] tree from any `Serialize` value, following serde_json's mapping of
@@ -705,6 +725,10 @@ mod tests {
             (1.5e16, "1.5e+16"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (5e-324, "5e-324"),
+            // An exact tie between two shortest candidates: Python rounds to even.
+            (1774306205806144.0 + 0.25, "1774306205806144.2"),
+            (0.3, "0.3"),
+            (2.0f64.powi(70), "1.1805916207174113e+21"),
             (-2.5e-100, "-2.5e-100"),
             (f64::NAN, "NaN"),
             (f64::NEG_INFINITY, "-Infinity"),
