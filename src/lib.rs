@@ -11,7 +11,10 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod hash;
 pub mod mount;
 pub mod policy;
 pub mod stats;
 pub mod store;
+
+pub use hash::hash;
