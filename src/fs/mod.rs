@@ -1022,3 +1022,6 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests;

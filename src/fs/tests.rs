@@ -1,0 +1,287 @@
+//! The filesystem struct driven directly, with no kernel: a manual clock and a temp backing dir.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::config::{Config, Overrides};
+
+const ME: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    fs: CacheFs,
+}
+
+fn fixture(toml: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(toml, Path::new("test.toml"), &Overrides::default()).unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let fs = CacheFs::new(Arc::new(config), store, clock.clone(), false);
+    Fixture { dir, clock, fs }
+}
+
+impl Fixture {
+    fn put(&self, name: &str, body: &str, age: Duration) {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let mtime = self.clock.now() - age;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
+    fn names(&self) -> Vec<String> {
+        let fh = self.fs.opendir(ROOT).unwrap();
+        let items = self.fs.readdir(fh, 0).unwrap();
+        self.fs.releasedir(fh);
+        items
+            .into_iter()
+            .map(|(_, l)| l.name.to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    }
+
+    fn write_entry(&self, name: &str, body: &[u8]) -> FsResult<()> {
+        let (_, opened) = self.fs.create(
+            ME,
+            ROOT,
+            OsStr::new(name),
+            0o644,
+            0o022,
+            libc::O_WRONLY | libc::O_TRUNC,
+        )?;
+        self.fs.write(opened.fh, 0, body)?;
+        let result = self.fs.flush(opened.fh);
+        self.fs.release(opened.fh);
+        result
+    }
+}
+
+fn errno_of<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
+    r.unwrap_err().errno
+}
+
+#[test]
+fn expired_and_corrupt_entries_are_hidden_and_fresh_stale_shown() {
+    let f = fixture("duration = \"60s\"\nstale = \"30s\"\n");
+    f.put("fresh.json", "{}", Duration::from_secs(10));
+    f.put("stale.json", "{}", Duration::from_secs(70));
+    f.put("expired.json", "{}", Duration::from_secs(90));
+    f.put("corrupt.json", "{", Duration::from_secs(1));
+    f.put("scratch.tmp", "x", Duration::from_secs(1));
+    let mut names = f.names();
+    names.sort();
+    assert_eq!(names, vec!["fresh.json", "stale.json"]);
+    assert_eq!(
+        errno_of(f.fs.lookup(ROOT, OsStr::new("expired.json"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno_of(f.fs.lookup(ROOT, OsStr::new("corrupt.json"))),
+        libc::ENOENT
+    );
+    assert!(f.fs.lookup(ROOT, OsStr::new("scratch.tmp")).is_ok());
+}
+
+#[test]
+fn kernel_ttl_never_passes_the_next_state_change() {
+    let f = fixture("duration = \"60s\"\n");
+    f.put("x.json", "{}", Duration::from_millis(59_700));
+    let entry = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    assert!(entry.ttl <= Duration::from_millis(300), "{:?}", entry.ttl);
+    f.clock.advance(Duration::from_millis(300));
+    assert_eq!(errno_of(f.fs.getattr(entry.attr.ino, None)), libc::ENOENT);
+}
+
+#[test]
+fn invalid_json_at_close_is_einval_and_the_old_entry_stays() {
+    let f = fixture("");
+    f.write_entry("x.json", b"{\"v\":1}").unwrap();
+    assert_eq!(errno_of(f.write_entry("x.json", b"{\"v\":")), libc::EINVAL);
+    assert_eq!(
+        std::fs::read(f.dir.path().join("x.json")).unwrap(),
+        b"{\"v\":1}"
+    );
+    assert_eq!(f.fs.stats().writes_rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(f.fs.stats().writes_ok.load(Ordering::Relaxed), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+#[test]
+fn a_close_without_new_writes_publishes_nothing_and_succeeds() {
+    let f = fixture("");
+    f.put("x.json", "{\"v\":1}", Duration::ZERO);
+    let entry = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    let opened =
+        f.fs.open(ME, entry.attr.ino, libc::O_WRONLY | libc::O_TRUNC)
+            .unwrap();
+    f.fs.flush(opened.fh).unwrap(); // the shell's close of the duplicate before writing
+    f.fs.write(opened.fh, 0, b"[2]").unwrap();
+    f.fs.flush(opened.fh).unwrap();
+    f.fs.release(opened.fh);
+    assert_eq!(std::fs::read(f.dir.path().join("x.json")).unwrap(), b"[2]");
+}
+
+#[test]
+fn readers_see_the_old_entry_until_the_writer_closes() {
+    let f = fixture("");
+    f.put("x.json", "{\"v\":1}", Duration::ZERO);
+    let ino = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
+    let writer = f.fs.open(ME, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    f.fs.write(writer.fh, 0, b"{\"v\":2}").unwrap();
+    let reader = f.fs.open(ME, ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.fs.read(reader.fh, 0, 100).unwrap(), b"{\"v\":1}");
+    f.fs.flush(writer.fh).unwrap();
+    assert_eq!(
+        f.fs.read(reader.fh, 0, 100).unwrap(),
+        b"{\"v\":1}",
+        "an open reader keeps its version"
+    );
+    let again = f.fs.open(ME, ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.fs.read(again.fh, 0, 100).unwrap(), b"{\"v\":2}");
+}
+
+#[test]
+fn append_and_partial_overwrite_are_staged_on_top_of_the_old_content() {
+    let f = fixture("");
+    f.put("x.json", "[1, 2]", Duration::ZERO);
+    let ino = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
+    let w = f.fs.open(ME, ino, libc::O_WRONLY).unwrap();
+    f.fs.write(w.fh, 1, b"7").unwrap();
+    f.fs.flush(w.fh).unwrap();
+    f.fs.release(w.fh);
+    assert_eq!(
+        std::fs::read(f.dir.path().join("x.json")).unwrap(),
+        b"[7, 2]"
+    );
+    let a = f.fs.open(ME, ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    f.fs.write(a.fh, 0, b" ").unwrap();
+    f.fs.flush(a.fh).unwrap();
+    f.fs.release(a.fh);
+    assert_eq!(
+        std::fs::read(f.dir.path().join("x.json")).unwrap(),
+        b"[7, 2] "
+    );
+}
+
+#[test]
+fn writes_past_max_entry_bytes_are_efbig() {
+    let f = fixture("max_entry_bytes = 8\n");
+    assert_eq!(
+        errno_of(f.write_entry("x.json", b"[1,2,3,4,5]")),
+        libc::EFBIG
+    );
+    assert!(!f.dir.path().join("x.json").exists());
+}
+
+#[test]
+fn a_successful_write_sets_mtime_to_now() {
+    let f = fixture("");
+    f.clock.advance(Duration::from_secs(3600));
+    f.write_entry("x.json", b"1").unwrap();
+    let mtime = std::fs::metadata(f.dir.path().join("x.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, f.clock.now());
+}
+
+#[test]
+fn renaming_invalid_json_onto_an_entry_changes_nothing() {
+    let f = fixture("");
+    f.put("x.json", "{}", Duration::ZERO);
+    f.put("tmp1", "{", Duration::ZERO);
+    f.fs.lookup(ROOT, OsStr::new("tmp1")).unwrap();
+    f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    assert_eq!(
+        errno_of(f.fs.rename(ROOT, OsStr::new("tmp1"), ROOT, OsStr::new("x.json"), 0)),
+        libc::EINVAL
+    );
+    assert_eq!(std::fs::read(f.dir.path().join("x.json")).unwrap(), b"{}");
+    f.put("tmp2", "[3]", Duration::from_secs(5000));
+    f.fs.rename(ROOT, OsStr::new("tmp2"), ROOT, OsStr::new("x.json"), 0)
+        .unwrap();
+    assert_eq!(std::fs::read(f.dir.path().join("x.json")).unwrap(), b"[3]");
+    let mtime = std::fs::metadata(f.dir.path().join("x.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, f.clock.now(), "publishing a scratch file is a write");
+}
+
+#[test]
+fn rmdir_removes_invisible_leftovers_but_not_visible_entries() {
+    let f = fixture("duration = \"60s\"\n");
+    std::fs::create_dir(f.dir.path().join("d")).unwrap();
+    f.put("d/old.json", "{}", Duration::from_secs(100));
+    f.put("d/bad.json", "{", Duration::ZERO);
+    f.put("d/tmp", "x", Duration::ZERO);
+    f.put("d/ok.json", "{}", Duration::ZERO);
+    f.fs.lookup(ROOT, OsStr::new("d")).unwrap();
+    assert_eq!(errno_of(f.fs.rmdir(ROOT, OsStr::new("d"))), libc::ENOTEMPTY);
+    std::fs::remove_file(f.dir.path().join("d/ok.json")).unwrap();
+    f.fs.rmdir(ROOT, OsStr::new("d")).unwrap();
+    assert!(!f.dir.path().join("d").exists());
+}
+
+#[test]
+fn names_over_255_bytes_are_enametoolong_and_links_are_refused() {
+    let f = fixture("");
+    let long = "a".repeat(251) + ".json";
+    assert_eq!(
+        errno_of(f.fs.lookup(ROOT, OsStr::new(&long))),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(f.fs.refuse_special().errno, libc::EPERM);
+}
+
+#[test]
+fn a_write_to_a_removed_entry_goes_nowhere() {
+    let f = fixture("");
+    f.put("x.json", "{}", Duration::ZERO);
+    let ino = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
+    let w = f.fs.open(ME, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    f.fs.write(w.fh, 0, b"[1]").unwrap();
+    f.fs.unlink(ROOT, OsStr::new("x.json")).unwrap();
+    f.fs.flush(w.fh).unwrap();
+    f.fs.release(w.fh);
+    assert!(!f.dir.path().join("x.json").exists());
+}
+
+#[test]
+fn read_only_refuses_changes_with_erofs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.json"), "{}").unwrap();
+    let config = Config::from_toml("", Path::new("t.toml"), &Overrides::default()).unwrap();
+    let fs = CacheFs::new(
+        Arc::new(config),
+        Store::open(dir.path(), false).unwrap(),
+        Arc::new(crate::clock::SystemClock),
+        true,
+    );
+    let ino = fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
+    assert_eq!(errno_of(fs.open(ME, ino, libc::O_WRONLY)), libc::EROFS);
+    assert_eq!(errno_of(fs.unlink(ROOT, OsStr::new("x.json"))), libc::EROFS);
+    assert_eq!(
+        errno_of(fs.mkdir(ROOT, OsStr::new("d"), 0o755, 0)),
+        libc::EROFS
+    );
+    assert!(fs.open(ME, ino, libc::O_RDONLY).is_ok());
+}
