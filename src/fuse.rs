@@ -17,6 +17,7 @@ use tracing::{debug, error, warn};
 
 use crate::error::{FsError, Level};
 use crate::fs::{Attr, CacheFs, Caller, Changes, Entry, Opened};
+use crate::stats::bump;
 use crate::store::{Kind, SetTime};
 
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
@@ -125,14 +126,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        bump(&self.fs.requests().lookup);
         reply_entry(reply, "lookup", self.fs.lookup(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        bump(&self.fs.requests().forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        bump(&self.fs.requests().getattr);
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
             Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
             Err(err) => reply.error(fail("getattr", err)),
@@ -157,6 +161,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        bump(&self.fs.requests().setattr);
         let changes = Changes {
             mode,
             uid,
@@ -175,6 +180,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        bump(&self.fs.requests().readlink);
         reply.error(Errno::EINVAL);
     }
 
@@ -188,6 +194,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        bump(&self.fs.requests().mknod);
         reply.error(Errno::from_i32(self.fs.refuse_special().errno));
     }
 
@@ -200,14 +207,17 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        bump(&self.fs.requests().mkdir);
         reply_entry(reply, "mkdir", self.fs.mkdir(parent.0, name, mode, umask));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        bump(&self.fs.requests().unlink);
         reply_empty(reply, "unlink", self.fs.unlink(parent.0, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        bump(&self.fs.requests().rmdir);
         reply_empty(reply, "rmdir", self.fs.rmdir(parent.0, name));
     }
 
@@ -219,6 +229,7 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        bump(&self.fs.requests().symlink);
         reply.error(Errno::from_i32(self.fs.refuse_special().errno));
     }
 
@@ -232,6 +243,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().rename);
         reply_empty(
             reply,
             "rename",
@@ -248,10 +260,12 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        bump(&self.fs.requests().link);
         reply.error(Errno::from_i32(self.fs.refuse_special().errno));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        bump(&self.fs.requests().open);
         match self.fs.open(caller(req), ino.0, flags.0) {
             Ok(opened) => reply.opened(FileHandle(opened.fh), open_flags(&opened)),
             Err(err) => reply.error(fail("open", err)),
@@ -269,6 +283,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        bump(&self.fs.requests().read);
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(err) => reply.error(fail("read", err)),
@@ -287,6 +302,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        bump(&self.fs.requests().write);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(err) => reply.error(fail("write", err)),
@@ -301,6 +317,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().flush);
         reply_empty(reply, "flush", self.fs.flush(fh.0));
     }
 
@@ -314,6 +331,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().release);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -326,10 +344,12 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().fsync);
         reply_empty(reply, "fsync", self.fs.fsync(fh.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        bump(&self.fs.requests().opendir);
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(err) => reply.error(fail("opendir", err)),
@@ -344,6 +364,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        bump(&self.fs.requests().readdir);
         match self.fs.readdir(fh.0, offset) {
             Ok(items) => {
                 for (next, item) in items {
@@ -365,6 +386,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().releasedir);
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -377,10 +399,12 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().fsyncdir);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        bump(&self.fs.requests().statfs);
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -406,22 +430,27 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        bump(&self.fs.requests().setxattr);
         reply_empty(reply, "setxattr", self.fs.setxattr(ino.0, name, value));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        bump(&self.fs.requests().getxattr);
         reply_xattr(reply, "getxattr", size, self.fs.getxattr(ino.0, name));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        bump(&self.fs.requests().listxattr);
         reply_xattr(reply, "listxattr", size, self.fs.listxattr(ino.0));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        bump(&self.fs.requests().removexattr);
         reply_empty(reply, "removexattr", self.fs.removexattr(ino.0, name));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        bump(&self.fs.requests().access);
         // The backing files' own permissions decide when the operation itself runs.
         reply.ok();
     }
@@ -436,6 +465,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        bump(&self.fs.requests().create);
         match self
             .fs
             .create(caller(req), parent.0, name, mode, umask, flags)

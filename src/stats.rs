@@ -36,3 +36,53 @@ counters!(
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
+
+macro_rules! requests {
+    ($($name:ident),* $(,)?) => {
+        /// How many requests of each kind reached the daemon (SPEC §5 `requests`): the measure
+        /// of how much the kernel's caches spare us.
+        #[derive(Debug, Default)]
+        pub struct Requests {
+            $(pub $name: AtomicU64,)*
+        }
+
+        impl Requests {
+            pub fn counters(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+requests!(
+    lookup,
+    forget,
+    getattr,
+    setattr,
+    mknod,
+    mkdir,
+    unlink,
+    rmdir,
+    symlink,
+    rename,
+    link,
+    open,
+    read,
+    write,
+    flush,
+    release,
+    fsync,
+    fsyncdir,
+    readlink,
+    opendir,
+    readdir,
+    readdirplus,
+    releasedir,
+    statfs,
+    setxattr,
+    getxattr,
+    listxattr,
+    removexattr,
+    access,
+    create,
+);

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{FsError, FsResult};
 use crate::policy::{self, EntryState, Verdict};
-use crate::stats::{bump, Stats};
+use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
 
 pub use handles::Listed;
@@ -36,6 +36,9 @@ pub use nodes::ROOT;
 pub const KERNEL_TTL_CAP: Duration = Duration::from_secs(1);
 
 const NAME_MAX: usize = 255;
+
+/// The mount-wide counters, on the root directory.
+pub const STATS_XATTR: &str = "user.cachetta.stats";
 const VALIDITY_CACHE_MAX: usize = 100_000;
 
 /// Attributes of a node as the kernel sees them.
@@ -129,6 +132,7 @@ pub struct CacheFs {
     /// JSON validity per content version, so an unchanged entry is parsed once.
     validity: Mutex<HashMap<Version, bool>>,
     stats: Stats,
+    requests: Requests,
     started: SystemTime,
 }
 
@@ -172,12 +176,17 @@ impl CacheFs {
             next_fh: AtomicU64::new(1),
             validity: Mutex::new(HashMap::new()),
             stats: Stats::default(),
+            requests: Requests::default(),
             started,
         }
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    pub fn requests(&self) -> &Requests {
+        &self.requests
     }
 
     pub fn uptime(&self) -> Duration {
@@ -972,13 +981,41 @@ impl CacheFs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
-        let _ = (self.path_of(ino)?, name);
+        self.path_of(ino)?;
+        if ino == ROOT && name == STATS_XATTR {
+            return Ok(self.stats_json().into_bytes());
+        }
         Err(errno(libc::ENODATA))
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         self.path_of(ino)?;
-        Ok(Vec::new())
+        let mut names = Vec::new();
+        if ino == ROOT {
+            names.extend_from_slice(STATS_XATTR.as_bytes());
+            names.push(0);
+        }
+        Ok(names)
+    }
+
+    /// The mount's counters as one JSON object (`user.cachetta.stats` on the root).
+    pub fn stats_json(&self) -> String {
+        let mut object = serde_json::Map::new();
+        for (name, value) in self.stats.counters() {
+            object.insert(name.into(), value.into());
+        }
+        object.insert("uptime_s".into(), self.uptime().as_secs().into());
+        object.insert("lru_entries".into(), 0.into());
+        object.insert("lru_bytes".into(), 0.into());
+        object.insert("inodes".into(), self.inode_count().into());
+        let requests: serde_json::Map<_, _> = self
+            .requests
+            .counters()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.into()))
+            .collect();
+        object.insert("requests".into(), requests.into());
+        serde_json::Value::Object(object).to_string()
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, _value: &[u8]) -> FsResult<()> {
