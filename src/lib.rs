@@ -12,6 +12,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod hash;
+pub mod invalidate;
 pub mod mount;
 pub mod policy;
 pub mod stats;
