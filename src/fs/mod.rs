@@ -876,7 +876,7 @@ impl CacheFs {
         self.store
             .unlink(&key)
             .map_err(|e| FsError::io(key.display(), e))?;
-        self.nodes.write().unbind(parent, name);
+        self.nodes.write().remove(parent, name);
         Ok(())
     }
 
@@ -910,7 +910,7 @@ impl CacheFs {
         self.store
             .rmdir(&key)
             .map_err(|e| FsError::io(key.display(), e))?;
-        self.nodes.write().unbind(parent, name);
+        self.nodes.write().remove(parent, name);
         Ok(())
     }
 

@@ -4,6 +4,11 @@
 //! are replaced by rename on every write, and the kernel must keep seeing one file. Inode
 //! numbers are never reused, so generation is always 0. Nodes live while the kernel holds a
 //! lookup reference (`forget` drops them).
+//!
+//! A node whose name was taken over by another node (a rename onto it, a rotation) is
+//! *replaced*: it still resolves to its name, so a process that looked the name up a moment
+//! before the replace opens the new content instead of failing. Only a removed node (`rm`,
+//! `rmdir`) resolves to nothing.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -17,8 +22,8 @@ pub const ROOT: u64 = 1;
 struct Node {
     parent: u64,
     name: OsString,
-    /// False once the name was removed or replaced; the node then only serves open handles.
-    linked: bool,
+    /// True once the name was removed (`rm`, `rmdir`).
+    removed: bool,
     kind: Kind,
     lookups: u64,
 }
@@ -38,7 +43,7 @@ impl Default for Nodes {
             Node {
                 parent: ROOT,
                 name: OsString::new(),
-                linked: true,
+                removed: false,
                 kind: Kind::Dir,
                 lookups: 1,
             },
@@ -52,13 +57,13 @@ impl Default for Nodes {
 }
 
 impl Nodes {
-    /// Path of a node relative to the backing root; `None` if unknown or no longer linked.
+    /// Path of a node relative to the backing root; `None` if unknown or removed.
     pub fn path(&self, ino: u64) -> Option<PathBuf> {
         let mut parts = Vec::new();
         let mut at = ino;
         while at != ROOT {
             let node = self.map.get(&at)?;
-            if !node.linked {
+            if node.removed {
                 return None;
             }
             parts.push(node.name.as_os_str());
@@ -87,7 +92,6 @@ impl Nodes {
                     return ino;
                 }
                 // A file became a directory (or the reverse) behind our back: new inode.
-                node.linked = false;
             }
         }
         let ino = self.next;
@@ -97,7 +101,7 @@ impl Nodes {
             Node {
                 parent,
                 name: name.to_os_string(),
-                linked: true,
+                removed: false,
                 kind,
                 lookups: 1,
             },
@@ -107,17 +111,23 @@ impl Nodes {
     }
 
     /// The name was removed: its node keeps serving open handles until forgotten.
-    pub fn unbind(&mut self, parent: u64, name: &OsStr) {
+    pub fn remove(&mut self, parent: u64, name: &OsStr) {
         if let Some(ino) = self.names.remove(&(parent, name.to_os_string())) {
             if let Some(node) = self.map.get_mut(&ino) {
-                node.linked = false;
+                node.removed = true;
             }
         }
     }
 
+    /// The name's content moved on: the next lookup gets a fresh node, while this one keeps
+    /// resolving to the name for whoever still holds it.
+    pub fn replace(&mut self, parent: u64, name: &OsStr) {
+        self.names.remove(&(parent, name.to_os_string()));
+    }
+
     /// `from` was renamed to `to`; whatever `to` named before is replaced.
     pub fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr)) {
-        self.unbind(to.0, to.1);
+        self.replace(to.0, to.1);
         if let Some(ino) = self.names.remove(&(from.0, from.1.to_os_string())) {
             if let Some(node) = self.map.get_mut(&ino) {
                 node.parent = to.0;
@@ -178,14 +188,16 @@ mod tests {
     }
 
     #[test]
-    fn unlinked_nodes_have_no_path_and_rename_target_is_replaced() {
+    fn removed_nodes_have_no_path_and_replaced_ones_keep_their_name() {
         let mut nodes = Nodes::default();
         let a = nodes.bind(ROOT, OsStr::new("a.json"), Kind::File);
         let b = nodes.bind(ROOT, OsStr::new("b.json"), Kind::File);
         nodes.rename((ROOT, OsStr::new("a.json")), (ROOT, OsStr::new("b.json")));
-        assert_eq!(nodes.path(b), None);
+        assert_eq!(nodes.path(b), Some(PathBuf::from("b.json")));
+        assert_eq!(nodes.find(ROOT, OsStr::new("b.json")), Some(a));
         assert_eq!(nodes.path(a), Some(PathBuf::from("b.json")));
-        nodes.unbind(ROOT, OsStr::new("b.json"));
+        nodes.remove(ROOT, OsStr::new("b.json"));
         assert_eq!(nodes.path(a), None);
+        assert_eq!(nodes.path(b), Some(PathBuf::from("b.json")));
     }
 }
