@@ -9,6 +9,7 @@ use std::os::unix::fs::symlink;
 
 use common::*;
 
+#[track_caller]
 fn assert_unchanged(m: &Mount, rel: &str, bytes: &[u8]) {
     assert_eq!(
         fs::read(m.path(rel)).unwrap(),

@@ -22,6 +22,7 @@ fn assert_recent(t: SystemTime) {
 
 /// The entry reads back the same through the mount and in the backing dir, and nothing
 /// else (no staging file) is left in that backing directory.
+#[track_caller]
 fn assert_entry(m: &Mount, rel: &str, bytes: &[u8]) {
     assert_eq!(
         fs::read(m.path(rel)).unwrap(),
@@ -174,7 +175,8 @@ fn check_readers_see_old_until_close(old: &str, new: &str) {
     writer.write_all(new.as_bytes()).unwrap();
     writer.flush().unwrap();
     // Written but not closed: every reader still gets the old entry, whole.
-    assert_eq!(fs::read(m.path("x.json")).unwrap(), old.as_bytes());
+    let before = fs::read(m.path("x.json")).unwrap();
+    assert_bytes(&before, old.as_bytes(), "read while the writer is open");
     assert_eq!(
         fs::metadata(m.path("x.json")).unwrap().len(),
         old.len() as u64
@@ -182,7 +184,8 @@ fn check_readers_see_old_until_close(old: &str, new: &str) {
     assert_eq!(fs::read(m.backing_path("x.json")).unwrap(), old.as_bytes());
     let reader = File::open(m.path("x.json")).unwrap();
     close_fd(writer).unwrap();
-    assert_eq!(fs::read(m.path("x.json")).unwrap(), new.as_bytes());
+    let after = fs::read(m.path("x.json")).unwrap();
+    assert_bytes(&after, new.as_bytes(), "read after the writer closed");
     assert_eq!(
         fs::metadata(m.path("x.json")).unwrap().len(),
         new.len() as u64

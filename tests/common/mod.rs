@@ -484,6 +484,7 @@ pub fn cstring(path: &Path) -> CString {
 }
 
 /// Create parents and write `bytes` to `path` (plain `fs::write`, no mount involved).
+#[track_caller]
 pub fn write_file(path: &Path, bytes: &[u8]) {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).expect("create parent dirs");
@@ -515,6 +516,7 @@ pub fn set_path_mtime(path: &Path, time: SystemTime) -> io::Result<()> {
 }
 
 /// The errno of a failed call; panics (showing the value) if it succeeded.
+#[track_caller]
 pub fn errno_of<T: Debug>(result: io::Result<T>) -> i32 {
     match result {
         Ok(v) => panic!("expected an error, got Ok({v:?})"),
@@ -542,6 +544,7 @@ pub fn close_fd(file: File) -> io::Result<()> {
 }
 
 /// Sorted entry names of a directory. Panics on error.
+#[track_caller]
 pub fn list_dir(path: &Path) -> Vec<OsString> {
     let mut names: Vec<OsString> = fs::read_dir(path)
         .unwrap_or_else(|e| panic!("read_dir {}: {e}", path.display()))
@@ -580,6 +583,7 @@ pub fn sleep_until(t: SystemTime) {
 }
 
 /// Assert a command succeeded, showing its output if not.
+#[track_caller]
 pub fn assert_success(what: &str, out: &Output) {
     assert!(
         out.status.success(),
@@ -587,6 +591,17 @@ pub fn assert_success(what: &str, out: &Output) {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Assert two byte strings are equal, showing them as text when they differ.
+#[track_caller]
+pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: got {:?}, want {:?}",
+        String::from_utf8_lossy(&got[..got.len().min(300)]),
+        String::from_utf8_lossy(&want[..want.len().min(300)])
     );
 }
 
