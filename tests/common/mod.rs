@@ -241,14 +241,16 @@ impl Mount {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 self.child = None;
                 panic!(
-                    "cachetta mount exited with {status} before mounting {}",
-                    self.mnt.display()
+                    "cachetta mount exited with {status} before mounting {}; stderr:\n{}",
+                    self.mnt.display(),
+                    self.stderr()
                 );
             }
             if Instant::now() > deadline {
                 panic!(
-                    "{} did not become a FUSE mount within {MOUNT_TIMEOUT:?}",
-                    self.mnt.display()
+                    "{} did not become a FUSE mount within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    self.mnt.display(),
+                    self.stderr()
                 );
             }
             thread::sleep(POLL);
