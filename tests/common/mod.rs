@@ -152,6 +152,7 @@ impl MountBuilder {
     }
 
     /// Spawn the daemon and wait until `mnt` is a FUSE mount that answers `stat`.
+    #[track_caller]
     pub fn start(self) -> Mount {
         let (mut mount, child) = self.spawn();
         mount.child = Some(child);
@@ -161,6 +162,7 @@ impl MountBuilder {
 
     /// Spawn the daemon when it is expected to refuse to run: waits for it to exit (10 s) and
     /// returns its status and stderr. Panics (after cleaning up) if it mounted instead.
+    #[track_caller]
     pub fn run_expecting_exit(self) -> (ExitStatus, String) {
         let (mut mount, child) = self.spawn();
         mount.child = Some(child);
@@ -234,6 +236,7 @@ impl MountBuilder {
 }
 
 impl Mount {
+    #[track_caller]
     fn wait_until_mounted(&mut self) {
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         while !is_fuse_mount(&self.mnt) {
