@@ -90,6 +90,12 @@ pub fn run(args: MountArgs) -> ExitCode {
     fuse_config.n_threads = Some(WORKER_THREADS);
     fuse_config.clone_fd = true;
 
+    // Hook the signals before mounting: a SIGTERM that arrives the moment the mount appears
+    // must unmount it, not kill the daemon and leave a dead mount behind.
+    let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => return refuse(format_args!("cannot install signal handlers: {e}")),
+    };
     let mut session = match fuser::Session::new(FuseAdapter::new(fs.clone()), &mnt, &fuse_config) {
         Ok(s) => s,
         Err(e) => return refuse(format_args!("cannot mount at {}: {e}", mnt.display())),
@@ -97,7 +103,7 @@ pub fn run(args: MountArgs) -> ExitCode {
     info!(mountpoint = %mnt.display(), backing = %backing.display(), "mounted");
 
     let unmounter = session.unmount_callable();
-    if let Err(e) = spawn_signal_thread(unmounter, mnt.clone()) {
+    if let Err(e) = spawn_signal_thread(signals, unmounter, mnt.clone()) {
         error!("cannot install signal handlers: {e}");
     }
     match session.run() {
@@ -115,10 +121,10 @@ pub fn run(args: MountArgs) -> ExitCode {
 /// On SIGINT/SIGTERM/SIGHUP: unmount (lazily if busy), then let the session loop end; a second
 /// signal, or a session that does not end, forces the exit.
 fn spawn_signal_thread(
+    mut signals: signal_hook::iterator::Signals,
     mut unmounter: fuser::SessionUnmounter,
     mnt: PathBuf,
 ) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
