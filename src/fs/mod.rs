@@ -4,6 +4,7 @@
 
 mod handles;
 mod nodes;
+mod write;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -26,8 +27,8 @@ use crate::policy::{self, EntryState, Verdict};
 use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
 
+use handles::Handle;
 pub use handles::Listed;
-use handles::{Handle, WriteState};
 use nodes::Nodes;
 pub use nodes::ROOT;
 
@@ -403,138 +404,6 @@ impl CacheFs {
         }))
     }
 
-    pub fn setattr(
-        &self,
-        caller: Caller,
-        ino: u64,
-        fh: Option<u64>,
-        changes: Changes,
-    ) -> FsResult<Entry> {
-        self.writable()?;
-        let key = self.path_of(ino)?;
-        if let Some(size) = changes.size {
-            self.truncate(caller, ino, &key, fh, size)?;
-        }
-        let exists = self.store.stat(&key).is_ok();
-        if exists {
-            if let Some(mode) = changes.mode {
-                self.store
-                    .set_mode(&key, mode)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-            }
-            if changes.uid.is_some() || changes.gid.is_some() {
-                self.store
-                    .set_owner(&key, changes.uid, changes.gid)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-            }
-            if changes.atime.is_some() || changes.mtime.is_some() {
-                // "now" comes from our clock, like every other time the mount computes with.
-                let now = |t: Option<SetTime>| {
-                    t.map(|t| {
-                        if let SetTime::Now = t {
-                            SetTime::At(self.clock.now())
-                        } else {
-                            t
-                        }
-                    })
-                };
-                self.store
-                    .set_times(&key, now(changes.atime), now(changes.mtime))
-                    .map_err(|e| FsError::io(key.display(), e))?;
-            }
-        }
-        self.getattr(ino, fh)
-    }
-
-    /// `ftruncate` on a writable handle is a staged write; `truncate(path)` of an entry is a
-    /// whole write on its own, validated at once.
-    fn truncate(
-        &self,
-        caller: Caller,
-        ino: u64,
-        key: &Path,
-        fh: Option<u64>,
-        size: u64,
-    ) -> FsResult<()> {
-        let handle = fh.and_then(|fh| self.handle(fh).ok());
-        match handle.as_deref() {
-            Some(Handle::Write(state)) => {
-                if size > self.config.max_entry_bytes {
-                    return Err(errno(libc::EFBIG));
-                }
-                let mut state = state.lock();
-                let dir = store::split(key).0.to_path_buf();
-                let file = state
-                    .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                file.set_len(size)?;
-                state.dirty = true;
-                Ok(())
-            }
-            Some(Handle::Scratch { file, .. }) => Ok(file.set_len(size)?),
-            _ if store::is_entry_name(key.file_name().unwrap_or_default()) => {
-                if size > self.config.max_entry_bytes {
-                    return Err(errno(libc::EFBIG));
-                }
-                let mut state = self.start_write(caller, key, false, 0o644, false)?;
-                let dir = store::split(key).0.to_path_buf();
-                let file = state
-                    .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                file.set_len(size)?;
-                state.dirty = true;
-                state.ino = ino;
-                let result = self.commit(&mut state, key);
-                if let Some(staging) = state.staging.take() {
-                    self.store.discard(staging);
-                }
-                result
-            }
-            _ => {
-                let (file, _) = self
-                    .store
-                    .open_file(key, OFlags::WRONLY, Mode::empty())
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                Ok(file.set_len(size)?)
-            }
-        }
-    }
-
-    /// The starting state of a writable open of entry `key`.
-    fn start_write(
-        &self,
-        caller: Caller,
-        key: &Path,
-        truncate: bool,
-        perm: u32,
-        append: bool,
-    ) -> FsResult<WriteState> {
-        let base = match self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
-            Ok((file, st)) if !matches!(self.judge(key, &st, Some(&file)), Seen::Hidden) => {
-                Some((file, st))
-            }
-            _ => None,
-        };
-        let daemon_is_root = rustix::process::geteuid().is_root();
-        let (perm, owner) = match &base {
-            Some((_, st)) => (st.perm as u32, daemon_is_root.then_some((st.uid, st.gid))),
-            None => (
-                perm,
-                (daemon_is_root && caller.uid != 0).then_some((caller.uid, caller.gid)),
-            ),
-        };
-        Ok(WriteState {
-            ino: 0,
-            base: base.map(|(f, _)| f),
-            staging: None,
-            truncated: truncate,
-            dirty: false,
-            append,
-            perm,
-            owner,
-        })
-    }
-
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> FsResult<Opened> {
         let key = self.path_of(ino)?;
         let name = key.file_name().unwrap_or_default().to_os_string();
@@ -609,66 +478,6 @@ impl CacheFs {
         })
     }
 
-    pub fn create(
-        &self,
-        caller: Caller,
-        parent: u64,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-    ) -> FsResult<(Entry, Opened)> {
-        self.writable()?;
-        let key = self.child_path(parent, name)?;
-        let perm = mode & !umask & 0o7777;
-        if store::is_staging_name(name) {
-            return Err(errno(libc::EPERM));
-        }
-        if !store::is_entry_name(name) {
-            let ino = self.nodes.write().bind(parent, name, Kind::File);
-            let opened = self.open_scratch(&key, flags, Some(perm));
-            let opened = match opened {
-                Ok(o) => o,
-                Err(e) => {
-                    self.nodes.write().forget(ino, 1);
-                    return Err(e);
-                }
-            };
-            let st = self.store.stat(&key)?;
-            return Ok((
-                Entry {
-                    attr: Attr::from_stat(ino, &st),
-                    ttl: KERNEL_TTL_CAP,
-                },
-                opened,
-            ));
-        }
-        let mut state = self.start_write(caller, &key, true, perm, flags & libc::O_APPEND != 0)?;
-        if state.base.is_some() && flags & libc::O_EXCL != 0 {
-            return Err(errno(libc::EEXIST));
-        }
-        // O_CREAT without O_TRUNC on an entry that exists keeps its content.
-        state.truncated = state.base.is_none() || flags & libc::O_TRUNC != 0;
-        let ino = self.nodes.write().bind(parent, name, Kind::File);
-        state.ino = ino;
-        let handle = Handle::Write(Mutex::new(state));
-        let entry = self
-            .handle_attr(ino, &handle)?
-            .expect("write handles have attributes");
-        let fh = self.add_handle(handle);
-        // ttl 0: until published, the name is not visible to anyone else.
-        Ok((
-            Entry {
-                attr: entry.attr,
-                ttl: Duration::ZERO,
-            },
-            Opened {
-                fh,
-                direct_io: true,
-            },
-        ))
-    }
-
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let handle = self.handle(fh)?;
         let mut buf = vec![0u8; size as usize];
@@ -686,90 +495,6 @@ impl CacheFs {
         Ok(buf)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let handle = self.handle(fh)?;
-        match &*handle {
-            Handle::Scratch { file, .. } => {
-                file.write_all_at(data, offset)?;
-                Ok(data.len() as u32)
-            }
-            Handle::Write(state) => {
-                let mut state = state.lock();
-                let key = self.path_of(state.ino).unwrap_or_default();
-                let dir = store::split(&key).0.to_path_buf();
-                let append = state.append;
-                let file = state
-                    .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                let offset = if append {
-                    file.metadata()?.len()
-                } else {
-                    offset
-                };
-                if offset.saturating_add(data.len() as u64) > self.config.max_entry_bytes {
-                    warn!(key = %key.display(), max = self.config.max_entry_bytes, "write refused: entry would exceed max_entry_bytes");
-                    return Err(FsError::warn(libc::EFBIG, "entry too large"));
-                }
-                file.write_all_at(data, offset)?;
-                state.dirty = true;
-                Ok(data.len() as u32)
-            }
-            Handle::Read { .. } | Handle::Dir { .. } => Err(errno(libc::EBADF)),
-        }
-    }
-
-    /// A `close` of a descriptor: validate and publish what was written since the last one.
-    pub fn flush(&self, fh: u64) -> FsResult<()> {
-        let handle = self.handle(fh)?;
-        let Handle::Write(state) = &*handle else {
-            return Ok(());
-        };
-        let mut state = state.lock();
-        if !state.dirty {
-            return Ok(());
-        }
-        state.dirty = false;
-        let Some(key) = self.nodes.read().path(state.ino) else {
-            // Removed while open: like writing to an unlinked file, the data goes nowhere.
-            return Ok(());
-        };
-        self.commit(&mut state, &key)
-    }
-
-    /// Validate the staged content and publish it as `key`.
-    fn commit(&self, state: &mut WriteState, key: &Path) -> FsResult<()> {
-        let Some(staging) = &state.staging else {
-            return Ok(());
-        };
-        let bytes = match store::read_all(&staging.file, self.config.max_entry_bytes) {
-            Ok(bytes) => bytes,
-            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                bump(&self.stats.writes_rejected);
-                warn!(key = %key.display(), "write rejected: entry exceeds max_entry_bytes");
-                return Err(FsError::warn(libc::EFBIG, "entry too large"));
-            }
-            Err(e) => return Err(FsError::io(key.display(), e)),
-        };
-        if !store::is_valid_json(&bytes) {
-            bump(&self.stats.writes_rejected);
-            warn!(key = %key.display(), bytes = bytes.len(), "write rejected: not valid JSON; the previous entry is unchanged");
-            return Err(FsError::warn(libc::EINVAL, "not valid JSON"));
-        }
-        let staging = state.staging.take().expect("checked above");
-        let published = self
-            .store
-            .publish(staging, key, self.clock.now())
-            .map_err(|e| FsError::io(key.display(), e))?;
-        if let Ok(st) = Store::fstat(&published) {
-            self.validity.lock().insert(st.version(), true);
-        }
-        state.base = Some(published);
-        state.truncated = false;
-        bump(&self.stats.writes_ok);
-        debug!(key = %key.display(), bytes = bytes.len(), "entry written");
-        Ok(())
-    }
-
     pub fn release(&self, fh: u64) {
         let handle = self.handles.write().remove(&fh);
         if let Some(handle) = handle {
@@ -778,20 +503,6 @@ impl CacheFs {
                     self.store.discard(staging);
                 }
             }
-        }
-    }
-
-    pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        let handle = self.handle(fh)?;
-        match &*handle {
-            Handle::Scratch { file, .. } => Ok(file.sync_all()?),
-            Handle::Write(state) => {
-                if let Some(staging) = &state.lock().staging {
-                    staging.file.sync_all()?;
-                }
-                Ok(())
-            }
-            _ => Ok(()),
         }
     }
 
