@@ -1,6 +1,7 @@
 //! The `fuser::Filesystem` adapter: each handler calls the plain [`CacheFs`] and turns the
 //! result into a reply. Nothing else lives here; errors are logged once, by level.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
@@ -8,15 +9,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use tracing::{debug, error, warn};
+use parking_lot::Mutex;
+use tracing::{debug, error, info, warn};
 
 use crate::error::{FsError, Level};
-use crate::fs::{Attr, CacheFs, Caller, Changes, Entry, Opened};
+use crate::fs::{Attr, CacheFs, Caller, Changes, Entry, OpenMode, Opened};
 use crate::stats::bump;
 use crate::store::{Kind, SetTime};
 
@@ -24,12 +26,55 @@ use crate::store::{Kind, SetTime};
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<CacheFs>,
+    /// The kernel passthrough backing of each inode whose reads are passed through, with the
+    /// generation of the pin it belongs to; one per inode while any of its opens uses it.
+    backings: Mutex<HashMap<u64, (u64, BackingId)>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<CacheFs>) -> Self {
-        FuseAdapter { fs }
+        FuseAdapter {
+            fs,
+            backings: Mutex::new(HashMap::new()),
+        }
     }
+
+    /// Answer an open as the filesystem decided: passthrough (registering the inode's
+    /// backing file with the kernel on its first open), page cache, or direct I/O.
+    fn reply_opened(&self, reply: ReplyOpen, opened: Opened) {
+        let noflush = if opened.read_only {
+            FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::empty()
+        };
+        let fh = FileHandle(opened.fh);
+        match &opened.mode {
+            OpenMode::DirectIo => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+            OpenMode::Passthrough { file, generation } => {
+                let mut backings = self.backings.lock();
+                if let Some((_, id)) = backings.get(&opened.ino).filter(|(g, _)| g == generation) {
+                    return reply.opened_passthrough(fh, noflush, id);
+                }
+                match reply.open_backing(&**file) {
+                    Ok(id) => {
+                        reply.opened_passthrough(fh, noflush, &id);
+                        backings.insert(opened.ino, (*generation, id));
+                    }
+                    Err(e) => {
+                        // No backing was registered, so plain direct I/O is allowed here.
+                        warn!("kernel passthrough unavailable ({e}); reading through the daemon");
+                        self.fs.enable_passthrough(false);
+                        reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Created files are never passthrough (they are written through the daemon).
+fn create_flags(_opened: &Opened) -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO
 }
 
 fn kind(kind: Kind) -> FileType {
@@ -76,14 +121,6 @@ fn fail(op: &str, err: FsError) -> Errno {
     Errno::from_i32(err.errno)
 }
 
-fn open_flags(opened: &Opened) -> FopenFlags {
-    if opened.direct_io {
-        FopenFlags::FOPEN_DIRECT_IO
-    } else {
-        FopenFlags::empty()
-    }
-}
-
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -117,11 +154,15 @@ fn reply_xattr(reply: ReplyXattr, op: &str, size: u32, result: Result<Vec<u8>, F
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // O_TRUNC must reach `open` itself: a separate truncate-to-0 would look like a write
-        // of an empty (invalid) entry.
-        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
-            warn!(?missing, "kernel lacks atomic O_TRUNC");
-        }
+        // Kernel passthrough (Linux >= 6.9, root): large reads never reach the daemon.
+        // CACHETTA_PASSTHROUGH=0 turns it off (to measure, or to work around a kernel).
+        let wanted = std::env::var("CACHETTA_PASSTHROUGH").map_or(true, |v| v != "0");
+        let granted = wanted
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
+        self.fs.enable_passthrough(granted);
+        info!(passthrough = granted, "kernel connection ready");
         Ok(())
     }
 
@@ -267,7 +308,7 @@ impl Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         bump(&self.fs.requests().open);
         match self.fs.open(caller(req), ino.0, flags.0) {
-            Ok(opened) => reply.opened(FileHandle(opened.fh), open_flags(&opened)),
+            Ok(opened) => self.reply_opened(reply, opened),
             Err(err) => reply.error(fail("open", err)),
         }
     }
@@ -332,7 +373,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         bump(&self.fs.requests().release);
-        self.fs.release(fh.0);
+        if let Some((ino, generation)) = self.fs.release(fh.0) {
+            // The last open of a pin: the kernel no longer needs its backing.
+            let mut backings = self.backings.lock();
+            if backings.get(&ino).is_some_and(|(g, _)| *g == generation) {
+                backings.remove(&ino);
+            }
+        }
         reply.ok();
     }
 
@@ -475,7 +522,7 @@ impl Filesystem for FuseAdapter {
                 &file_attr(&e.attr),
                 Generation(0),
                 FileHandle(opened.fh),
-                open_flags(&opened),
+                create_flags(&opened),
             ),
             Err(err) => reply.error(fail("create", err)),
         }

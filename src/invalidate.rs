@@ -1,12 +1,16 @@
-//! Kernel cache invalidations, sent from one dedicated thread.
+//! Kernel cache invalidations, sent from dedicated threads.
 //!
 //! The kernel may be waiting on the very request that causes an invalidation, so handlers
-//! never notify the kernel themselves: they queue an [`Invalidation`] here. A handler that
-//! needs its effect before it replies (a `close` that published new content) waits a bounded
-//! time for the thread's acknowledgement, never forever.
+//! never notify the kernel themselves: they queue an [`Invalidation`] here. Names and page
+//! ranges go through one thread (delivering them may need a directory or page lock); a handler
+//! that needs their effect before it replies waits a bounded time, never forever, and only one
+//! handler waits at a time. Attribute-only invalidations take no lock in the kernel, so they go
+//! through a second thread and a handler may wait for them freely.
 
 use std::ffi::OsString;
-use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::debug;
@@ -16,6 +20,8 @@ use tracing::debug;
 pub enum Invalidation {
     /// An inode's attributes and cached data.
     Inode(u64),
+    /// An inode's attributes only (size, mtime): lock-free in the kernel.
+    Attributes(u64),
     /// A name in a directory (the dentry), so the next access looks it up again.
     Entry(u64, OsString),
 }
@@ -29,61 +35,98 @@ impl Deliver for fuser::Notifier {
     fn deliver(&self, inv: &Invalidation) -> std::io::Result<()> {
         match inv {
             Invalidation::Inode(ino) => self.inval_inode(fuser::INodeNo(*ino), 0, 0),
+            Invalidation::Attributes(ino) => self.inval_inode(fuser::INodeNo(*ino), -1, 0),
             Invalidation::Entry(parent, name) => self.inval_entry(fuser::INodeNo(*parent), name),
         }
     }
 }
 
-type Message = (Invalidation, Option<std::sync::mpsc::SyncSender<()>>);
+type Message = (Invalidation, Option<SyncSender<()>>);
+
+/// How long a handler waits for an invalidation to reach the kernel.
+const ACK_WAIT: Duration = Duration::from_millis(100);
+
+/// At most this many handlers wait at once for a name or page invalidation.
+const MAX_WAITERS: usize = 1;
 
 /// The sending side, held by the filesystem.
 #[derive(Debug, Clone)]
 pub struct Invalidator {
-    tx: Sender<Message>,
+    names: Sender<Message>,
+    attributes: Sender<Message>,
+    waiters: Arc<AtomicUsize>,
 }
 
-/// How long a handler waits for an invalidation to reach the kernel.
-const ACK_WAIT: Duration = Duration::from_millis(200);
-
 impl Invalidator {
-    /// Start the notifier thread; it ends when every `Invalidator` clone is dropped.
-    pub fn spawn(deliver: impl Deliver) -> std::io::Result<Invalidator> {
-        let (tx, rx) = channel::<Message>();
-        std::thread::Builder::new()
-            .name("invalidate".into())
-            .spawn(move || {
-                for (inv, ack) in rx {
-                    // ENOENT: the kernel does not hold that inode or name; nothing to forget.
-                    if let Err(e) = deliver.deliver(&inv) {
-                        debug!(?inv, "invalidation not delivered: {e}");
-                    }
-                    if let Some(ack) = ack {
-                        let _ = ack.send(());
-                    }
-                }
-            })?;
-        Ok(Invalidator { tx })
+    /// Start the notifier threads; they end when every `Invalidator` clone is dropped.
+    pub fn spawn(deliver: impl Deliver + Clone) -> std::io::Result<Invalidator> {
+        Ok(Invalidator {
+            names: deliver_thread("invalidate", deliver.clone())?,
+            attributes: deliver_thread("invalidate-attrs", deliver)?,
+            waiters: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// Queue an invalidation and return at once.
     pub fn send(&self, inv: Invalidation) {
-        let _ = self.tx.send((inv, None));
+        let queue = match inv {
+            Invalidation::Attributes(_) => &self.attributes,
+            _ => &self.names,
+        };
+        let _ = queue.send((inv, None));
     }
 
-    /// Queue an invalidation and wait (bounded) until it has been delivered.
+    /// Queue an invalidation and wait (bounded) until it has been delivered, unless another
+    /// handler is already waiting (then just queue it).
     pub fn send_and_wait(&self, inv: Invalidation) {
-        let (ack_tx, ack_rx) = sync_channel(1);
-        if self.tx.send((inv, Some(ack_tx))).is_ok() {
-            let _ = ack_rx.recv_timeout(ACK_WAIT);
+        if let Invalidation::Attributes(ino) = inv {
+            return self.attributes_now(ino);
         }
+        if self.waiters.fetch_add(1, Ordering::SeqCst) >= MAX_WAITERS {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            return self.send(inv);
+        }
+        wait_for(&self.names, inv);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
+
+    /// Invalidate an inode's attributes and wait until the kernel has done it.
+    pub fn attributes_now(&self, ino: u64) {
+        wait_for(&self.attributes, Invalidation::Attributes(ino));
+    }
+}
+
+fn wait_for(queue: &Sender<Message>, inv: Invalidation) {
+    let (ack_tx, ack_rx) = sync_channel(1);
+    if queue.send((inv, Some(ack_tx))).is_ok() {
+        let _ = ack_rx.recv_timeout(ACK_WAIT);
+    }
+}
+
+fn deliver_thread(name: &str, deliver: impl Deliver) -> std::io::Result<Sender<Message>> {
+    let (tx, rx) = channel::<Message>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for (inv, ack) in rx {
+                // ENOENT: the kernel does not hold that inode or name; nothing to forget.
+                if let Err(e) = deliver.deliver(&inv) {
+                    debug!(?inv, "invalidation not delivered: {e}");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
+    #[derive(Clone)]
     struct Record(Arc<Mutex<Vec<Invalidation>>>);
 
     impl Deliver for Record {
@@ -99,11 +142,13 @@ mod tests {
         let inv = Invalidator::spawn(Record(seen.clone())).unwrap();
         inv.send(Invalidation::Inode(7));
         inv.send_and_wait(Invalidation::Entry(1, "x.json".into()));
+        inv.attributes_now(9);
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
                 Invalidation::Inode(7),
-                Invalidation::Entry(1, "x.json".into())
+                Invalidation::Entry(1, "x.json".into()),
+                Invalidation::Attributes(9)
             ]
         );
     }

@@ -17,5 +17,6 @@ pub mod mount;
 pub mod policy;
 pub mod stats;
 pub mod store;
+pub mod watch;
 
 pub use hash::hash;

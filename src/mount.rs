@@ -13,10 +13,12 @@ use crate::clock::SystemClock;
 use crate::config::Overrides;
 use crate::fs::CacheFs;
 use crate::fuse::FuseAdapter;
+use crate::invalidate::Invalidator;
 use crate::store::Store;
+use crate::watch;
 
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores.
-const WORKER_THREADS: usize = 4;
+const WORKER_THREADS: usize = 6;
 
 fn refuse(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("cachetta: {message}");
@@ -72,6 +74,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         ));
     }
 
+    let watch_mode = config.watch;
     let fs = Arc::new(CacheFs::new(
         Arc::new(config),
         store,
@@ -102,6 +105,32 @@ pub fn run(args: MountArgs) -> ExitCode {
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), "mounted");
 
+    match Invalidator::spawn(session.notifier()) {
+        Ok(invalidator) => fs.set_invalidator(invalidator),
+        Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
+    }
+    // Changes behind the mount's back reach the kernel as they happen; only then may the
+    // kernel cache names and attributes for long. Setting up the watch walks the whole
+    // backing dir, so it happens beside the session, not before it.
+    if fs.has_invalidator() {
+        let (fs, backing) = (fs.clone(), backing.clone());
+        std::thread::Builder::new()
+            .name("watch".into())
+            .spawn(
+                move || match watch::start(fs.clone(), &backing, watch_mode) {
+                    Ok(watch) => {
+                        fs.set_watching(true);
+                        // The watch lives as long as the process.
+                        std::mem::forget(watch);
+                    }
+                    Err(e) => warn!(
+                        "cannot watch {} ({e}); changes made outside the mount show within 1 s",
+                        backing.display()
+                    ),
+                },
+            )
+            .ok();
+    }
     let unmounter = session.unmount_callable();
     if let Err(e) = spawn_signal_thread(signals, unmounter, mnt.clone()) {
         error!("cannot install signal handlers: {e}");

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -22,14 +23,16 @@ pub struct Listed {
 
 #[derive(Debug)]
 pub enum Handle {
-    /// A read-only open of an entry: its own fd, so it reads one version whole.
+    /// A read-only open of an entry: the inode's pinned file, so it reads one version whole.
     Read {
-        file: File,
+        ino: u64,
+        file: Arc<File>,
     },
     /// A writable open of an entry.
     Write(Mutex<WriteState>),
     /// Any open of a scratch file: plain pass-through, no validation.
     Scratch {
+        ino: u64,
         file: File,
     },
     Dir {
@@ -41,6 +44,8 @@ pub enum Handle {
 #[derive(Debug)]
 pub struct WriteState {
     pub ino: u64,
+    /// The process that opened it.
+    pub pid: u32,
     /// The content the open started from (or the last content it published).
     pub base: Option<File>,
     /// New content, once anything was written.

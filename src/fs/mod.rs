@@ -4,6 +4,7 @@
 
 mod handles;
 mod nodes;
+mod pins;
 mod write;
 
 use std::collections::HashMap;
@@ -12,8 +13,8 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -23,6 +24,7 @@ use tracing::{debug, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{FsError, FsResult};
+use crate::invalidate::{Invalidation, Invalidator};
 use crate::policy::{self, EntryState, Verdict};
 use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
@@ -31,10 +33,20 @@ use handles::Handle;
 pub use handles::Listed;
 use nodes::Nodes;
 pub use nodes::ROOT;
+use pins::Pins;
 
-/// The longest the kernel may cache a name or attributes without asking again. Entries also
-/// never get past their next state change (SPEC §2: exact in time).
-pub const KERNEL_TTL_CAP: Duration = Duration::from_secs(1);
+/// The longest the kernel may cache a name or attributes while nothing watches the backing
+/// dir: changes made behind the mount's back then show within this time (SPEC §2).
+pub const UNWATCHED_TTL: Duration = Duration::from_secs(1);
+
+/// The longest the kernel may cache a name or attributes while the backing dir is watched
+/// (changes are then pushed to the kernel as they happen). Entries also never get past their
+/// next state change (SPEC §2: exact in time).
+pub const WATCHED_TTL: Duration = Duration::from_secs(3600);
+
+/// After a writer's open moved a name off a passthrough inode, reads of the name's fresh inode
+/// use direct I/O for this long, so the writer's retried open cannot meet a passthrough pin.
+const WRITER_RESERVATION: Duration = Duration::from_millis(100);
 
 const NAME_MAX: usize = 255;
 
@@ -83,13 +95,27 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
+/// How the kernel is to do I/O on an open file.
+///
+/// Never through the page cache: the kernel keeps one size per inode, which a writer's
+/// direct writes move under page-cached readers of the same inode (cutting their reads short
+/// or padding them with zeros). Passthrough and direct I/O read the handle's own file.
+#[derive(Debug, Clone)]
+pub enum OpenMode {
+    /// Every read and write comes to the daemon (staged writes, or no passthrough).
+    DirectIo,
+    /// Reads go straight to this backing file in the kernel; `generation` names the pin.
+    Passthrough { file: Arc<File>, generation: u64 },
+}
+
 /// How an open was answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Opened {
     pub fh: u64,
-    /// Each read goes to this handle's own fd (so concurrent versions never mix in the
-    /// kernel's page cache).
-    pub direct_io: bool,
+    pub ino: u64,
+    pub mode: OpenMode,
+    /// A read-only open: its `close` has nothing to report, so the kernel need not send flush.
+    pub read_only: bool,
 }
 
 /// Who is asking.
@@ -128,6 +154,12 @@ pub struct CacheFs {
     clock: Arc<dyn Clock>,
     read_only: bool,
     nodes: RwLock<Nodes>,
+    pins: Mutex<Pins>,
+    /// Names a writer is about to open again (see `refuse_if_passthrough_pinned`).
+    reserved: Mutex<HashMap<(u64, std::ffi::OsString), std::time::Instant>>,
+    passthrough: AtomicBool,
+    watching: AtomicBool,
+    invalidator: OnceLock<Invalidator>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// JSON validity per content version, so an unchanged entry is parsed once.
@@ -173,6 +205,11 @@ impl CacheFs {
             clock,
             read_only,
             nodes: RwLock::new(Nodes::default()),
+            pins: Mutex::new(Pins::default()),
+            reserved: Mutex::new(HashMap::new()),
+            passthrough: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
+            invalidator: OnceLock::new(),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             validity: Mutex::new(HashMap::new()),
@@ -203,6 +240,90 @@ impl CacheFs {
 
     pub fn inode_count(&self) -> usize {
         self.nodes.read().len()
+    }
+
+    /// Reads of large entries may use kernel passthrough (the adapter negotiated it).
+    pub fn enable_passthrough(&self, on: bool) {
+        self.passthrough.store(on, Ordering::Relaxed);
+    }
+
+    /// Where kernel invalidations go; until set, the kernel is never told anything.
+    pub fn set_invalidator(&self, invalidator: Invalidator) {
+        let _ = self.invalidator.set(invalidator);
+    }
+
+    pub fn has_invalidator(&self) -> bool {
+        self.invalidator.get().is_some()
+    }
+
+    /// The backing dir is watched, so the kernel may cache names and attributes for long.
+    pub fn set_watching(&self, on: bool) {
+        self.watching.store(on, Ordering::Relaxed);
+    }
+
+    fn invalidate(&self, inv: Invalidation, wait: bool) {
+        if let Some(invalidator) = self.invalidator.get() {
+            if wait {
+                invalidator.send_and_wait(inv);
+            } else {
+                invalidator.send(inv);
+            }
+        }
+    }
+
+    /// The name of `ino` now holds other content while `ino` is pinned to the old one: the
+    /// name moves to a fresh inode at its next lookup, and the kernel is told to look again.
+    fn rotate(&self, ino: u64, wait: bool) {
+        let bound = {
+            let mut nodes = self.nodes.write();
+            let bound = nodes.bound_name(ino);
+            if let Some((parent, name)) = &bound {
+                nodes.replace(*parent, name);
+            }
+            bound
+        };
+        if let Some((parent, name)) = bound {
+            self.invalidate(Invalidation::Entry(parent, name), wait);
+        }
+    }
+
+    /// Tell the kernel that `ino`'s content or attributes changed under it.
+    fn content_changed(&self, ino: u64, wait: bool) {
+        let pinned = self.pins.lock().get(ino).is_some();
+        if pinned {
+            self.rotate(ino, wait);
+        } else {
+            self.invalidate(Invalidation::Inode(ino), wait);
+        }
+    }
+
+    /// Something at `rel` (relative to the backing root) changed behind the mount's back:
+    /// the kernel forgets the name, the directory's attributes and the inode's content.
+    pub fn backing_changed(&self, rel: &Path) {
+        let (parent_rel, name) = store::split(rel);
+        let (parent, child) = {
+            let nodes = self.nodes.read();
+            let Some(parent) = nodes.resolve(parent_rel) else {
+                return;
+            };
+            (parent, nodes.find(parent, name))
+        };
+        self.invalidate(Invalidation::Entry(parent, name.to_os_string()), false);
+        self.invalidate(Invalidation::Inode(parent), false);
+        if let Some(child) = child {
+            self.content_changed(child, false);
+        }
+    }
+
+    /// Events were lost: the kernel forgets every name and inode it holds from us.
+    pub fn backing_changed_everywhere(&self) {
+        let (names, inodes) = self.nodes.read().everything();
+        for ino in inodes {
+            self.invalidate(Invalidation::Inode(ino), false);
+        }
+        for (parent, name) in names {
+            self.invalidate(Invalidation::Entry(parent, name), false);
+        }
     }
 
     fn writable(&self) -> FsResult<()> {
@@ -292,22 +413,43 @@ impl CacheFs {
         }
     }
 
-    fn ttl(seen: Seen) -> Duration {
-        match seen {
-            Seen::Entry(v) => v
-                .until_change
-                .map_or(Duration::ZERO, |d| d.min(KERNEL_TTL_CAP)),
-            _ => KERNEL_TTL_CAP,
+    fn ttl_cap(&self) -> Duration {
+        if self.watching.load(Ordering::Relaxed) {
+            WATCHED_TTL
+        } else {
+            UNWATCHED_TTL
         }
     }
 
-    /// Stat and judge a path; hidden things are `ENOENT`.
+    fn ttl(&self, seen: Seen) -> Duration {
+        match seen {
+            Seen::Entry(v) => v
+                .until_change
+                .map_or(Duration::ZERO, |d| d.min(self.ttl_cap())),
+            _ => self.ttl_cap(),
+        }
+    }
+
+    /// Stat and judge a path; hidden things are `ENOENT`. An entry whose validity is not yet
+    /// known is opened and judged as opened, so a replace racing with us can never make a
+    /// valid entry look corrupt.
     fn visible(&self, key: &Path) -> FsResult<(Stat, Seen)> {
-        let st = self
+        let mut st = self
             .store
             .stat(key)
             .map_err(|e| FsError::io(key.display(), e))?;
-        match self.judge(key, &st, None) {
+        let mut opened = None;
+        let name = key.file_name().unwrap_or_default();
+        if st.kind == Kind::File
+            && store::is_entry_name(name)
+            && !self.validity.lock().contains_key(&st.version())
+        {
+            if let Ok((file, fst)) = self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
+                st = fst;
+                opened = Some(file);
+            }
+        }
+        match self.judge(key, &st, opened.as_ref()) {
             Seen::Hidden => Err(errno(libc::ENOENT)),
             seen => Ok((st, seen)),
         }
@@ -320,10 +462,23 @@ impl CacheFs {
             bump(&self.stats.misses);
         }
         let (st, seen) = found?;
-        let ino = self.nodes.write().bind(parent, name, st.kind);
+        // A pinned inode keeps its version; newer content at the name gets a fresh inode.
+        let moved_on = self.nodes.read().find(parent, name).is_some_and(|ino| {
+            self.pins
+                .lock()
+                .get(ino)
+                .is_some_and(|pin| pin.id != (st.dev, st.ino))
+        });
+        let ino = {
+            let mut nodes = self.nodes.write();
+            if moved_on {
+                nodes.replace(parent, name);
+            }
+            nodes.bind(parent, name, st.kind)
+        };
         Ok(Entry {
             attr: Attr::from_stat(ino, &st),
-            ttl: Self::ttl(seen),
+            ttl: self.ttl(seen),
         })
     }
 
@@ -332,26 +487,54 @@ impl CacheFs {
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Entry> {
-        if let Some(fh) = fh {
-            if let Ok(handle) = self.handle(fh) {
-                if let Some(entry) = self.handle_attr(ino, &handle)? {
-                    return Ok(entry);
-                }
-            }
-        }
         let key = self.path_of(ino)?;
-        match self.visible(&key) {
-            Ok((st, seen)) => Ok(Entry {
-                attr: Attr::from_stat(ino, &st),
-                ttl: Self::ttl(seen),
-            }),
+        // Stat the name first, then look for a pin: a pin made after the stat is always of
+        // content at least as new, so this never reports newer attributes over an older pin.
+        let found = self.visible(&key);
+        if let Some(entry) = self.pinned_attr(ino, &key)? {
+            return Ok(entry);
+        }
+        match found {
+            Ok((st, seen)) => {
+                if let Some(Handle::Scratch { file, .. }) =
+                    fh.and_then(|fh| self.handle(fh).ok()).as_deref()
+                {
+                    // A scratch file's writer sees its own file, even if renamed away.
+                    let st = Store::fstat(file)?;
+                    return Ok(Entry {
+                        attr: Attr::from_stat(ino, &st),
+                        ttl: self.ttl(seen),
+                    });
+                }
+                Ok(Entry {
+                    attr: Attr::from_stat(ino, &st),
+                    ttl: self.ttl(seen),
+                })
+            }
+            // Created and not yet published: its writer (`touch`, `futimens`) still sees it.
+            // Staged sizes are never reported otherwise: the kernel keeps one size per inode.
             Err(e) => match self.writer_of(ino) {
-                // Created and not yet published: its writer (`touch`, `futimens`) still sees it.
                 Some(handle) => Ok(self
                     .handle_attr(ino, &handle)?
                     .expect("write handles have attributes")),
                 None => Err(e),
             },
+        }
+    }
+
+    /// An open inode shows the version its readers read, to every asker: the kernel keeps one
+    /// size per inode, and a smaller one would cut its readers short.
+    fn pinned_attr(&self, ino: u64, key: &Path) -> FsResult<Option<Entry>> {
+        let Some(file) = self.pins.lock().get(ino).map(|pin| pin.file.clone()) else {
+            return Ok(None);
+        };
+        let st = Store::fstat(&*file)?;
+        match self.judge(key, &st, Some(&file)) {
+            Seen::Hidden => Err(errno(libc::ENOENT)),
+            seen => Ok(Some(Entry {
+                attr: Attr::from_stat(ino, &st),
+                ttl: self.ttl(seen),
+            })),
         }
     }
 
@@ -367,7 +550,8 @@ impl CacheFs {
     /// Attributes as one open handle sees them (its own version, or its staged content).
     fn handle_attr(&self, ino: u64, handle: &Handle) -> FsResult<Option<Entry>> {
         let st = match handle {
-            Handle::Read { file, .. } | Handle::Scratch { file, .. } => Store::fstat(file)?,
+            Handle::Read { file, .. } => Store::fstat(&**file)?,
+            Handle::Scratch { file, .. } => Store::fstat(file)?,
             Handle::Write(state) => {
                 let state = state.lock();
                 match state.current() {
@@ -411,32 +595,30 @@ impl CacheFs {
         if accmode != libc::O_RDONLY {
             self.writable()?;
         }
-        if !store::is_entry_name(&name) {
-            return self.open_scratch(&key, flags, None);
+        if accmode == libc::O_RDONLY && store::is_entry_name(&name) {
+            return self.open_entry_for_reading(ino, &key);
         }
-        if accmode == libc::O_RDONLY {
-            let (file, st) = self
-                .store
-                .open_file(&key, OFlags::RDONLY, Mode::empty())
-                .map_err(|e| FsError::io(key.display(), e))?;
-            let Seen::Entry(verdict) = self.judge(&key, &st, Some(&file)) else {
-                bump(&self.stats.misses);
-                return Err(errno(libc::ENOENT));
-            };
-            bump(&self.stats.hits);
-            if verdict.state == EntryState::Stale {
-                bump(&self.stats.stale_served);
-                self.on_stale_read(&key);
-            }
-            let fh = self.add_handle(Handle::Read { file });
-            return Ok(Opened {
-                fh,
-                direct_io: true,
-            });
+        self.writer_enter(ino)?;
+        let opened = self.open_for_writing(caller, ino, &key, flags);
+        if opened.is_err() {
+            self.pins.lock().writer_exit(ino);
+        }
+        opened
+    }
+
+    fn open_for_writing(
+        &self,
+        caller: Caller,
+        ino: u64,
+        key: &Path,
+        flags: i32,
+    ) -> FsResult<Opened> {
+        if !store::is_entry_name(key.file_name().unwrap_or_default()) {
+            return self.open_scratch(ino, key, flags, None);
         }
         let mut state = self.start_write(
             caller,
-            &key,
+            key,
             flags & libc::O_TRUNC != 0,
             0o644,
             flags & libc::O_APPEND != 0,
@@ -449,8 +631,112 @@ impl CacheFs {
         let fh = self.add_handle(Handle::Write(Mutex::new(state)));
         Ok(Opened {
             fh,
-            direct_io: true,
+            ino,
+            mode: OpenMode::DirectIo,
+            read_only: false,
         })
+    }
+
+    /// Register a direct-I/O open (writer, scratch file) on `ino`. The kernel refuses it on an
+    /// inode whose reads are passed through; then the name moves to a fresh inode, reserved a
+    /// moment for this writer, and `ESTALE` makes the kernel look the name up again and retry
+    /// the open, transparently.
+    fn writer_enter(&self, ino: u64) -> FsResult<()> {
+        if self.pins.lock().writer_enter(ino) {
+            return Ok(());
+        }
+        // Whatever inode the name has by now (another replace may have moved it on already),
+        // the writer's retry must find a fresh one.
+        let name = self.nodes.read().name_of(ino);
+        if let Some((parent, name)) = name {
+            self.reserved
+                .lock()
+                .insert((parent, name.clone()), std::time::Instant::now());
+            self.nodes.write().replace(parent, &name);
+            self.invalidate(Invalidation::Entry(parent, name), true);
+        }
+        Err(errno(libc::ESTALE))
+    }
+
+    /// Whether a writer was just sent to look `ino`'s name up again (then readers must not
+    /// start a passthrough pin on it).
+    fn reserved_for_writer(&self, ino: u64) -> bool {
+        let Some(name) = self.nodes.read().bound_name(ino) else {
+            return false;
+        };
+        let mut reserved = self.reserved.lock();
+        reserved.retain(|_, at| at.elapsed() < WRITER_RESERVATION);
+        reserved.contains_key(&name)
+    }
+
+    fn open_entry_for_reading(&self, ino: u64, key: &Path) -> FsResult<Opened> {
+        let joined = self.pins.lock().join(ino);
+        let was_pinned = joined.is_some();
+        let acquired = match joined {
+            Some(acquired) => acquired,
+            None => self.pin_current(ino, key)?,
+        };
+        let st = Store::fstat(&*acquired.file)?;
+        let Seen::Entry(verdict) = self.judge(key, &st, Some(&acquired.file)) else {
+            self.pins.lock().release(ino);
+            bump(&self.stats.misses);
+            return Err(errno(libc::ENOENT));
+        };
+        if was_pinned {
+            let current = self.store.stat(key).ok().map(|now| (now.dev, now.ino));
+            if current != Some((st.dev, st.ino)) {
+                self.rotate(ino, false);
+            }
+        }
+        bump(&self.stats.hits);
+        if verdict.state == EntryState::Stale {
+            bump(&self.stats.stale_served);
+            self.on_stale_read(key);
+        }
+        let mode = if acquired.passthrough {
+            OpenMode::Passthrough {
+                file: acquired.file.clone(),
+                generation: acquired.generation,
+            }
+        } else {
+            OpenMode::DirectIo
+        };
+        let fh = self.add_handle(Handle::Read {
+            ino,
+            file: acquired.file,
+        });
+        Ok(Opened {
+            fh,
+            ino,
+            mode,
+            read_only: true,
+        })
+    }
+
+    /// Bind a name that is being created. A node still pinned by readers of an older file at
+    /// that name is left to them: the new file gets its own inode.
+    fn bind_created(&self, parent: u64, name: &OsStr) -> u64 {
+        let old = self.nodes.read().find(parent, name);
+        let pinned = old.is_some_and(|ino| self.pins.lock().get(ino).is_some());
+        let mut nodes = self.nodes.write();
+        if pinned {
+            nodes.replace(parent, name);
+        }
+        nodes.bind(parent, name, Kind::File)
+    }
+
+    /// Pin the content the name holds now.
+    fn pin_current(&self, ino: u64, key: &Path) -> FsResult<pins::Acquired> {
+        let (file, st) = self
+            .store
+            .open_file(key, OFlags::RDONLY, Mode::empty())
+            .map_err(|e| FsError::io(key.display(), e))?;
+        let passthrough =
+            self.passthrough.load(Ordering::Relaxed) && !self.reserved_for_writer(ino);
+        Ok(self
+            .pins
+            .lock()
+            .acquire(ino, (st.dev, st.ino), file, passthrough))
     }
 
     /// The one place a read of a stale entry could start its refresh (refresh commands are a
@@ -459,7 +745,13 @@ impl CacheFs {
         debug!(key = %key.display(), "stale entry served");
     }
 
-    fn open_scratch(&self, key: &Path, flags: i32, create: Option<u32>) -> FsResult<Opened> {
+    fn open_scratch(
+        &self,
+        ino: u64,
+        key: &Path,
+        flags: i32,
+        create: Option<u32>,
+    ) -> FsResult<Opened> {
         let mut oflags = OFlags::from_bits_retain(
             (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC)) as u32,
         );
@@ -471,10 +763,12 @@ impl CacheFs {
             .store
             .open_file(key, oflags, mode)
             .map_err(|e| FsError::io(key.display(), e))?;
-        let fh = self.add_handle(Handle::Scratch { file });
+        let fh = self.add_handle(Handle::Scratch { ino, file });
         Ok(Opened {
             fh,
-            direct_io: false,
+            ino,
+            mode: OpenMode::DirectIo,
+            read_only: false,
         })
     }
 
@@ -482,9 +776,8 @@ impl CacheFs {
         let handle = self.handle(fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = match &*handle {
-            Handle::Read { file, .. } | Handle::Scratch { file, .. } => {
-                read_full_at(file, &mut buf, offset)?
-            }
+            Handle::Read { file, .. } => read_full_at(file, &mut buf, offset)?,
+            Handle::Scratch { file, .. } => read_full_at(file, &mut buf, offset)?,
             Handle::Write(state) => match state.lock().current() {
                 Some(file) => read_full_at(file, &mut buf, offset)?,
                 None => 0,
@@ -495,14 +788,29 @@ impl CacheFs {
         Ok(buf)
     }
 
-    pub fn release(&self, fh: u64) {
-        let handle = self.handles.write().remove(&fh);
-        if let Some(handle) = handle {
-            if let Handle::Write(state) = &*handle {
-                if let Some(staging) = state.lock().staging.take() {
+    /// The last close of an open file. Returns the inode whose pin this released, if that was
+    /// its last open (the adapter then drops the kernel's passthrough backing).
+    pub fn release(&self, fh: u64) -> Option<(u64, u64)> {
+        let handle = self.handles.write().remove(&fh)?;
+        match &*handle {
+            Handle::Write(state) => {
+                let mut state = state.lock();
+                self.pins.lock().writer_exit(state.ino);
+                if let Some(staging) = state.staging.take() {
                     self.store.discard(staging);
                 }
+                None
             }
+            Handle::Read { ino, .. } => self
+                .pins
+                .lock()
+                .release(*ino)
+                .map(|generation| (*ino, generation)),
+            Handle::Scratch { ino, .. } => {
+                self.pins.lock().writer_exit(*ino);
+                None
+            }
+            Handle::Dir { .. } => None,
         }
     }
 
@@ -577,7 +885,7 @@ impl CacheFs {
         let ino = self.nodes.write().bind(parent, name, Kind::Dir);
         Ok(Entry {
             attr: Attr::from_stat(ino, &st),
-            ttl: KERNEL_TTL_CAP,
+            ttl: self.ttl_cap(),
         })
     }
 

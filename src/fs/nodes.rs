@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::store::Kind;
 
@@ -137,22 +137,54 @@ impl Nodes {
         }
     }
 
-    /// The kernel dropped `n` lookup references.
-    pub fn forget(&mut self, ino: u64, n: u64) {
+    /// The kernel dropped `n` lookup references; true when the node is gone.
+    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
         let Some(node) = self.map.get_mut(&ino) else {
-            return;
+            return false;
         };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups == 0 {
-            let node = self.map.remove(&ino).expect("present");
-            let key = (node.parent, node.name);
-            if self.names.get(&key) == Some(&ino) {
-                self.names.remove(&key);
-            }
+        if node.lookups > 0 {
+            return false;
         }
+        let node = self.map.remove(&ino).expect("present");
+        let key = (node.parent, node.name);
+        if self.names.get(&key) == Some(&ino) {
+            self.names.remove(&key);
+        }
+        true
+    }
+
+    /// The inode bound to a path relative to the root, walking known names only.
+    pub fn resolve(&self, rel: &Path) -> Option<u64> {
+        let mut at = ROOT;
+        for part in rel.components() {
+            at = self.find(at, part.as_os_str())?;
+        }
+        Some(at)
+    }
+
+    /// Every bound name and every inode, for a full invalidation.
+    pub fn everything(&self) -> (Vec<(u64, OsString)>, Vec<u64>) {
+        (
+            self.names.keys().cloned().collect(),
+            self.map.keys().copied().collect(),
+        )
+    }
+
+    /// The (parent, name) that `ino` resolves to, bound or replaced (not removed).
+    pub fn name_of(&self, ino: u64) -> Option<(u64, OsString)> {
+        let node = self.map.get(&ino).filter(|n| !n.removed)?;
+        Some((node.parent, node.name.clone()))
+    }
+
+    /// The (parent, name) that `ino` is currently bound to, if any.
+    pub fn bound_name(&self, ino: u64) -> Option<(u64, OsString)> {
+        let node = self.map.get(&ino)?;
+        let key = (node.parent, node.name.clone());
+        (self.names.get(&key) == Some(&ino)).then_some(key)
     }
 
     pub fn len(&self) -> usize {

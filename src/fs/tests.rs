@@ -154,8 +154,16 @@ fn readers_see_the_old_entry_until_the_writer_closes() {
         b"{\"v\":1}",
         "an open reader keeps its version"
     );
-    let again = f.fs.open(ME, ino, libc::O_RDONLY).unwrap();
+    // The old inode stays pinned to what its reader reads; the name moved to a fresh inode.
+    let fresh = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
+    assert_ne!(fresh, ino);
+    let again = f.fs.open(ME, fresh, libc::O_RDONLY).unwrap();
     assert_eq!(f.fs.read(again.fh, 0, 100).unwrap(), b"{\"v\":2}");
+    f.fs.release(reader.fh);
+    f.fs.release(again.fh);
+    // Once nobody reads the old version, its inode serves the name's current content again.
+    let late = f.fs.open(ME, ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.fs.read(late.fh, 0, 100).unwrap(), b"{\"v\":2}");
 }
 
 #[test]

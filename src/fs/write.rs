@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::handles::{Handle, WriteState};
 use super::*;
 use crate::stats::bump;
-use crate::store::{self, Kind, SetTime, Store};
+use crate::store::{self, SetTime, Store};
 
 impl CacheFs {
     pub fn setattr(
@@ -57,6 +57,24 @@ impl CacheFs {
         self.getattr(ino, fh)
     }
 
+    /// The kernel carries out `open(O_TRUNC)` as an open followed by a truncate to 0 from the
+    /// same process (we do not ask for atomic O_TRUNC: it would zero the size the kernel keeps
+    /// for the inode, under the feet of its readers). Such a truncate belongs to that open: its
+    /// staging starts empty, the entry itself is untouched until the writer's close.
+    fn truncate_of_fresh_open(&self, ino: u64, pid: u32) -> bool {
+        let handles = self.handles.read();
+        for handle in handles.values() {
+            if let Handle::Write(state) = &**handle {
+                let mut state = state.lock();
+                if state.ino == ino && state.pid == pid && !state.dirty && state.staging.is_none() {
+                    state.truncated = true;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// `ftruncate` on a writable handle is a staged write; `truncate(path)` of an entry is a
     /// whole write on its own, validated at once.
     pub(super) fn truncate(
@@ -67,6 +85,9 @@ impl CacheFs {
         fh: Option<u64>,
         size: u64,
     ) -> FsResult<()> {
+        if fh.is_none() && self.truncate_of_fresh_open(ino, caller.pid) {
+            return Ok(());
+        }
         let handle = fh.and_then(|fh| self.handle(fh).ok());
         match handle.as_deref() {
             Some(Handle::Write(state)) => {
@@ -136,6 +157,7 @@ impl CacheFs {
         };
         Ok(WriteState {
             ino: 0,
+            pid: caller.pid,
             base: base.map(|(f, _)| f),
             staging: None,
             truncated: truncate,
@@ -162,11 +184,14 @@ impl CacheFs {
             return Err(errno(libc::EPERM));
         }
         if !store::is_entry_name(name) {
-            let ino = self.nodes.write().bind(parent, name, Kind::File);
-            let opened = self.open_scratch(&key, flags, Some(perm));
+            let ino = self.bind_created(parent, name);
+            let opened = self
+                .writer_enter(ino)
+                .and_then(|()| self.open_scratch(ino, &key, flags, Some(perm)));
             let opened = match opened {
                 Ok(o) => o,
                 Err(e) => {
+                    self.pins.lock().writer_exit(ino);
                     self.nodes.write().forget(ino, 1);
                     return Err(e);
                 }
@@ -175,7 +200,7 @@ impl CacheFs {
             return Ok((
                 Entry {
                     attr: Attr::from_stat(ino, &st),
-                    ttl: KERNEL_TTL_CAP,
+                    ttl: self.ttl_cap(),
                 },
                 opened,
             ));
@@ -186,7 +211,11 @@ impl CacheFs {
         }
         // O_CREAT without O_TRUNC on an entry that exists keeps its content.
         state.truncated = state.base.is_none() || flags & libc::O_TRUNC != 0;
-        let ino = self.nodes.write().bind(parent, name, Kind::File);
+        let ino = self.bind_created(parent, name);
+        if let Err(e) = self.writer_enter(ino) {
+            self.nodes.write().forget(ino, 1);
+            return Err(e);
+        }
         state.ino = ino;
         let handle = Handle::Write(Mutex::new(state));
         let entry = self
@@ -201,7 +230,9 @@ impl CacheFs {
             },
             Opened {
                 fh,
-                direct_io: true,
+                ino,
+                mode: OpenMode::DirectIo,
+                read_only: false,
             },
         ))
     }
@@ -285,6 +316,9 @@ impl CacheFs {
         }
         state.base = Some(published);
         state.truncated = false;
+        // Before `close` returns, the kernel must have dropped what it cached of the old
+        // content, so the writer's next `stat` or `cat` sees what it wrote.
+        self.content_changed(state.ino, true);
         bump(&self.stats.writes_ok);
         debug!(key = %key.display(), bytes = bytes.len(), "entry written");
         Ok(())
