@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod gc;
 pub mod inspect;
 pub mod mount;
 pub mod policy;
