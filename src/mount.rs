@@ -165,6 +165,10 @@ fn spawn_gc_thread(config: Arc<Config>, backing: &Path) -> std::io::Result<()> {
             std::thread::sleep(interval);
             let started = std::time::Instant::now();
             match gc::sweep(&store, &config, SystemClock.now(), false) {
+                Ok(swept) if swept.is_empty() => info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "gc: nothing to remove"
+                ),
                 Ok(swept) => info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "gc: removed {}",

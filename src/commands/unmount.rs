@@ -137,10 +137,12 @@ fn fusermount(path: &Path) -> ExitCode {
     let run = |flag: &str| Command::new("fusermount3").arg(flag).arg(path).output();
     let output = match run("-u") {
         Ok(o) => o,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return fail(format_args!(
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return fail(format_args!(
             "cannot unmount {}: not permitted, and fusermount3 is not installed (package fuse3)",
             path.display()
-        )),
+        ))
+        }
         Err(e) => return fail(format_args!("cannot run fusermount3: {e}")),
     };
     if output.status.success() {
