@@ -26,6 +26,14 @@ pub struct Cli {
 pub enum Command {
     /// Mount the cache (default ~/.cachetta) in the foreground; Ctrl-C unmounts.
     Mount(MountArgs),
+    /// Unmount a cachetta mount (default ~/.cachetta); detaches lazily if it is busy.
+    Unmount(UnmountArgs),
+    /// List the entries under a key prefix, from the backing dir and config (no mount needed).
+    Ls(LsArgs),
+    /// Print what cachetta knows about one key as a JSON object (exit 1 if there is no such file).
+    Info(InfoArgs),
+    /// Remove expired entries, and scratch files untouched for an hour, from the backing dir.
+    Gc(GcArgs),
 }
 
 /// Flags every command takes.
@@ -60,6 +68,46 @@ pub struct MountArgs {
     /// Only warnings and errors.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// The mount to remove (default ~/.cachetta).
+    pub mountpoint: Option<PathBuf>,
+    /// Accepted like every command; unmounting needs no configuration.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// A directory relative to the cache root, e.g. `weather` (default: the whole cache).
+    pub prefix: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Also list expired and corrupt entries and scratch files, which the mount hides.
+    #[arg(long)]
+    pub all: bool,
+    /// Print one JSON array of objects: `key` plus every field of `cachetta info`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The key: a path relative to the cache root, e.g. `weather/paris.json`.
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -97,5 +145,9 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Mount(args) => crate::mount::run(args),
+        Command::Unmount(args) => crate::commands::unmount::run(args),
+        Command::Ls(args) => crate::commands::ls(args),
+        Command::Info(args) => crate::commands::info(args),
+        Command::Gc(args) => crate::commands::gc(args),
     }
 }

@@ -7,11 +7,14 @@
 
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod gc;
 pub mod hash;
+pub mod inspect;
 pub mod invalidate;
 pub mod mount;
 pub mod policy;

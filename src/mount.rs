@@ -9,10 +9,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 
 use crate::cli::{self, MountArgs, EXIT_USAGE};
-use crate::clock::SystemClock;
-use crate::config::Overrides;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Overrides};
 use crate::fs::CacheFs;
 use crate::fuse::FuseAdapter;
+use crate::gc;
 use crate::invalidate::Invalidator;
 use crate::store::Store;
 use crate::watch;
@@ -25,7 +26,8 @@ fn refuse(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-fn default_mountpoint() -> PathBuf {
+/// `~/.cachetta`, where `mount` and `unmount` act when no mountpoint is given.
+pub fn default_mountpoint() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"))
@@ -75,8 +77,9 @@ pub fn run(args: MountArgs) -> ExitCode {
     }
 
     let watch_mode = config.watch;
+    let config = Arc::new(config);
     let fs = Arc::new(CacheFs::new(
-        Arc::new(config),
+        config.clone(),
         store,
         Arc::new(SystemClock),
         args.read_only,
@@ -104,6 +107,9 @@ pub fn run(args: MountArgs) -> ExitCode {
         Err(e) => return refuse(format_args!("cannot mount at {}: {e}", mnt.display())),
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), "mounted");
+    if let Err(e) = spawn_gc_thread(config, &backing) {
+        error!("cannot start the gc thread: {e}");
+    }
 
     match Invalidator::spawn(session.notifier()) {
         Ok(invalidator) => fs.set_invalidator(invalidator),
@@ -173,6 +179,37 @@ fn spawn_signal_thread(
             if signals.forever().next().is_some() {
                 warn!("second signal: exiting now");
                 std::process::exit(0);
+            }
+        })?;
+    Ok(())
+}
+
+/// Sweep the backing dir every `gc_interval` (the first sweep one interval after mounting;
+/// `0` disables). The thread has its own `Store` handle, so requests never wait for it, and it
+/// ends with the process.
+fn spawn_gc_thread(config: Arc<Config>, backing: &Path) -> std::io::Result<()> {
+    let interval = config.gc_interval;
+    if interval.is_zero() {
+        info!("gc disabled (gc_interval = 0)");
+        return Ok(());
+    }
+    let store = Store::open(backing, config.sync_writes)?;
+    std::thread::Builder::new()
+        .name("gc".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let started = std::time::Instant::now();
+            match gc::sweep(&store, &config, SystemClock.now(), false) {
+                Ok(swept) if swept.is_empty() => info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "gc: nothing to remove"
+                ),
+                Ok(swept) => info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "gc: removed {}",
+                    gc::summary(&swept)
+                ),
+                Err(e) => warn!("gc: cannot sweep {}: {e}", store.root_path().display()),
             }
         })?;
     Ok(())

@@ -1,0 +1,616 @@
+//! What cachetta reports about one backing file: the [`Info`] object behind
+//! `user.cachetta.info` and `cachetta info`, the plain-text `user.cachetta.*` attribute values,
+//! human-readable durations for tables, and a symlink-safe walk of the backing dir for `ls`/gc.
+//!
+//! Built on `policy` (state arithmetic) and `store` (backing-dir access); knows nothing of FUSE.
+//! The filesystem builds an [`Info`] with [`Info::from_stat`] from what it already knows, then
+//! sets [`Info::refreshing`] and [`Info::refresh_error`] from its refresh runner.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use rustix::fs::{Mode, OFlags};
+use serde::{Serialize, Serializer};
+
+use crate::config::Config;
+use crate::policy::{self, EntryState, Timing};
+use crate::store::{self, Kind, Stat, Store};
+
+/// Prefix of every attribute cachetta computes; `setfattr` on these names is refused.
+pub const ATTRIBUTE_PREFIX: &str = "user.cachetta.";
+
+/// What a backing file is, as `info` and `ls` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfoState {
+    Fresh,
+    Stale,
+    Expired,
+    /// A `.json` file that is not valid JSON (or over `max_entry_bytes`, or unreadable).
+    Corrupt,
+    /// A regular file whose name does not end in `.json`, including leftover staging files.
+    Scratch,
+    /// No regular file at that key.
+    Missing,
+}
+
+impl InfoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfoState::Fresh => "fresh",
+            InfoState::Stale => "stale",
+            InfoState::Expired => "expired",
+            InfoState::Corrupt => "corrupt",
+            InfoState::Scratch => "scratch",
+            InfoState::Missing => "missing",
+        }
+    }
+
+    /// Fresh and stale entries are what the mount shows.
+    pub fn is_visible(self) -> bool {
+        matches!(self, InfoState::Fresh | InfoState::Stale)
+    }
+}
+
+impl From<EntryState> for InfoState {
+    fn from(state: EntryState) -> Self {
+        match state {
+            EntryState::Fresh => InfoState::Fresh,
+            EntryState::Stale => InfoState::Stale,
+            EntryState::Expired => InfoState::Expired,
+        }
+    }
+}
+
+/// Everything cachetta reports about one key: the `user.cachetta.info` object.
+///
+/// `expired` and `stale` keep Python `info()`'s meaning (expired once age ≥ duration; stale
+/// when expired but inside the stale window), unlike `state`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Info {
+    pub exists: bool,
+    pub state: InfoState,
+    /// Seconds since mtime; 0 when mtime is in the future.
+    pub age: f64,
+    /// duration − floor(age): seconds until the entry turns stale, negative once it has.
+    pub ttl: i64,
+    pub expired: bool,
+    pub stale: bool,
+    /// The matching rule's duration, whole seconds.
+    pub duration: u64,
+    /// The matching rule's stale window, whole seconds.
+    pub stale_duration: u64,
+    /// Absolute backing path; in JSON, non-UTF-8 bytes become U+FFFD.
+    #[serde(serialize_with = "lossy_path")]
+    pub path: PathBuf,
+    pub size: u64,
+    /// Set by the filesystem while a refresh of this key runs.
+    pub refreshing: bool,
+    /// Set by the filesystem: the last refresh failure, if the last refresh failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_error: Option<String>,
+}
+
+fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+impl Info {
+    /// A key with no regular file behind it (Python `info()`: not expired, not stale).
+    pub fn missing(path: PathBuf, timing: Timing) -> Info {
+        Info {
+            exists: false,
+            state: InfoState::Missing,
+            age: 0.0,
+            ttl: 0,
+            expired: false,
+            stale: false,
+            duration: timing.duration.as_secs(),
+            stale_duration: timing.stale.as_secs(),
+            path,
+            size: 0,
+            refreshing: false,
+            refresh_error: None,
+        }
+    }
+
+    /// The info of the regular file `key` (relative to the root) with metadata `st`, whose
+    /// content is (`valid_json`) or is not one JSON value; `path` is its absolute backing path.
+    /// `valid_json` is ignored for scratch files (names not ending in `.json`).
+    pub fn from_stat(
+        key: &Path,
+        path: PathBuf,
+        st: &Stat,
+        valid_json: bool,
+        timing: Timing,
+        now: SystemTime,
+    ) -> Info {
+        let verdict = policy::evaluate(st.mtime, now, timing);
+        let duration = timing.duration.as_secs();
+        let whole_age = i64::try_from(verdict.age.as_secs()).unwrap_or(i64::MAX);
+        let mut info = Info {
+            exists: true,
+            state: verdict.state.into(),
+            age: verdict.age.as_secs_f64(),
+            ttl: i64::try_from(duration)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(whole_age),
+            // Python's flags, computed from time alone: a future mtime is fresh, not expired.
+            expired: verdict.state != EntryState::Fresh,
+            stale: verdict.state == EntryState::Stale,
+            duration,
+            stale_duration: timing.stale.as_secs(),
+            path,
+            size: st.size,
+            refreshing: false,
+            refresh_error: None,
+        };
+        let name = key.file_name().unwrap_or_default();
+        if !store::is_entry_name(name) {
+            // Scratch files have no expiry; gc removes them by age alone.
+            info.state = InfoState::Scratch;
+            info.ttl = 0;
+            info.expired = false;
+            info.stale = false;
+        } else if !valid_json {
+            info.state = InfoState::Corrupt;
+        }
+        info
+    }
+}
+
+/// The info of `key` (a path relative to the backing root) at `now`. Reads the file to tell
+/// a corrupt entry from a valid one; anything that is not a regular file is `exists: false`.
+pub fn entry_info(store: &Store, config: &Config, key: &Path, now: SystemTime) -> Info {
+    let timing = config.settings_for(key.as_os_str()).settings.timing();
+    let path = store.absolute(key);
+    let stat = match store.stat(key) {
+        Ok(st) if st.kind == Kind::File => st,
+        _ => return Info::missing(path, timing),
+    };
+    if !store::is_entry_name(key.file_name().unwrap_or_default()) {
+        return Info::from_stat(key, path, &stat, true, timing, now);
+    }
+    match store.open_file(key, OFlags::RDONLY, Mode::empty()) {
+        Ok((file, st)) => {
+            let valid = content_is_valid(&file, config.max_entry_bytes);
+            Info::from_stat(key, path, &st, valid, timing, now)
+        }
+        // Exists but cannot be read: the mount cannot serve it either.
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+            Info::from_stat(key, path, &stat, false, timing, now)
+        }
+        Err(_) => Info::missing(path, timing),
+    }
+}
+
+/// Whether an entry file holds one JSON value within `limit` bytes, as the mount judges it.
+pub fn content_is_valid(file: &std::fs::File, limit: u64) -> bool {
+    store::read_all(file, limit).is_ok_and(|bytes| store::is_valid_json(&bytes))
+}
+
+/// The `user.cachetta.*` attributes of `info`, full names (with the `user.cachetta.` prefix),
+/// in `getfattr -d` order. Values are plain text without a newline; `path` carries the raw
+/// name bytes; `refresh_error` is present only when set; `info` is the compact JSON object.
+pub fn attributes(info: &Info) -> Vec<(&'static str, Vec<u8>)> {
+    let text = |s: String| s.into_bytes();
+    let flag = |b: bool| text(b.to_string());
+    let mut attrs = vec![
+        ("user.cachetta.state", text(info.state.as_str().to_string())),
+        (
+            "user.cachetta.age",
+            text((info.age.floor() as i64).to_string()),
+        ),
+        ("user.cachetta.ttl", text(info.ttl.to_string())),
+        ("user.cachetta.expired", flag(info.expired)),
+        ("user.cachetta.stale", flag(info.stale)),
+        ("user.cachetta.duration", text(info.duration.to_string())),
+        (
+            "user.cachetta.stale_duration",
+            text(info.stale_duration.to_string()),
+        ),
+        (
+            "user.cachetta.path",
+            info.path.as_os_str().as_bytes().to_vec(),
+        ),
+        ("user.cachetta.refreshing", flag(info.refreshing)),
+    ];
+    if let Some(error) = &info.refresh_error {
+        attrs.push(("user.cachetta.refresh_error", text(one_line(error))));
+    }
+    let json = serde_json::to_vec(info).unwrap_or_else(|_| b"{}".to_vec());
+    attrs.push(("user.cachetta.info", json));
+    attrs
+}
+
+/// Collapse a multi-line message into one line (attribute values carry no newline).
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A duration for tables: the two largest non-zero units, e.g. `3h12m`, `45s`, `2d3h`, `-5m`.
+pub fn human_duration(secs: i64) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let sign = if secs < 0 { "-" } else { "" };
+    let mut rest = secs.unsigned_abs();
+    let Some(first) = UNITS.iter().position(|&(size, _)| rest >= size) else {
+        return "0s".to_string();
+    };
+    let mut out = sign.to_string();
+    for &(size, unit) in UNITS.iter().skip(first).take(2) {
+        let count = rest / size;
+        rest %= size;
+        if count > 0 {
+            out.push_str(&format!("{count}{unit}"));
+        }
+    }
+    out
+}
+
+/// A user-given key or prefix as a clean relative path (`./a//b/` → `a/b`); `None` when it is
+/// absolute or climbs out with `..`.
+pub fn relative_key(input: &Path) -> Option<PathBuf> {
+    let mut key = PathBuf::new();
+    for part in input.components() {
+        match part {
+            Component::Normal(name) => key.push(name),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => return None,
+        }
+    }
+    Some(key)
+}
+
+/// A regular file found by [`walk_files`].
+#[derive(Debug, Clone)]
+pub struct FoundFile {
+    /// Path relative to the backing root.
+    pub key: PathBuf,
+    pub stat: Stat,
+}
+
+/// The regular files under a directory, and the subdirectories that could not be read.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: Vec<FoundFile>,
+    pub unreadable: Vec<(PathBuf, io::Error)>,
+}
+
+/// Every regular file under `dir` (relative to the backing root), recursively. Symlinks,
+/// special files and anything that vanishes meanwhile are skipped; nothing is followed.
+/// Fails only when `dir` itself cannot be read.
+pub fn walk_files(store: &Store, dir: &Path) -> io::Result<Walk> {
+    let mut walk = Walk::default();
+    let mut pending = vec![dir.to_path_buf()];
+    let mut first = true;
+    while let Some(current) = pending.pop() {
+        let items = match store.read_dir(&current) {
+            Ok(items) => items,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                walk.unreadable.push((current, e));
+                continue;
+            }
+        };
+        first = false;
+        for item in items {
+            let key = current.join(&item.name);
+            if item.kind == Some(Kind::Other) {
+                continue;
+            }
+            let Ok(stat) = store.stat(&key) else {
+                continue;
+            };
+            match stat.kind {
+                Kind::Dir => pending.push(key),
+                Kind::File => walk.files.push(FoundFile { key, stat }),
+                Kind::Other => {}
+            }
+        }
+    }
+    Ok(walk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW_SECS: u64 = 1_800_000_000;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+    }
+
+    /// Backing dir with a config of duration 60 s, stale 30 s; `cold/**` has no stale window.
+    fn setup() -> (tempfile::TempDir, Store, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let toml = "duration = \"60s\"\nstale = \"30s\"\n\
+                    [[rule]]\nmatch = \"cold/**\"\nduration = \"10s\"\nstale = 0\n";
+        let config = Config::from_toml(
+            toml,
+            Path::new("test.toml"),
+            &crate::config::Overrides::default(),
+        )
+        .unwrap();
+        (dir, store, config)
+    }
+
+    /// Write `content` at `key` with an mtime of `age` (negative: in the future) before `now()`.
+    fn put(dir: &Path, key: &str, content: &str, age: f64) {
+        let path = dir.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        let mtime = if age >= 0.0 {
+            now() - Duration::from_secs_f64(age)
+        } else {
+            now() + Duration::from_secs_f64(-age)
+        };
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+
+    fn info(store: &Store, config: &Config, key: &str) -> Info {
+        entry_info(store, config, Path::new(key), now())
+    }
+
+    #[test]
+    fn fresh_entry_reports_age_ttl_and_rule_values() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "a.json", "{\"a\":1}", 12.5);
+        let i = info(&store, &config, "a.json");
+        assert!(i.exists);
+        assert_eq!(i.state, InfoState::Fresh);
+        assert_eq!(i.age, 12.5);
+        assert_eq!(i.ttl, 48);
+        assert!(!i.expired && !i.stale);
+        assert_eq!((i.duration, i.stale_duration), (60, 30));
+        assert_eq!(i.size, 7);
+        assert_eq!(i.path, store.root_path().join("a.json"));
+    }
+
+    #[test]
+    fn just_below_duration_is_fresh_and_at_duration_is_stale_and_python_expired() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "below.json", "1", 59.9);
+        put(dir.path(), "at.json", "1", 60.0);
+        let below = info(&store, &config, "below.json");
+        assert_eq!(below.state, InfoState::Fresh);
+        assert_eq!(below.ttl, 1);
+        assert!(!below.expired);
+        let at = info(&store, &config, "at.json");
+        assert_eq!(at.state, InfoState::Stale);
+        assert_eq!(at.ttl, 0);
+        assert!(at.expired && at.stale);
+    }
+
+    #[test]
+    fn stale_ttl_is_negative_and_end_of_window_is_expired() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "s.json", "1", 89.9);
+        put(dir.path(), "e.json", "1", 90.0);
+        let s = info(&store, &config, "s.json");
+        assert_eq!(s.state, InfoState::Stale);
+        assert_eq!(s.ttl, -29);
+        let e = info(&store, &config, "e.json");
+        assert_eq!(e.state, InfoState::Expired);
+        assert!(e.exists && e.expired && !e.stale);
+        assert_eq!(e.ttl, -30);
+    }
+
+    #[test]
+    fn rule_without_stale_window_expires_at_duration() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "cold/x.json", "1", 10.0);
+        let i = info(&store, &config, "cold/x.json");
+        assert_eq!(i.state, InfoState::Expired);
+        assert_eq!((i.duration, i.stale_duration), (10, 0));
+        assert!(i.expired && !i.stale);
+    }
+
+    #[test]
+    fn future_mtime_is_fresh_with_age_zero() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "f.json", "1", -500.0);
+        let i = info(&store, &config, "f.json");
+        assert_eq!(i.state, InfoState::Fresh);
+        assert_eq!(i.age, 0.0);
+        assert_eq!(i.ttl, 60);
+        assert!(!i.expired && !i.stale);
+    }
+
+    #[test]
+    fn invalid_json_is_corrupt_whatever_its_age() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "c.json", "{\"a\":", 1.0);
+        put(dir.path(), "empty.json", "", 1.0);
+        put(dir.path(), "old.json", "nope", 1000.0);
+        for key in ["c.json", "empty.json", "old.json"] {
+            let i = info(&store, &config, key);
+            assert!(i.exists, "{key}");
+            assert_eq!(i.state, InfoState::Corrupt, "{key}");
+        }
+        assert!(info(&store, &config, "old.json").expired);
+    }
+
+    #[test]
+    fn missing_symlink_and_directory_do_not_exist() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "real.json", "1", 1.0);
+        std::os::unix::fs::symlink("real.json", dir.path().join("link.json")).unwrap();
+        std::fs::create_dir(dir.path().join("d.json")).unwrap();
+        for key in ["nope.json", "link.json", "d.json", "../escape.json"] {
+            let i = info(&store, &config, key);
+            assert!(!i.exists, "{key}");
+            assert_eq!(i.state, InfoState::Missing);
+            assert!(!i.expired && !i.stale);
+            assert_eq!(i.duration, 60);
+        }
+    }
+
+    #[test]
+    fn scratch_files_have_no_expiry() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "notes.txt", "not json", 5000.0);
+        let i = info(&store, &config, "notes.txt");
+        assert_eq!(i.state, InfoState::Scratch);
+        assert_eq!(i.age, 5000.0);
+        assert_eq!(i.ttl, 0);
+        assert!(!i.expired && !i.stale);
+    }
+
+    #[test]
+    fn info_json_has_every_field_and_omits_absent_refresh_error() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "a.json", "{}", 2.0);
+        let mut i = info(&store, &config, "a.json");
+        let v: serde_json::Value = serde_json::to_value(&i).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        for key in [
+            "exists",
+            "state",
+            "age",
+            "ttl",
+            "expired",
+            "stale",
+            "duration",
+            "stale_duration",
+            "path",
+            "size",
+            "refreshing",
+        ] {
+            assert!(keys.contains(&key.to_string()), "{key}");
+        }
+        assert!(!keys.contains(&"refresh_error".to_string()));
+        assert_eq!(v["state"], "fresh");
+        assert!(v["age"].is_f64());
+        i.refresh_error = Some("exit 1".into());
+        assert_eq!(serde_json::to_value(&i).unwrap()["refresh_error"], "exit 1");
+    }
+
+    #[test]
+    fn attributes_are_plain_text_with_integer_age() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "s.json", "[1]", 75.7);
+        let mut i = info(&store, &config, "s.json");
+        i.refreshing = true;
+        let attrs = attributes(&i);
+        let get = |name: &str| {
+            attrs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(get("user.cachetta.state").unwrap(), "stale");
+        assert_eq!(get("user.cachetta.age").unwrap(), "75");
+        assert_eq!(get("user.cachetta.ttl").unwrap(), "-15");
+        assert_eq!(get("user.cachetta.expired").unwrap(), "true");
+        assert_eq!(get("user.cachetta.stale").unwrap(), "true");
+        assert_eq!(get("user.cachetta.duration").unwrap(), "60");
+        assert_eq!(get("user.cachetta.stale_duration").unwrap(), "30");
+        assert_eq!(get("user.cachetta.refreshing").unwrap(), "true");
+        assert_eq!(
+            get("user.cachetta.path").unwrap(),
+            store.root_path().join("s.json").to_str().unwrap()
+        );
+        assert!(get("user.cachetta.refresh_error").is_none());
+        let json: serde_json::Value =
+            serde_json::from_str(&get("user.cachetta.info").unwrap()).unwrap();
+        assert_eq!(json["age"], 75.7);
+        for (name, value) in &attrs {
+            assert!(name.starts_with(ATTRIBUTE_PREFIX));
+            assert!(!value.contains(&b'\n'), "{name}");
+        }
+    }
+
+    #[test]
+    fn refresh_error_attribute_is_one_line() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "a.json", "{}", 1.0);
+        let mut i = info(&store, &config, "a.json");
+        i.refresh_error = Some("exit status 2\n  curl: (6) no host\n".into());
+        let attrs = attributes(&i);
+        let (_, value) = attrs
+            .iter()
+            .find(|(n, _)| *n == "user.cachetta.refresh_error")
+            .unwrap();
+        assert_eq!(value, b"exit status 2 curl: (6) no host");
+    }
+
+    #[test]
+    fn non_utf8_path_is_raw_in_attribute_and_replaced_in_json() {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, store, config) = setup();
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.json");
+        std::fs::write(dir.path().join(name), "1").unwrap();
+        let i = entry_info(&store, &config, Path::new(name), SystemTime::now());
+        assert_eq!(i.state, InfoState::Fresh);
+        let attrs = attributes(&i);
+        let path = &attrs
+            .iter()
+            .find(|(n, _)| *n == "user.cachetta.path")
+            .unwrap()
+            .1;
+        assert!(path.ends_with(b"caf\xe9.json"));
+        let json = serde_json::to_value(&i).unwrap();
+        assert!(json["path"].as_str().unwrap().ends_with("caf\u{fffd}.json"));
+    }
+
+    #[test]
+    fn human_durations_show_two_largest_units() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(90), "1m30s");
+        assert_eq!(human_duration(300), "5m");
+        assert_eq!(human_duration(-300), "-5m");
+        assert_eq!(human_duration(3 * 3600 + 12 * 60 + 7), "3h12m");
+        assert_eq!(human_duration(2 * 86_400 + 3 * 3600 + 59), "2d3h");
+        assert_eq!(human_duration(86_400 + 30), "1d");
+        assert_eq!(human_duration(i64::MIN).chars().next(), Some('-'));
+    }
+
+    #[test]
+    fn relative_keys_are_cleaned_and_escapes_refused() {
+        assert_eq!(
+            relative_key(Path::new("./a//b/")),
+            Some(PathBuf::from("a/b"))
+        );
+        assert_eq!(relative_key(Path::new("")), Some(PathBuf::new()));
+        assert_eq!(relative_key(Path::new("/etc/passwd")), None);
+        assert_eq!(relative_key(Path::new("a/../../b")), None);
+    }
+
+    #[test]
+    fn walk_finds_regular_files_recursively_and_skips_symlinks() {
+        let (dir, store, _) = setup();
+        put(dir.path(), "a.json", "1", 1.0);
+        put(dir.path(), "sub/deep/b.json", "1", 1.0);
+        put(dir.path(), "sub/tmp.txt", "x", 1.0);
+        let outside = tempfile::tempdir().unwrap();
+        put(outside.path(), "secret.json", "1", 1.0);
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sub/out")).unwrap();
+        std::os::unix::fs::symlink("a.json", dir.path().join("l.json")).unwrap();
+        let mut keys: Vec<_> = walk_files(&store, Path::new(""))
+            .unwrap()
+            .files
+            .into_iter()
+            .map(|f| f.key)
+            .collect();
+        keys.sort();
+        let want: Vec<PathBuf> = ["a.json", "sub/deep/b.json", "sub/tmp.txt"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(keys, want);
+        assert!(walk_files(&store, Path::new("nope")).is_err());
+        assert!(walk_files(&store, Path::new("sub/out")).is_err());
+    }
+}
