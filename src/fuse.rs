@@ -473,12 +473,16 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         bump(&self.fs.requests().setxattr);
-        reply_empty(reply, "setxattr", self.fs.setxattr(ino.0, name, value));
+        reply_empty(
+            reply,
+            "setxattr",
+            self.fs.setxattr(ino.0, name, value, flags),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -483,6 +483,63 @@ impl Store {
         )?)
     }
 
+    /// A file or directory opened to read or change its extended attributes.
+    fn open_for_xattr(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let fd = self.open_at(
+            rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        if Stat::from_raw(&rustix::fs::fstat(&fd)?).kind == Kind::Other {
+            return Err(io::Error::from_raw_os_error(libc::ENOTSUP));
+        }
+        Ok(fd)
+    }
+
+    pub fn get_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+        let fd = self.open_for_xattr(rel)?;
+        loop {
+            let len = rustix::fs::fgetxattr_query(&fd, name)?;
+            let mut buf = vec![0u8; len];
+            match rustix::fs::fgetxattr(&fd, name, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(rustix::io::Errno::RANGE) => continue, // grew meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The NUL-separated names of a file's extended attributes.
+    pub fn list_xattr(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let fd = self.open_for_xattr(rel)?;
+        loop {
+            let len = rustix::fs::flistxattr_query(&fd)?;
+            let mut buf = vec![0u8; len];
+            match rustix::fs::flistxattr(&fd, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(rustix::io::Errno::RANGE) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub fn set_xattr(&self, rel: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+        let fd = self.open_for_xattr(rel)?;
+        let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+        Ok(rustix::fs::fsetxattr(&fd, name, value, flags)?)
+    }
+
+    pub fn remove_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<()> {
+        let fd = self.open_for_xattr(rel)?;
+        Ok(rustix::fs::fremovexattr(&fd, name)?)
+    }
+
     pub fn statfs(&self) -> io::Result<rustix::fs::StatVfs> {
         Ok(rustix::fs::fstatvfs(&self.root)?)
     }

@@ -6,6 +6,7 @@ mod handles;
 mod nodes;
 mod pins;
 mod write;
+mod xattr;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -739,6 +740,11 @@ impl CacheFs {
             .acquire(ino, (st.dev, st.ino), file, passthrough))
     }
 
+    /// The refresh state of a key, for `info` (no refresh commands yet: never refreshing).
+    fn with_refresh_state(&self, _key: &Path, info: crate::inspect::Info) -> crate::inspect::Info {
+        info
+    }
+
     /// The one place a read of a stale entry could start its refresh (refresh commands are a
     /// later layer; reading never waits for one).
     fn on_stale_read(&self, key: &Path) {
@@ -999,24 +1005,6 @@ impl CacheFs {
         Ok(self.store.statfs()?)
     }
 
-    pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
-        self.path_of(ino)?;
-        if ino == ROOT && name == STATS_XATTR {
-            return Ok(self.stats_json().into_bytes());
-        }
-        Err(errno(libc::ENODATA))
-    }
-
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        self.path_of(ino)?;
-        let mut names = Vec::new();
-        if ino == ROOT {
-            names.extend_from_slice(STATS_XATTR.as_bytes());
-            names.push(0);
-        }
-        Ok(names)
-    }
-
     /// The mount's counters as one JSON object (`user.cachetta.stats` on the root).
     pub fn stats_json(&self) -> String {
         let mut object = serde_json::Map::new();
@@ -1035,24 +1023,6 @@ impl CacheFs {
             .collect();
         object.insert("requests".into(), requests.into());
         serde_json::Value::Object(object).to_string()
-    }
-
-    pub fn setxattr(&self, ino: u64, name: &OsStr, _value: &[u8]) -> FsResult<()> {
-        self.writable()?;
-        self.path_of(ino)?;
-        if name.as_bytes().starts_with(b"user.cachetta.") {
-            return Err(errno(libc::EPERM));
-        }
-        Err(errno(libc::ENOTSUP))
-    }
-
-    pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        self.writable()?;
-        self.path_of(ino)?;
-        if name.as_bytes().starts_with(b"user.cachetta.") {
-            return Err(errno(libc::EPERM));
-        }
-        Err(errno(libc::ENODATA))
     }
 
     /// Names the filesystem refuses to create: links and special files.
