@@ -3,7 +3,8 @@
 //! Layers, from the bottom: [`clock`] and [`policy`] (pure state arithmetic), [`config`]
 //! (flags + TOML + defaults, rule matching), [`store`] (the backing dir, never following a
 //! symlink), [`fs`] (the filesystem as a plain struct), [`fuse`] (the thin fuser adapter) and
-//! [`cli`] (commands). Data flows one way, from the kernel down.
+//! [`cli`] (commands). Data flows one way, from the kernel down. [`library`] is the same engine
+//! called from code: [`Cachetta`], the Python library's API in Rust form.
 
 pub mod cli;
 pub mod clock;
@@ -12,9 +13,11 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod hash;
+pub mod library;
 pub mod mount;
 pub mod policy;
 pub mod stats;
 pub mod store;
 
 pub use hash::hash;
+pub use library::{Cachetta, Info, InfoState};
