@@ -650,3 +650,6 @@ impl<P: AsRef<Path>> Div<P> for Cachetta {
         self.join(sub)
     }
 }
+
+#[cfg(test)]
+mod tests;
