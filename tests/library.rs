@@ -310,10 +310,8 @@ fn symlinked_entry_is_never_followed() {
 }
 
 #[test]
-fn unreadable_directory_is_an_error_not_a_miss() {
+fn file_in_place_of_a_directory_is_a_miss_to_read_and_an_error_to_write() {
     let dir = tempfile::tempdir().unwrap();
-    // A file where a directory should be: ENOTDIR is "missing"; a directory we cannot list
-    // needs a non-root user, so check the error path through a write instead.
     std::fs::write(dir.path().join("file"), "x").unwrap();
     let cache = Cachetta::new(dir.path().join("file/x.json"));
     assert_eq!(cache.read::<i32>().unwrap(), None);

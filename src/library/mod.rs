@@ -139,7 +139,9 @@ impl Cachetta {
 
     /// A cache whose path is a function of the call's positional arguments (the seed's dynamic
     /// paths, `path=lambda ...`). The function sees the arguments as JSON values; a returned
-    /// name that does not end in `.json` is a folder and gets `<hash>.json` inside it.
+    /// name that does not end in `.json` is a folder and gets `<hash>.json` inside it. The
+    /// plain methods (`read`, `write`, `info`, ...) call it with no arguments: fix the
+    /// arguments first with [`at`](Cachetta::at).
     ///
     /// ```
     /// use cachetta::Cachetta;
@@ -653,3 +655,8 @@ impl<P: AsRef<Path>> Div<P> for Cachetta {
 
 #[cfg(test)]
 mod tests;
+
+/// `docs/library.md` (the README's "From Rust" section), so its examples are compiled and run.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/library.md")]
+pub struct FromRustDocs;
