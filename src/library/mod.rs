@@ -5,7 +5,8 @@
 //! directory; a symlink at the entry is never followed) and the same "unchanged since" rule
 //! for its in-memory hot set as the mount, so a Rust program, a Python program and `cat
 //! ~/.cachetta/x.json` all see one cache. What lives here: the configuration and the plain
-//! operations. The decorator (`cached`) is in `cached.rs`, the async API in `async_io.rs`.
+//! operations. The decorator (`cached`) is in `cached.rs`, `clear` in `clear.rs`, `exists`/
+//! `age`/`info` in `inspection.rs`, the async API in `async_io.rs`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -31,17 +32,18 @@
 #[cfg(feature = "tokio")]
 mod async_io;
 mod cached;
+mod clear;
 mod disk;
 mod error;
 mod flight;
 mod info;
+mod inspection;
 mod lru;
 mod path;
 
 use std::fmt;
 use std::io;
 use std::ops::Div;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -405,152 +407,6 @@ impl Cachetta {
             hot.remove(&path);
         }
         removed.map(drop).map_err(|e| Error::io(&path, e))
-    }
-
-    /// Delete the entries that can no longer be served (age ≥ duration + stale_duration): in a
-    /// folder, every such `*.json` file beneath it (directories stay); for an entry path, the
-    /// entry and its automatic-key siblings `name-<hash>.json`. Newer entries stay. The seed's
-    /// `clear()`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use cachetta::Cachetta;
-    /// # let dir = tempfile::tempdir()?;
-    /// let cache = Cachetta::new(dir.path().join("llm")).duration(Duration::from_secs(3600));
-    /// cache.cached(&("a",), || 1)?;
-    /// cache.clear()?;
-    /// assert!(cache.at(&("a",))?.exists());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn clear(&self) -> Result<()> {
-        let timing = self.timing();
-        let now = self.clock.now();
-        let doomed = move |mtime| evaluate(mtime, now, timing).state == EntryState::Expired;
-        for target in self.clear_targets()? {
-            let deleted = disk::sweep(&target, &doomed).map_err(|e| Error::io(&target, e))?;
-            if let Some(hot) = &self.hot {
-                for path in deleted {
-                    hot.remove(&path);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Delete everything [`clear`](Cachetta::clear) looks at, whatever its age: the folder
-    /// with all it holds (written again on the next write), or the entry and its
-    /// automatic-key siblings. The seed's `clear(force=True)`.
-    pub fn clear_force(&self) -> Result<()> {
-        for target in self.clear_targets()? {
-            disk::remove_all(&target).map_err(|e| Error::io(&target, e))?;
-            if let Some(hot) = &self.hot {
-                hot.remove_under(&target);
-            }
-        }
-        Ok(())
-    }
-
-    /// The configured path (for a folder, the folder) and, for an entry path, its
-    /// automatic-key siblings.
-    fn clear_targets(&self) -> Result<Vec<PathBuf>> {
-        let base = path::absolute(self.path.base(&())?);
-        if path::is_folder(&base) {
-            return Ok(vec![base]);
-        }
-        let mut targets = vec![base.clone()];
-        let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else {
-            return Ok(targets);
-        };
-        let listing = match std::fs::read_dir(dir) {
-            Ok(listing) => listing,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(targets),
-            Err(e) => return Err(Error::io(dir, e)),
-        };
-        for item in listing {
-            let item = item.map_err(|e| Error::io(dir, e))?;
-            if path::is_auto_key_of(item.file_name().as_bytes(), name.as_bytes()) {
-                targets.push(item.path());
-            }
-        }
-        Ok(targets)
-    }
-
-    /// Whether the entry file exists, fresh or not (the seed's `exists()`).
-    pub fn exists(&self) -> bool {
-        matches!(disk::meta(&self.entry_path()), Ok(Some(m)) if m.kind == Kind::File)
-    }
-
-    /// How long ago the entry file was written; zero when its mtime is in the future; `None`
-    /// when there is none (the seed's `age()`).
-    ///
-    /// ```
-    /// use cachetta::Cachetta;
-    /// # let dir = tempfile::tempdir()?;
-    /// let cache = Cachetta::new(dir.path().join("x.json"));
-    /// assert_eq!(cache.age(), None);
-    /// cache.write(&1)?;
-    /// assert!(cache.age().unwrap() < std::time::Duration::from_secs(60));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn age(&self) -> Option<Duration> {
-        match disk::meta(&self.entry_path()) {
-            Ok(Some(m)) if m.kind == Kind::File => {
-                Some(evaluate(m.version.mtime, self.clock.now(), self.timing()).age)
-            }
-            _ => None,
-        }
-    }
-
-    /// Everything about the entry, as the mount's `user.cachetta.info` attribute reports it
-    /// (the seed's `info()`, plus `state`, `ttl`, `size`, ...). Never fails: a file that cannot
-    /// be read is reported the way a read sees it (`corrupt`, or not there).
-    ///
-    /// ```
-    /// use cachetta::{Cachetta, InfoState};
-    /// # let dir = tempfile::tempdir()?;
-    /// let cache = Cachetta::new(dir.path().join("x.json"));
-    /// assert!(!cache.info().exists);
-    /// cache.write(&[1, 2])?;
-    /// let info = cache.info();
-    /// assert_eq!((info.exists, info.state, info.size), (true, Some(InfoState::Fresh), Some(5)));
-    /// assert_eq!(info.ttl, Some(7 * 24 * 3600));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn info(&self) -> Info {
-        let path = self.entry_path();
-        let seen = match disk::meta(&path) {
-            Ok(Some(m)) if m.kind == Kind::File => Some(self.judge(&path, m)),
-            _ => None,
-        };
-        Info::new(
-            &path,
-            seen,
-            self.duration,
-            self.stale_duration,
-            flight::is_running(&path),
-            flight::last_error(&path),
-        )
-    }
-
-    /// State, validity and size of the file at `path`, last seen as `meta`.
-    fn judge(&self, path: &Path, meta: disk::Meta) -> info::Seen {
-        let kept = self
-            .hot
-            .as_ref()
-            .is_some_and(|hot| hot.get(path, &meta.version).is_some());
-        let (valid, version) = if kept {
-            (true, meta.version)
-        } else {
-            match disk::load(path) {
-                Ok(Some((bytes, stat))) => (store::is_valid_json(&bytes), stat.version()),
-                _ => (false, meta.version),
-            }
-        };
-        info::Seen {
-            verdict: evaluate(version.mtime, self.clock.now(), self.timing()),
-            valid,
-            size: version.size,
-        }
     }
 
     /// The entry at `path` if it is fresh (or, with `allow_stale`, stale) and decodes as a
