@@ -3,7 +3,8 @@
 //! Layers, from the bottom: [`clock`] and [`policy`] (pure state arithmetic), [`config`]
 //! (flags + TOML + defaults, rule matching), [`store`] (the backing dir, never following a
 //! symlink), [`fs`] (the filesystem as a plain struct), [`fuse`] (the thin fuser adapter) and
-//! [`cli`] (commands). Data flows one way, from the kernel down.
+//! [`cli`] (commands). Data flows one way, from the kernel down. [`library`] is the same engine
+//! called from code: [`Cachetta`], the Python library's API in Rust form.
 
 pub mod cli;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod gc;
 pub mod hash;
 pub mod inspect;
 pub mod invalidate;
+pub mod library;
 pub mod mount;
 pub mod policy;
 pub mod stats;
@@ -23,3 +25,4 @@ pub mod store;
 pub mod watch;
 
 pub use hash::hash;
+pub use library::{Cachetta, Info, InfoState};

@@ -1,0 +1,294 @@
+//! One entry file at an absolute path, through the filesystem's [`Store`]: a store opened at
+//! the entry's directory reads and replaces the entry by name, never following a symlink at
+//! the entry itself, and writes stage the new content in that same directory and `rename` it
+//! into place. The directories on the way to the entry are the caller's (trusted, as in the
+//! seed, where `path` is developer input).
+
+use std::ffi::OsString;
+use std::io::{self, Write as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::store::{self, Kind, Store, Version};
+
+/// Mode of a new entry: the seed writes through `mkstemp`, so its cache files are private.
+/// Replacing an entry keeps the mode it had.
+pub(crate) const NEW_ENTRY_MODE: u32 = 0o600;
+
+/// The metadata an entry is judged by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub kind: Kind,
+    pub version: Version,
+}
+
+fn system_time(secs: i64, nsecs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsecs as u64)
+    }
+}
+
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+    )
+}
+
+/// One `lstat` of `path`: `None` when nothing is there.
+pub(crate) fn meta(path: &Path) -> io::Result<Option<Meta>> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let kind = if md.file_type().is_file() {
+        Kind::File
+    } else if md.file_type().is_dir() {
+        Kind::Dir
+    } else {
+        Kind::Other
+    };
+    Ok(Some(Meta {
+        kind,
+        version: Version {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: system_time(md.mtime(), md.mtime_nsec()),
+            ctime: system_time(md.ctime(), md.ctime_nsec()),
+        },
+    }))
+}
+
+fn split(path: &Path) -> (&Path, &Path) {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().map_or(Path::new(""), Path::new);
+    (parent, name)
+}
+
+/// A store at an existing directory; `None` when it does not exist (reads never create).
+fn existing_store(dir: &Path) -> io::Result<Option<Store>> {
+    match std::fs::metadata(dir) {
+        Ok(md) if md.is_dir() => Store::open(dir, false).map(Some),
+        Ok(_) => Ok(None),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The whole content of the regular file at `path` and the version it was read from; `None`
+/// when there is none (or something that is not a regular file, which is never served).
+pub(crate) fn load(path: &Path) -> io::Result<Option<(Vec<u8>, store::Stat)>> {
+    let (dir, name) = split(path);
+    let Some(store) = existing_store(dir)? else {
+        return Ok(None);
+    };
+    let (file, stat) = match store.open_file(name, OFlags::RDONLY, Mode::empty()) {
+        Ok(found) => found,
+        Err(e) if is_missing(&e) || e.raw_os_error() == Some(libc::EISDIR) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes = store::read_all(&file, u64::MAX)?;
+    Ok(Some((bytes, stat)))
+}
+
+/// Replace the entry at `path` with `bytes`, atomically, with mtime `mtime`, creating its
+/// directories. Returns the version now on disk.
+pub(crate) fn publish(path: &Path, bytes: &[u8], mtime: SystemTime) -> io::Result<Version> {
+    let (dir, name) = split(path);
+    let store = Store::open(dir, false)?;
+    let perm = match store.stat(name) {
+        Ok(st) if st.kind == Kind::File => u32::from(st.perm),
+        _ => NEW_ENTRY_MODE,
+    };
+    let mut staging = match store.create_staging(Path::new(""), perm) {
+        Ok(staging) => staging,
+        // A cachetta mount reserves the staging prefix for itself: write there as any program
+        // does, through a scratch file renamed onto the entry (which the mount validates).
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            return publish_via_scratch(&store, name, bytes, perm, mtime);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = staging.file.write_all(bytes) {
+        store.discard(staging);
+        return Err(e);
+    }
+    let file = store.publish(staging, name, mtime)?;
+    Ok(Store::fstat(&file)?.version())
+}
+
+/// The write idiom of SPEC §3 for a directory that refuses staging names: a scratch file
+/// (`.name.json.<pid>.<n>.tmp`: not an entry, never listed, removed by gc if left behind),
+/// renamed onto the entry.
+fn publish_via_scratch(
+    store: &Store,
+    name: &Path,
+    bytes: &[u8],
+    perm: u32,
+    mtime: SystemTime,
+) -> io::Result<Version> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let (scratch, file) = loop {
+        let mut scratch = OsString::from(".");
+        scratch.push(name.as_os_str());
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        scratch.push(format!(".{}.{seq}.tmp", std::process::id()));
+        let scratch = PathBuf::from(scratch);
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+        match store.open_file(&scratch, flags, Mode::from_raw_mode(perm)) {
+            Ok((file, _)) => break (scratch, file),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = (&file)
+        .write_all(bytes)
+        .and_then(|()| file.set_modified(mtime))
+        .and_then(|()| store.rename(&scratch, name, false));
+    if let Err(e) = written {
+        let _ = store.unlink(&scratch);
+        return Err(e);
+    }
+    Ok(Store::fstat(&file)?.version())
+}
+
+/// Delete the file at `path`; `false` when there was none.
+pub(crate) fn remove(path: &Path) -> io::Result<bool> {
+    let (dir, name) = split(path);
+    let Some(store) = existing_store(dir)? else {
+        return Ok(false);
+    };
+    match store.unlink(name) {
+        Ok(()) => Ok(true),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delete the entries (`*.json` files) at or beneath `path` for which `doomed(mtime)` holds.
+/// Directories are kept and symlinks are never followed. Returns the paths deleted.
+pub(crate) fn sweep(path: &Path, doomed: &dyn Fn(SystemTime) -> bool) -> io::Result<Vec<PathBuf>> {
+    let mut deleted = Vec::new();
+    match meta(path)? {
+        None => {}
+        Some(m) if m.kind == Kind::Dir => {
+            let store = Store::open(path, false)?;
+            sweep_dir(&store, path, Path::new(""), doomed, &mut deleted)?;
+        }
+        Some(m) if m.kind == Kind::File && doomed(m.version.mtime) && remove(path)? => {
+            deleted.push(path.to_path_buf());
+        }
+        Some(_) => {}
+    }
+    Ok(deleted)
+}
+
+fn sweep_dir(
+    store: &Store,
+    base: &Path,
+    rel: &Path,
+    doomed: &dyn Fn(SystemTime) -> bool,
+    deleted: &mut Vec<PathBuf>,
+) -> io::Result<()> {
+    let items = match store.read_dir(rel) {
+        Ok(items) => items,
+        Err(e) if is_missing(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for item in items {
+        let child = rel.join(&item.name);
+        let st = match store.stat(&child) {
+            Ok(st) => st,
+            Err(e) if is_missing(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        match st.kind {
+            Kind::Dir => sweep_dir(store, base, &child, doomed, deleted)?,
+            Kind::File if store::is_entry_name(&item.name) && doomed(st.mtime) => {
+                match store.unlink(&child) {
+                    Ok(()) => deleted.push(base.join(&child)),
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Remove `path` wholesale: a folder with everything in it, or one file.
+pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
+    match meta(path)? {
+        None => Ok(()),
+        Some(m) if m.kind == Kind::Dir => match std::fs::remove_dir_all(path) {
+            Err(e) if is_missing(&e) => Ok(()),
+            other => other,
+        },
+        Some(_) => remove(path).map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_version_matches_the_stores_for_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        let written = publish(&path, b"{\"a\":1}", SystemTime::now()).unwrap();
+        assert_eq!(meta(&path).unwrap().unwrap().version, written);
+        let (bytes, stat) = load(&path).unwrap().unwrap();
+        assert_eq!(bytes, b"{\"a\":1}");
+        assert_eq!(stat.version(), written);
+    }
+
+    #[test]
+    fn publish_creates_directories_and_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/x.json");
+        publish(&path, b"1", SystemTime::now()).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, NEW_ENTRY_MODE);
+    }
+
+    #[test]
+    fn replacing_keeps_the_entrys_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        std::fs::write(&path, "1").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
+        publish(&path, b"2", SystemTime::now()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn reading_never_creates_directories_or_follows_a_symlinked_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(&dir.path().join("nope/x.json")).unwrap().is_none());
+        assert!(!dir.path().join("nope").exists());
+        std::fs::write(dir.path().join("real.json"), "1").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real.json"), dir.path().join("l.json"))
+            .unwrap();
+        assert!(load(&dir.path().join("l.json")).unwrap().is_none());
+        assert_eq!(
+            meta(&dir.path().join("l.json")).unwrap().unwrap().kind,
+            Kind::Other
+        );
+    }
+}

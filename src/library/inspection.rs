@@ -1,0 +1,89 @@
+//! Looking at an entry without reading its value: `exists`, `age` and `info` (the seed's
+//! inspection methods), judged by the same policy as reads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{disk, flight, info, Cachetta, Info};
+use crate::policy::evaluate;
+use crate::store::{self, Kind};
+
+impl Cachetta {
+    /// Whether the entry file exists, fresh or not (the seed's `exists()`).
+    pub fn exists(&self) -> bool {
+        matches!(disk::meta(&self.entry_path()), Ok(Some(m)) if m.kind == Kind::File)
+    }
+
+    /// How long ago the entry file was written; zero when its mtime is in the future; `None`
+    /// when there is none (the seed's `age()`).
+    ///
+    /// ```
+    /// use cachetta::Cachetta;
+    /// # let dir = tempfile::tempdir()?;
+    /// let cache = Cachetta::new(dir.path().join("x.json"));
+    /// assert_eq!(cache.age(), None);
+    /// cache.write(&1)?;
+    /// assert!(cache.age().unwrap() < std::time::Duration::from_secs(60));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn age(&self) -> Option<Duration> {
+        match disk::meta(&self.entry_path()) {
+            Ok(Some(m)) if m.kind == Kind::File => {
+                Some(evaluate(m.version.mtime, self.clock.now(), self.timing()).age)
+            }
+            _ => None,
+        }
+    }
+
+    /// Everything about the entry, as the mount's `user.cachetta.info` attribute reports it
+    /// (the seed's `info()`, plus `state`, `ttl`, `size`, ...). Never fails: a file that cannot
+    /// be read is reported the way a read sees it (`corrupt`, or not there).
+    ///
+    /// ```
+    /// use cachetta::{Cachetta, InfoState};
+    /// # let dir = tempfile::tempdir()?;
+    /// let cache = Cachetta::new(dir.path().join("x.json"));
+    /// assert!(!cache.info().exists);
+    /// cache.write(&[1, 2])?;
+    /// let info = cache.info();
+    /// assert_eq!((info.exists, info.state, info.size), (true, Some(InfoState::Fresh), Some(5)));
+    /// assert_eq!(info.ttl, Some(7 * 24 * 3600));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn info(&self) -> Info {
+        let path = self.entry_path();
+        let seen = match disk::meta(&path) {
+            Ok(Some(m)) if m.kind == Kind::File => Some(self.judge(&path, m)),
+            _ => None,
+        };
+        Info::new(
+            &path,
+            seen,
+            self.duration,
+            self.stale_duration,
+            flight::is_running(&path),
+            flight::last_error(&path),
+        )
+    }
+
+    /// State, validity and size of the file at `path`, last seen as `meta`.
+    fn judge(&self, path: &Path, meta: disk::Meta) -> info::Seen {
+        let kept = self
+            .hot
+            .as_ref()
+            .is_some_and(|hot| hot.get(path, &meta.version).is_some());
+        let (valid, version) = if kept {
+            (true, meta.version)
+        } else {
+            match disk::load(path) {
+                Ok(Some((bytes, stat))) => (store::is_valid_json(&bytes), stat.version()),
+                _ => (false, meta.version),
+            }
+        };
+        info::Seen {
+            verdict: evaluate(version.mtime, self.clock.now(), self.timing()),
+            valid,
+            size: version.size,
+        }
+    }
+}
