@@ -13,5 +13,6 @@ pub mod fs;
 pub mod fuse;
 pub mod mount;
 pub mod policy;
+pub mod refresh;
 pub mod stats;
 pub mod store;
