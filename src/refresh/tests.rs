@@ -563,3 +563,25 @@ fn error_lines_are_single_line_and_name_the_signal() {
         Outcome::Failed("killed by signal 9".into())
     );
 }
+
+#[test]
+fn condition_that_hangs_is_a_failure_not_a_decline() {
+    let fx = Fixture::with("echo 1", |config| {
+        config.defaults.refresh_timeout = Duration::from_secs(1);
+        config.defaults.condition = Some("sleep 100".into());
+    });
+    assert!(fx.refresher.start(key("x.json"), Reason::Stale));
+    assert!(fx.refresher.wait_idle(LONG));
+    assert_eq!(
+        fx.refresher.last_error(key("x.json")),
+        Some("condition timed out after 1s".into())
+    );
+    assert_eq!(fx.count(&fx.stats.refreshes_failed), 1);
+    assert_eq!(fx.entry("x.json"), None);
+}
+
+#[test]
+fn refresher_can_be_shared_between_request_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Refresher>();
+}
