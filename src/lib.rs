@@ -20,6 +20,7 @@ pub mod invalidate;
 pub mod library;
 pub mod mount;
 pub mod policy;
+pub mod refresh;
 pub mod stats;
 pub mod store;
 pub mod watch;

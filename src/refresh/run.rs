@@ -1,0 +1,234 @@
+//! What one refresh does, start to end: the command with its environment, the checks on its
+//! output, the `condition`, and the publish. Scheduling, coalescing and bookkeeping are in
+//! [`super`]; running a process is in [`super::command`].
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::command::{self, Ended, Invocation};
+use super::{Job, Outcome, Reason, Shared};
+use crate::stats::bump;
+use crate::store::{self, is_valid_json, Store, ENTRY_SUFFIX};
+
+/// What a run produced, before bookkeeping.
+pub(super) struct Ran {
+    pub outcome: Outcome,
+    /// The stderr (first 4 KiB) of the command that decided the outcome, for the log.
+    pub stderr: Vec<u8>,
+}
+
+pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
+    bump(&shared.stats.refreshes_started);
+    let matched = shared.config.settings_for(job.key.as_os_str());
+    let settings = matched.settings;
+    let (Some(refresh), timeout) = (&settings.refresh, settings.refresh_timeout) else {
+        return Ran {
+            outcome: Outcome::NoCommand,
+            stderr: Vec::new(),
+        };
+    };
+    let env = environment(&shared.store, &job.key, job.reason, &matched.captures);
+    let cwd = shared.store.root_path();
+    let limit = shared.config.max_entry_bytes;
+    debug!(key = %job.key.display(), reason = job.reason.as_str(), "refresh started");
+
+    let run = command::run(
+        Invocation {
+            command: refresh,
+            cwd,
+            env: &env,
+            stdin: None,
+            stdout_limit: Some(limit),
+            timeout,
+        },
+        &job.control,
+    );
+    let finished = match run {
+        Ok(finished) => finished,
+        Err(e) => return failed(format!("cannot run the command: {e}"), Vec::new()),
+    };
+    let stderr = finished.stderr;
+    match finished.ended {
+        Ended::Cancelled => return cancelled(),
+        Ended::TimedOut => return failed(timed_out("", timeout), stderr),
+        Ended::OutputTooLarge => {
+            return failed(
+                format!("output larger than max_entry_bytes ({limit} bytes)"),
+                stderr,
+            )
+        }
+        Ended::Exited(status) if !status.success() => {
+            return failed(with_stderr(command::describe(status), &stderr), stderr)
+        }
+        Ended::Exited(_) => {}
+    }
+    let output = finished.stdout;
+    if !is_valid_json(&output) {
+        return failed("output is not valid JSON".into(), stderr);
+    }
+
+    if let Some(condition) = &settings.condition {
+        let stdin = match output_as_file(&output) {
+            Ok(file) => file,
+            Err(e) => return failed(format!("cannot pass output to condition: {e}"), stderr),
+        };
+        let run = command::run(
+            Invocation {
+                command: condition,
+                cwd,
+                env: &env,
+                stdin: Some(stdin),
+                stdout_limit: None,
+                timeout,
+            },
+            &job.control,
+        );
+        let finished = match run {
+            Ok(finished) => finished,
+            Err(e) => return failed(format!("cannot run condition: {e}"), Vec::new()),
+        };
+        let stderr = finished.stderr;
+        match finished.ended {
+            Ended::Cancelled => return cancelled(),
+            Ended::TimedOut => return failed(timed_out("condition ", timeout), stderr),
+            Ended::OutputTooLarge => return failed("condition output too large".into(), stderr),
+            Ended::Exited(status) if status.success() => {}
+            // A condition that exits non-zero says "don't cache this".
+            Ended::Exited(status) if status.code().is_some() => {
+                return Ran {
+                    outcome: Outcome::Declined,
+                    stderr,
+                }
+            }
+            Ended::Exited(status) => {
+                let what = format!("condition {}", command::describe(status));
+                return failed(with_stderr(what, &stderr), stderr);
+            }
+        }
+    }
+
+    match publish(shared, job, &output) {
+        Ok(true) => Ran {
+            outcome: Outcome::Published,
+            stderr,
+        },
+        Ok(false) => cancelled(),
+        Err(e) => failed(format!("cannot publish: {e}"), stderr),
+    }
+}
+
+/// Stage `output` beside the entry (creating missing directories) and publish it, unless
+/// the refresh has been cancelled. False when cancelled.
+fn publish(shared: &Shared, job: &Job, output: &[u8]) -> io::Result<bool> {
+    let (dir, _) = store::split(&job.key);
+    // The entry keeps its mode when it exists.
+    let perm = shared
+        .store
+        .stat(&job.key)
+        .map_or(0o644, |st| u32::from(st.perm));
+    let mut staging = match shared.store.create_staging(dir, perm) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            shared.store.mkdir_all(dir)?;
+            shared.store.create_staging(dir, perm)?
+        }
+        other => other?,
+    };
+    if let Err(e) = staging.file.write_all(output) {
+        shared.store.discard(staging);
+        return Err(e);
+    }
+    // Checked and published under the refresh's control lock, which `cancel` takes too:
+    // either the cancel comes first and nothing is published, or the publish is complete
+    // before `cancel` returns (and the `rm` that follows removes it).
+    let control = job.control.lock();
+    if control.is_cancelled() {
+        shared.store.discard(staging);
+        return Ok(false);
+    }
+    shared
+        .store
+        .publish(staging, &job.key, shared.clock.now())?;
+    Ok(true)
+}
+
+/// The variables a refresh command gets on top of the daemon's environment (SPEC §6). Values
+/// are the key's raw bytes; nothing is ever pasted into the command text.
+fn environment(
+    store: &Store,
+    key: &Path,
+    reason: Reason,
+    captures: &[(String, Vec<u8>)],
+) -> Vec<(OsString, OsString)> {
+    let file_name = key.file_name().unwrap_or_default().as_bytes();
+    let name = file_name
+        .strip_suffix(ENTRY_SUFFIX.as_bytes())
+        .unwrap_or(file_name);
+    let var = |name: &str, value: &[u8]| {
+        (
+            OsString::from(format!("CACHETTA_{name}")),
+            OsStr::from_bytes(value).to_os_string(),
+        )
+    };
+    let mut env = vec![
+        var("KEY", key.as_os_str().as_bytes()),
+        var("NAME", name),
+        var("ENTRY", store.absolute(key).as_os_str().as_bytes()),
+        var("REASON", reason.as_str().as_bytes()),
+    ];
+    for (capture, value) in captures {
+        env.push(var(&capture.to_ascii_uppercase(), value));
+    }
+    env
+}
+
+/// The output as a file for the condition's stdin: a memfd, so the condition can seek, read it
+/// at its own pace or not at all, and nothing touches the disk.
+fn output_as_file(output: &[u8]) -> io::Result<std::fs::File> {
+    let fd = rustix::fs::memfd_create("cachetta-refresh-output", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(output)?;
+    file.rewind()?;
+    Ok(file)
+}
+
+fn failed(error: String, stderr: Vec<u8>) -> Ran {
+    Ran {
+        outcome: Outcome::Failed(error),
+        stderr,
+    }
+}
+
+fn cancelled() -> Ran {
+    Ran {
+        outcome: Outcome::Cancelled,
+        stderr: Vec::new(),
+    }
+}
+
+fn timed_out(what: &str, timeout: Duration) -> String {
+    format!(
+        "{what}timed out after {}",
+        humantime::format_duration(timeout)
+    )
+}
+
+/// `what: <first line of stderr>`, or just `what` when stderr says nothing; always one line.
+pub(super) fn with_stderr(what: String, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("");
+    let first: String = first.chars().filter(|c| !c.is_control()).collect();
+    if first.is_empty() {
+        what
+    } else {
+        format!("{what}: {first}")
+    }
+}
