@@ -166,9 +166,26 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        self.fs.shutdown();
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         bump(&self.fs.requests().lookup);
-        reply_entry(reply, "lookup", self.fs.lookup(parent.0, name));
+        let found = self.fs.lookup(parent.0, name);
+        if matches!(&found, Err(e) if e.errno == libc::ENOENT) && self.fs.may_fill(parent.0, name) {
+            // Read-through waits for a refresh command: on its own thread, so the workers
+            // stay free for every other request.
+            let (fs, name) = (self.fs.clone(), name.to_os_string());
+            let spawned = std::thread::Builder::new()
+                .name("fill".into())
+                .spawn(move || reply_entry(reply, "lookup", fs.lookup_filling(parent.0, &name)));
+            if let Err(e) = spawned {
+                error!("cannot start a read-through thread: {e}");
+            }
+            return;
+        }
+        reply_entry(reply, "lookup", found);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

@@ -78,12 +78,7 @@ pub fn run(args: MountArgs) -> ExitCode {
 
     let watch_mode = config.watch;
     let config = Arc::new(config);
-    let fs = Arc::new(CacheFs::new(
-        config.clone(),
-        store,
-        Arc::new(SystemClock),
-        args.read_only,
-    ));
+    let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), args.read_only);
     let mut options = vec![
         fuser::MountOption::FSName("cachetta".into()),
         fuser::MountOption::Subtype("cachetta".into()),
@@ -141,7 +136,10 @@ pub fn run(args: MountArgs) -> ExitCode {
     if let Err(e) = spawn_signal_thread(signals, unmounter, mnt.clone()) {
         error!("cannot install signal handlers: {e}");
     }
-    match session.run() {
+    let result = session.run();
+    // Running refresh commands die with the mount, whole process groups.
+    fs.shutdown();
+    match result {
         Ok(()) => {
             info!(mountpoint = %mnt.display(), "unmounted");
             ExitCode::SUCCESS

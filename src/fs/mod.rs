@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::{FsError, FsResult};
 use crate::invalidate::{Invalidation, Invalidator};
 use crate::policy::{self, EntryState, Verdict};
+use crate::refresh::{Outcome, Reason, Refresher};
 use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
 
@@ -150,7 +151,7 @@ enum Seen {
 
 /// The filesystem.
 pub struct CacheFs {
-    store: Store,
+    store: Arc<Store>,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
     read_only: bool,
@@ -165,8 +166,11 @@ pub struct CacheFs {
     next_fh: AtomicU64,
     /// JSON validity per content version, so an unchanged entry is parsed once.
     validity: Mutex<HashMap<Version, bool>>,
-    stats: Stats,
+    stats: Arc<Stats>,
     requests: Requests,
+    refresher: Refresher,
+    /// Directories a `fill_on_miss` rule names literally: shown even before they exist.
+    fill_dirs: Vec<PathBuf>,
     started: SystemTime,
 }
 
@@ -193,31 +197,57 @@ fn check_name(name: &OsStr) -> FsResult<()> {
 }
 
 impl CacheFs {
+    /// The filesystem, sharing its store, config, clock and counters with its refresh
+    /// runner. Published refreshes reach the kernel through `backing_changed`.
     pub fn new(
         config: Arc<Config>,
         store: Store,
         clock: Arc<dyn Clock>,
         read_only: bool,
-    ) -> CacheFs {
+    ) -> Arc<CacheFs> {
         let started = clock.now();
-        CacheFs {
-            store,
-            config,
-            clock,
-            read_only,
-            nodes: RwLock::new(Nodes::default()),
-            pins: Mutex::new(Pins::default()),
-            reserved: Mutex::new(HashMap::new()),
-            passthrough: AtomicBool::new(false),
-            watching: AtomicBool::new(false),
-            invalidator: OnceLock::new(),
-            handles: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            validity: Mutex::new(HashMap::new()),
-            stats: Stats::default(),
-            requests: Requests::default(),
-            started,
-        }
+        let store = Arc::new(store);
+        let stats = Arc::new(Stats::default());
+        Arc::new_cyclic(|weak: &std::sync::Weak<CacheFs>| {
+            let weak = weak.clone();
+            let on_published: crate::refresh::OnPublished = Box::new(move |key: &Path| {
+                if let Some(fs) = weak.upgrade() {
+                    fs.backing_changed(key);
+                }
+            });
+            let refresher = Refresher::new(
+                store.clone(),
+                config.clone(),
+                clock.clone(),
+                stats.clone(),
+                on_published,
+            );
+            CacheFs {
+                fill_dirs: config.fill_dirs(),
+                store,
+                config,
+                clock,
+                read_only,
+                nodes: RwLock::new(Nodes::default()),
+                pins: Mutex::new(Pins::default()),
+                reserved: Mutex::new(HashMap::new()),
+                passthrough: AtomicBool::new(false),
+                watching: AtomicBool::new(false),
+                invalidator: OnceLock::new(),
+                handles: RwLock::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+                validity: Mutex::new(HashMap::new()),
+                stats,
+                requests: Requests::default(),
+                refresher,
+                started,
+            }
+        })
+    }
+
+    /// Stop: kill running refresh commands (unmount, signals).
+    pub fn shutdown(&self) {
+        self.refresher.shutdown();
     }
 
     pub fn stats(&self) -> &Stats {
@@ -457,12 +487,27 @@ impl CacheFs {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
-        let key = self.child_path(parent, name)?;
-        let found = self.visible(&key);
+        let found = self.lookup_quietly(parent, name);
         if store::is_entry_name(name) && found.is_err() {
             bump(&self.stats.misses);
         }
-        let (st, seen) = found?;
+        found
+    }
+
+    /// A lookup that counts no miss.
+    fn lookup_quietly(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        let key = self.child_path(parent, name)?;
+        let (st, seen) = match self.visible(&key) {
+            Ok(found) => found,
+            Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => {
+                let ino = self.nodes.write().bind(parent, name, Kind::Dir);
+                return Ok(Entry {
+                    attr: self.fill_dir_attr(ino),
+                    ttl: UNWATCHED_TTL,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // A pinned inode keeps its version; newer content at the name gets a fresh inode.
         let moved_on = self.nodes.read().find(parent, name).is_some_and(|ino| {
             self.pins
@@ -512,6 +557,10 @@ impl CacheFs {
                     ttl: self.ttl(seen),
                 })
             }
+            Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => Ok(Entry {
+                attr: self.fill_dir_attr(ino),
+                ttl: UNWATCHED_TTL,
+            }),
             // Created and not yet published: its writer (`touch`, `futimens`) still sees it.
             // Staged sizes are never reported otherwise: the kernel keeps one size per inode.
             Err(e) => match self.writer_of(ino) {
@@ -740,15 +789,51 @@ impl CacheFs {
             .acquire(ino, (st.dev, st.ino), file, passthrough))
     }
 
-    /// The refresh state of a key, for `info` (no refresh commands yet: never refreshing).
-    fn with_refresh_state(&self, _key: &Path, info: crate::inspect::Info) -> crate::inspect::Info {
+    /// The refresh state of a key, for `info` and its attributes.
+    fn with_refresh_state(
+        &self,
+        key: &Path,
+        mut info: crate::inspect::Info,
+    ) -> crate::inspect::Info {
+        info.refreshing = self.refresher.is_running(key);
+        info.refresh_error = self.refresher.last_error(key);
         info
     }
 
-    /// The one place a read of a stale entry could start its refresh (refresh commands are a
-    /// later layer; reading never waits for one).
+    /// A stale entry was opened for reading: refresh it in the background (shared with any
+    /// refresh already running; nothing during its backoff). Reading never waits for it.
     fn on_stale_read(&self, key: &Path) {
-        debug!(key = %key.display(), "stale entry served");
+        self.refresher.start(key, Reason::Stale);
+    }
+
+    /// Whether a missed `.json` lookup should run the key's refresh and wait for it.
+    pub fn may_fill(&self, parent: u64, name: &OsStr) -> bool {
+        if !store::is_entry_name(name) {
+            return false;
+        }
+        let Ok(key) = self.child_path(parent, name) else {
+            return false;
+        };
+        let settings = self.config.settings_for(key.as_os_str()).settings;
+        settings.fill_on_miss && settings.refresh.is_some()
+    }
+
+    /// Read-through: a lookup that missed runs the key's refresh (or joins the one running)
+    /// and waits for it, then answers with the new entry, or `ENOENT`.
+    pub fn lookup_filling(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        match self.lookup_quietly(parent, name) {
+            Err(e) if e.errno == libc::ENOENT => {
+                let key = self.child_path(parent, name)?;
+                match self.refresher.run_and_wait(&key, Reason::Miss) {
+                    Outcome::Published => self.lookup_quietly(parent, name),
+                    outcome => {
+                        debug!(key = %key.display(), ?outcome, "read-through gave no entry");
+                        Err(errno(libc::ENOENT))
+                    }
+                }
+            }
+            other => other,
+        }
     }
 
     fn open_scratch(
@@ -822,11 +907,29 @@ impl CacheFs {
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let key = self.path_of(ino)?;
-        let items = self
-            .store
-            .read_dir(&key)
-            .map_err(|e| FsError::io(key.display(), e))?;
+        let items = match self.store.read_dir(&key) {
+            Ok(items) => items,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.is_fill_dir(&key) => {
+                Vec::new()
+            }
+            Err(e) => return Err(FsError::io(key.display(), e)),
+        };
         let mut listed = Vec::with_capacity(items.len() + 2);
+        for dir in self
+            .fill_dirs
+            .iter()
+            .filter(|d| d.parent() == Some(key.as_path()))
+        {
+            let name = dir.file_name().unwrap_or_default();
+            if !items.iter().any(|item| item.name == name) {
+                let ino = self.nodes.read().find(ino, name).unwrap_or(u64::MAX);
+                listed.push(Listed {
+                    ino,
+                    kind: Kind::Dir,
+                    name: name.to_os_string(),
+                });
+            }
+        }
         listed.push(Listed {
             ino,
             kind: Kind::Dir,
@@ -898,6 +1001,8 @@ impl CacheFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.writable()?;
         let key = self.child_path(parent, name)?;
+        // rm wins over a refresh of the same key running now.
+        self.refresher.cancel(&key);
         self.store
             .unlink(&key)
             .map_err(|e| FsError::io(key.display(), e))?;
@@ -1023,6 +1128,29 @@ impl CacheFs {
             .collect();
         object.insert("requests".into(), requests.into());
         serde_json::Value::Object(object).to_string()
+    }
+
+    fn is_fill_dir(&self, key: &Path) -> bool {
+        self.fill_dirs.iter().any(|d| d == key)
+    }
+
+    /// A directory a fill rule names, before its first fill creates it in the backing dir.
+    fn fill_dir_attr(&self, ino: u64) -> Attr {
+        let root = self.store.stat(Path::new("")).ok();
+        let now = self.clock.now();
+        Attr {
+            ino,
+            kind: Kind::Dir,
+            size: 0,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            perm: 0o755,
+            nlink: 2,
+            uid: root.map_or(0, |r| r.uid),
+            gid: root.map_or(0, |r| r.gid),
+        }
     }
 
     /// Names the filesystem refuses to create: links and special files.

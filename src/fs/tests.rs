@@ -18,7 +18,7 @@ const ME: Caller = Caller {
 struct Fixture {
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
-    fs: CacheFs,
+    fs: Arc<CacheFs>,
 }
 
 fn fixture(toml: &str) -> Fixture {

@@ -181,6 +181,8 @@ fn environment_is_exact_and_keys_reach_the_command_only_as_bytes() {
             let eq = var.iter().position(|&b| b == b'=').unwrap();
             (var[..eq].to_vec(), var[eq + 1..].to_vec())
         })
+        // Inherited ones (CI sets CACHETTA_REQUIRE_FUSE) pass through untouched; not ours.
+        .filter(|(name, _)| std::env::var_os(std::ffi::OsStr::from_bytes(name)).is_none())
         .collect();
     ours.sort();
     let city = raw[2..raw.len() - 5].to_vec();
