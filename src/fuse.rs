@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::{debug, error, info, warn};
@@ -157,6 +157,10 @@ impl Filesystem for FuseAdapter {
         // Kernel passthrough (Linux >= 6.9, root): large reads never reach the daemon.
         // CACHETTA_PASSTHROUGH=0 turns it off (to measure, or to work around a kernel).
         let wanted = std::env::var("CACHETTA_PASSTHROUGH").map_or(true, |v| v != "0");
+        // Listings carry attributes, so `ls -l` needs no lookup per name.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
+            warn!(?missing, "kernel lacks readdirplus");
+        }
         let granted = wanted
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
@@ -431,14 +435,39 @@ impl Filesystem for FuseAdapter {
         bump(&self.fs.requests().readdir);
         match self.fs.readdir(fh.0, offset) {
             Ok(items) => {
-                for (next, item) in items {
-                    if reply.add(INodeNo(item.ino), next, kind(item.kind), &item.name) {
+                for (next, ino, item_kind, name) in items {
+                    if reply.add(INodeNo(ino), next, kind(item_kind), &name) {
                         break;
                     }
                 }
                 reply.ok();
             }
             Err(err) => reply.error(fail("readdir", err)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        bump(&self.fs.requests().readdirplus);
+        let result = self.fs.readdirplus(fh.0, offset, |next, name, e| {
+            reply.add(
+                INodeNo(e.attr.ino),
+                next,
+                name,
+                &e.ttl,
+                &file_attr(&e.attr),
+                Generation(0),
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(fail("readdirplus", err)),
         }
     }
 

@@ -2,9 +2,10 @@
 //!
 //! The kernel may be waiting on the very request that causes an invalidation, so handlers
 //! never notify the kernel themselves: they queue an [`Invalidation`] here. Names and page
-//! ranges go through one thread (delivering them may need a directory or page lock); a handler
-//! that needs their effect before it replies waits a bounded time, never forever, and only one
-//! handler waits at a time. Attribute-only invalidations take no lock in the kernel, so they go
+//! ranges go through one thread (delivering them may need a directory or page lock, held by a
+//! request that waits for a free worker); a handler that needs their effect before it replies
+//! waits a bounded time, never forever, and fewer handlers wait at once than there are
+//! workers, so the request holding the lock always finds one. Attribute-only invalidations take no lock in the kernel, so they go
 //! through a second thread and a handler may wait for them freely.
 
 use std::ffi::OsString;
@@ -44,10 +45,7 @@ impl Deliver for fuser::Notifier {
 type Message = (Invalidation, Option<SyncSender<()>>);
 
 /// How long a handler waits for an invalidation to reach the kernel.
-const ACK_WAIT: Duration = Duration::from_millis(100);
-
-/// At most this many handlers wait at once for a name or page invalidation.
-const MAX_WAITERS: usize = 1;
+const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The sending side, held by the filesystem.
 #[derive(Debug, Clone)]
@@ -55,15 +53,18 @@ pub struct Invalidator {
     names: Sender<Message>,
     attributes: Sender<Message>,
     waiters: Arc<AtomicUsize>,
+    max_waiters: usize,
 }
 
 impl Invalidator {
-    /// Start the notifier threads; they end when every `Invalidator` clone is dropped.
-    pub fn spawn(deliver: impl Deliver + Clone) -> std::io::Result<Invalidator> {
+    /// Start the notifier threads; they end when every `Invalidator` clone is dropped. At most
+    /// `max_waiters` handlers wait at once (keep it below the number of workers).
+    pub fn spawn(deliver: impl Deliver + Clone, max_waiters: usize) -> std::io::Result<Invalidator> {
         Ok(Invalidator {
             names: deliver_thread("invalidate", deliver.clone())?,
             attributes: deliver_thread("invalidate-attrs", deliver)?,
             waiters: Arc::new(AtomicUsize::new(0)),
+            max_waiters,
         })
     }
 
@@ -82,7 +83,7 @@ impl Invalidator {
         if let Invalidation::Attributes(ino) = inv {
             return self.attributes_now(ino);
         }
-        if self.waiters.fetch_add(1, Ordering::SeqCst) >= MAX_WAITERS {
+        if self.waiters.fetch_add(1, Ordering::SeqCst) >= self.max_waiters {
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             return self.send(inv);
         }
@@ -139,7 +140,7 @@ mod tests {
     #[test]
     fn invalidations_are_delivered_in_order_and_waited_for() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let inv = Invalidator::spawn(Record(seen.clone())).unwrap();
+        let inv = Invalidator::spawn(Record(seen.clone()), 1).unwrap();
         inv.send(Invalidation::Inode(7));
         inv.send_and_wait(Invalidation::Entry(1, "x.json".into()));
         inv.attributes_now(9);

@@ -19,7 +19,11 @@ use crate::store::Store;
 use crate::watch;
 
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores.
-const WORKER_THREADS: usize = 6;
+const WORKER_THREADS: usize = 8;
+
+/// Workers that may wait for a kernel invalidation at once; the others stay free to serve
+/// the request that holds the lock the invalidation needs.
+const INVALIDATION_WAITERS: usize = WORKER_THREADS - 2;
 
 fn refuse(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("cachetta: {message}");
@@ -106,7 +110,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         error!("cannot start the gc thread: {e}");
     }
 
-    match Invalidator::spawn(session.notifier()) {
+    match Invalidator::spawn(session.notifier(), INVALIDATION_WAITERS) {
         Ok(invalidator) => fs.set_invalidator(invalidator),
         Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
     }

@@ -11,14 +11,18 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::store::{self, Kind, Staging, Store};
+use std::time::Duration;
+
+use super::Attr;
+use crate::store::{self, Staging, Store};
 
 /// One listed directory entry, snapshotted at `opendir`.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    pub ino: u64,
-    pub kind: Kind,
     pub name: OsString,
+    /// As listed (`ino` is not yet the name's inode).
+    pub attr: Attr,
+    pub ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -36,6 +40,7 @@ pub enum Handle {
         file: File,
     },
     Dir {
+        ino: u64,
         items: Vec<Listed>,
     },
 }

@@ -2,6 +2,7 @@
 //! tie to the fuser bindings. Every operation returns `FsResult`; the `fuse` adapter only turns
 //! results into replies, and tests can call these methods directly.
 
+mod dir;
 mod handles;
 mod nodes;
 mod pins;
@@ -48,7 +49,7 @@ pub const WATCHED_TTL: Duration = Duration::from_secs(3600);
 
 /// After a writer's open moved a name off a passthrough inode, reads of the name's fresh inode
 /// use direct I/O for this long, so the writer's retried open cannot meet a passthrough pin.
-const WRITER_RESERVATION: Duration = Duration::from_millis(100);
+const WRITER_RESERVATION: Duration = Duration::from_secs(2);
 
 const NAME_MAX: usize = 255;
 
@@ -61,6 +62,9 @@ const VALIDITY_CACHE_MAX: usize = 100_000;
 pub struct Attr {
     pub ino: u64,
     pub kind: Kind,
+    /// The backing file's identity (device, inode); 0 for what has no backing file yet.
+    pub dev: u64,
+    pub backing_ino: u64,
     pub size: u64,
     pub blocks: u64,
     pub atime: SystemTime,
@@ -77,6 +81,8 @@ impl Attr {
         Attr {
             ino,
             kind: st.kind,
+            dev: st.dev,
+            backing_ino: st.ino,
             size: st.size,
             blocks: st.blocks,
             atime: st.atime,
@@ -305,15 +311,16 @@ impl CacheFs {
     /// The name of `ino` now holds other content while `ino` is pinned to the old one: the
     /// name moves to a fresh inode at its next lookup, and the kernel is told to look again.
     fn rotate(&self, ino: u64, wait: bool) {
-        let bound = {
+        let name = {
             let mut nodes = self.nodes.write();
-            let bound = nodes.bound_name(ino);
-            if let Some((parent, name)) = &bound {
-                nodes.replace(*parent, name);
+            if let Some((parent, name)) = nodes.bound_name(ino) {
+                nodes.replace(parent, &name);
             }
-            bound
+            nodes.name_of(ino)
         };
-        if let Some((parent, name)) = bound {
+        // Invalidate even when someone else (the watcher) moved the name first: their
+        // invalidation may still be queued, and this caller may need it delivered now.
+        if let Some((parent, name)) = name {
             self.invalidate(Invalidation::Entry(parent, name), wait);
         }
     }
@@ -613,6 +620,8 @@ impl CacheFs {
                         let attr = Attr {
                             ino,
                             kind: Kind::File,
+                            dev: 0,
+                            backing_ino: 0,
                             size: 0,
                             blocks: 0,
                             atime: now,
@@ -905,85 +914,6 @@ impl CacheFs {
         }
     }
 
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
-        let key = self.path_of(ino)?;
-        let items = match self.store.read_dir(&key) {
-            Ok(items) => items,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.is_fill_dir(&key) => {
-                Vec::new()
-            }
-            Err(e) => return Err(FsError::io(key.display(), e)),
-        };
-        let mut listed = Vec::with_capacity(items.len() + 2);
-        for dir in self
-            .fill_dirs
-            .iter()
-            .filter(|d| d.parent() == Some(key.as_path()))
-        {
-            let name = dir.file_name().unwrap_or_default();
-            if !items.iter().any(|item| item.name == name) {
-                let ino = self.nodes.read().find(ino, name).unwrap_or(u64::MAX);
-                listed.push(Listed {
-                    ino,
-                    kind: Kind::Dir,
-                    name: name.to_os_string(),
-                });
-            }
-        }
-        listed.push(Listed {
-            ino,
-            kind: Kind::Dir,
-            name: ".".into(),
-        });
-        listed.push(Listed {
-            ino: ROOT,
-            kind: Kind::Dir,
-            name: "..".into(),
-        });
-        for item in items {
-            if item.kind == Some(Kind::Other) || store::is_staging_name(&item.name) {
-                continue;
-            }
-            if item.kind == Some(Kind::File) && !store::is_entry_name(&item.name) {
-                continue; // scratch files are not listed
-            }
-            let child = key.join(&item.name);
-            let Ok(st) = self.store.stat(&child) else {
-                continue;
-            };
-            match self.judge(&child, &st, None) {
-                Seen::Dir | Seen::Entry(_) => {
-                    let known = self.nodes.read().find(ino, &item.name);
-                    listed.push(Listed {
-                        ino: known.unwrap_or(st.ino),
-                        kind: st.kind,
-                        name: item.name,
-                    });
-                }
-                Seen::Scratch | Seen::Hidden => {}
-            }
-        }
-        Ok(self.add_handle(Handle::Dir { items: listed }))
-    }
-
-    /// Listed names from `offset` on; the offset of item i is i + 1.
-    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<(u64, Listed)>> {
-        let handle = self.handle(fh)?;
-        let Handle::Dir { items } = &*handle else {
-            return Err(errno(libc::ENOTDIR));
-        };
-        Ok(items
-            .iter()
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, item)| (i as u64 + 1, item.clone()))
-            .collect())
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.write().remove(&fh);
-    }
-
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> FsResult<Entry> {
         self.writable()?;
         let key = self.child_path(parent, name)?;
@@ -1141,6 +1071,8 @@ impl CacheFs {
         Attr {
             ino,
             kind: Kind::Dir,
+            dev: 0,
+            backing_ino: 0,
             size: 0,
             blocks: 0,
             atime: now,

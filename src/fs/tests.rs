@@ -49,7 +49,7 @@ impl Fixture {
         self.fs.releasedir(fh);
         items
             .into_iter()
-            .map(|(_, l)| l.name.to_string_lossy().into_owned())
+            .map(|(_, _, _, name)| name.to_string_lossy().into_owned())
             .filter(|n| n != "." && n != "..")
             .collect()
     }

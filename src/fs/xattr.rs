@@ -61,7 +61,9 @@ impl CacheFs {
                 .ok_or_else(|| errno(libc::ENODATA));
         }
         if !is_user(name) {
-            return Err(errno(libc::ENODATA));
+            // security.*, system.posix_acl_*: not stored here. ENOTSUP (not ENODATA) lets
+            // `ls -l` remember that per filesystem instead of asking for every file.
+            return Err(errno(libc::ENOTSUP));
         }
         self.store
             .get_xattr(&key, name)

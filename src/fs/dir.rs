@@ -1,0 +1,178 @@
+//! Directory listings: a snapshot of the visible names at `opendir`, served by offset, with
+//! attributes for `readdirplus` so `ls -l` needs no lookup per name.
+
+use std::ffi::OsStr;
+
+use super::handles::{Handle, Listed};
+use super::*;
+
+impl CacheFs {
+    /// Snapshot the visible content of a directory: subdirectories and fresh or stale valid
+    /// entries, plus the directories fill rules name that do not exist yet. Scratch files,
+    /// expired and corrupt entries, our staging files and anything else are left out.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let key = self.path_of(ino)?;
+        let items = match self.store.read_dir(&key) {
+            Ok(items) => items,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.is_fill_dir(&key) => {
+                Vec::new()
+            }
+            Err(e) => return Err(FsError::io(key.display(), e)),
+        };
+        let dir_attr = self
+            .getattr(ino, None)
+            .map(|e| e.attr)
+            .unwrap_or_else(|_| self.fill_dir_attr(ino));
+        let mut listed = Vec::with_capacity(items.len() + 2);
+        listed.push(Listed {
+            name: ".".into(),
+            attr: dir_attr,
+            ttl: Duration::ZERO,
+        });
+        listed.push(Listed {
+            name: "..".into(),
+            attr: dir_attr,
+            ttl: Duration::ZERO,
+        });
+        for dir in self
+            .fill_dirs
+            .iter()
+            .filter(|d| d.parent() == Some(key.as_path()))
+        {
+            let name = dir.file_name().unwrap_or_default();
+            if !items.iter().any(|item| item.name == name) {
+                let attr = self.fill_dir_attr(0);
+                listed.push(Listed {
+                    name: name.to_os_string(),
+                    attr,
+                    ttl: UNWATCHED_TTL,
+                });
+            }
+        }
+        for item in items {
+            let name = item.name.as_os_str();
+            if item.kind == Some(Kind::Other) || store::is_staging_name(name) {
+                continue;
+            }
+            if item.kind == Some(Kind::File) && !store::is_entry_name(name) {
+                continue; // scratch files are not listed
+            }
+            let child = key.join(name);
+            if let Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) = self.visible(&child) {
+                let attr = Attr::from_stat(0, &st);
+                listed.push(Listed {
+                    name: item.name,
+                    attr,
+                    ttl: self.ttl(seen),
+                });
+            }
+        }
+        Ok(self.add_handle(Handle::Dir { ino, items: listed }))
+    }
+
+    /// Listed names from `offset` on; the offset of item i is i + 1. Inode numbers are those
+    /// the names are bound to, or the backing inode for names not looked up yet.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+    ) -> FsResult<Vec<(u64, u64, Kind, std::ffi::OsString)>> {
+        let handle = self.handle(fh)?;
+        let Handle::Dir { ino, items } = &*handle else {
+            return Err(errno(libc::ENOTDIR));
+        };
+        let nodes = self.nodes.read();
+        Ok(items
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, item)| {
+                let child = match item.name.to_str() {
+                    Some(".") => *ino,
+                    Some("..") => ROOT,
+                    _ => nodes
+                        .find(*ino, &item.name)
+                        .unwrap_or(item.attr.backing_ino.max(1)),
+                };
+                (i as u64 + 1, child, item.attr.kind, item.name.clone())
+            })
+            .collect())
+    }
+
+    /// Like `readdir`, with each name's attributes. Every name handed to the kernel here
+    /// counts as a lookup (the kernel will forget it), so `add` says when the reply is full
+    /// and that name is taken back.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &OsStr, &Entry) -> bool,
+    ) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        let Handle::Dir { ino, items } = &*handle else {
+            return Err(errno(libc::ENOTDIR));
+        };
+        for (i, item) in items.iter().enumerate().skip(offset as usize) {
+            let next = i as u64 + 1;
+            if item.name == "." || item.name == ".." {
+                // The kernel takes no reference for these.
+                let attr = Attr {
+                    ino: if item.name == "." { *ino } else { ROOT },
+                    ..item.attr
+                };
+                if add(
+                    next,
+                    &item.name,
+                    &Entry {
+                        attr,
+                        ttl: Duration::ZERO,
+                    },
+                ) {
+                    break;
+                }
+                continue;
+            }
+            let child = self.bind_listed(*ino, item);
+            let entry = match self.pinned_attr(child, &self.path_of(*ino)?.join(&item.name)) {
+                Ok(Some(pinned)) => pinned,
+                _ => Entry {
+                    attr: Attr {
+                        ino: child,
+                        ..item.attr
+                    },
+                    ttl: item.ttl,
+                },
+            };
+            if add(next, &item.name, &entry) {
+                self.forget(child, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bind a listed name like a lookup does: a pinned inode holding other content than what
+    /// was listed leaves the name to a fresh inode.
+    fn bind_listed(&self, parent: u64, item: &Listed) -> u64 {
+        let listed_id = (item.attr.dev, item.attr.backing_ino);
+        let moved_on = self
+            .nodes
+            .read()
+            .find(parent, &item.name)
+            .is_some_and(|ino| {
+                self.pins
+                    .lock()
+                    .get(ino)
+                    .is_some_and(|pin| pin.id != listed_id)
+            });
+        let mut nodes = self.nodes.write();
+        if moved_on {
+            nodes.replace(parent, &item.name);
+        }
+        nodes.bind(parent, &item.name, item.attr.kind)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.write().remove(&fh);
+    }
+}
