@@ -51,6 +51,14 @@ fn read_and_wait_for_failure(m: &Mount) -> String {
     assert!(failed, "no refresh_error within 10 s; stats {}", stats(m));
     let error = attr(m, "x.json", "refresh_error").unwrap();
     assert!(!error.is_empty() && !error.contains('\n'), "{error:?}");
+    let names = xattr_names(&m.path("x.json"));
+    assert!(
+        names.iter().any(|n| n == "user.cachetta.refresh_error"),
+        "getfattr -d would not show refresh_error: {names:?}"
+    );
+    let info = info(m, "x.json");
+    assert_eq!(info["refresh_error"], serde_json::json!(error), "{info}");
+    assert_eq!(info["refreshing"], serde_json::json!(false), "{info}");
 
     assert_bytes(
         &fs::read(m.backing_path("x.json")).unwrap(),
@@ -119,6 +127,7 @@ fn stale_reads_are_answered_at_once_while_one_refresh_runs_in_the_background() {
 
     assert_eq!(attr(&m, "x.json", "refreshing").as_deref(), Some("true"));
     assert_eq!(attr(&m, "x.json", "state").as_deref(), Some("stale"));
+    assert_eq!(info(&m, "x.json")["refreshing"], serde_json::json!(true));
     assert!(eventually(Duration::from_secs(2), || lines(&count).len() == 1));
 
     let refreshed = eventually(Duration::from_secs(10), || {
@@ -128,6 +137,7 @@ fn stale_reads_are_answered_at_once_while_one_refresh_runs_in_the_background() {
     assert_eq!(attr(&m, "x.json", "state").as_deref(), Some("fresh"));
     assert_eq!(attr(&m, "x.json", "refreshing").as_deref(), Some("false"));
     assert_eq!(attr(&m, "x.json", "refresh_error"), None);
+    assert!(!xattr_names(&m.path("x.json")).contains(&"user.cachetta.refresh_error".into()));
     assert_bytes(
         &fs::read(m.backing_path("x.json")).unwrap(),
         NEW.as_bytes(),

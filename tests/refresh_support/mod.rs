@@ -134,3 +134,38 @@ pub fn find_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// The attribute names `listxattr` gives for `path`.
+pub fn xattr_names(path: &Path) -> Vec<String> {
+    let p = cstring(path);
+    // SAFETY: valid C string; a null buffer of size 0 asks for the length.
+    let len = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+    assert!(
+        len >= 0,
+        "listxattr {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
+    // Room for a value that grows between the calls.
+    let mut buf = vec![0u8; len as usize + 1024];
+    // SAFETY: `buf` is writable for `buf.len()` bytes.
+    let len = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "listxattr {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
+    buf.truncate(len as usize);
+    buf.split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}
+
+/// The entry's `user.cachetta.info` object.
+#[track_caller]
+pub fn info(m: &Mount, key: &str) -> serde_json::Value {
+    let text = attr(m, key, "info").unwrap_or_else(|| panic!("{key} has no info"));
+    serde_json::from_str(&text).expect("info is JSON")
+}
