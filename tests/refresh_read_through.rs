@@ -580,13 +580,14 @@ fn unmount_during_a_read_through_kills_the_command_and_answers_the_reader() {
     if !require_fuse() {
         return;
     }
+    // `sleep 30`: far past the 5 s the test waits, short enough that a leaked one ends soon.
     let mut m = mount_with(|out| {
         format!(
             r#"
 [[rule]]
 match = "slow/{{k}}.json"
 fill_on_miss = true
-refresh = '''sleep 100 & echo $! > {}; wait'''
+refresh = '''sleep 30 & echo $! > {}; wait'''
 "#,
             sq(&out.join("pid"))
         )
