@@ -157,6 +157,11 @@ impl Filesystem for FuseAdapter {
         // Kernel passthrough (Linux >= 6.9, root): large reads never reach the daemon.
         // CACHETTA_PASSTHROUGH=0 turns it off (to measure, or to work around a kernel).
         let wanted = std::env::var("CACHETTA_PASSTHROUGH").map_or(true, |v| v != "0");
+        // Lookups in one directory may run at once (a read-through waiting for its command
+        // must not hold up its neighbours); the inode table is locked on its own.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
+            warn!(?missing, "kernel lacks parallel directory operations");
+        }
         // Listings carry attributes, so `ls -l` needs no lookup per name.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             warn!(?missing, "kernel lacks readdirplus");

@@ -59,7 +59,10 @@ pub struct Invalidator {
 impl Invalidator {
     /// Start the notifier threads; they end when every `Invalidator` clone is dropped. At most
     /// `max_waiters` handlers wait at once (keep it below the number of workers).
-    pub fn spawn(deliver: impl Deliver + Clone, max_waiters: usize) -> std::io::Result<Invalidator> {
+    pub fn spawn(
+        deliver: impl Deliver + Clone,
+        max_waiters: usize,
+    ) -> std::io::Result<Invalidator> {
         Ok(Invalidator {
             names: deliver_thread("invalidate", deliver.clone())?,
             attributes: deliver_thread("invalidate-attrs", deliver)?,

@@ -171,7 +171,6 @@ refresh = '''sleep 0.5; printf '{"n":%s}' "$CACHETTA_N"'''
 }
 
 #[test]
-#[ignore = "bug: FUSE_PARALLEL_DIROPS is not requested, so the kernel holds every lookup in a directory while one read-through there waits"]
 fn a_read_through_does_not_hold_up_lookups_in_its_directory() {
     if !require_fuse() {
         return;
@@ -528,7 +527,6 @@ refresh = '''printf '{"user":"%s"}' "$CACHETTA_USER"'''
 // directory does; the first write creates it.
 
 #[test]
-#[ignore = "bug: writing an entry into a shown fill dir not in the backing dir yet fails with EIO"]
 fn an_entry_can_be_written_into_a_fill_dir_before_it_exists() {
     if !require_fuse() {
         return;
@@ -546,7 +544,6 @@ fn an_entry_can_be_written_into_a_fill_dir_before_it_exists() {
 }
 
 #[test]
-#[ignore = "bug: creating a scratch file in a shown fill dir not in the backing dir yet fails with ENOENT"]
 fn the_write_idiom_works_in_a_fill_dir_before_it_exists() {
     if !require_fuse() {
         return;
@@ -564,7 +561,6 @@ fn the_write_idiom_works_in_a_fill_dir_before_it_exists() {
 }
 
 #[test]
-#[ignore = "bug: mkdir in a shown fill dir not in the backing dir yet fails with ENOENT"]
 fn mkdir_works_in_a_fill_dir_before_it_exists() {
     if !require_fuse() {
         return;

@@ -171,6 +171,8 @@ fn sed_in_place_edits_an_entry() {
 /// readers see before and after the close.
 fn check_readers_see_old_until_close(old: &str, new: &str) {
     let m = Mount::new().backing_file("x.json", old).start();
+    // No other test thread may fork while the written entry is open (see `no_forks`).
+    let _quiet = no_forks();
     let mut writer = File::create(m.path("x.json")).unwrap();
     writer.write_all(new.as_bytes()).unwrap();
     writer.flush().unwrap();

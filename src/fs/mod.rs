@@ -917,6 +917,7 @@ impl CacheFs {
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> FsResult<Entry> {
         self.writable()?;
         let key = self.child_path(parent, name)?;
+        self.materialize_fill_dir(store::split(&key).0)?;
         let st = self
             .store
             .mkdir(&key, mode & !umask)
@@ -988,6 +989,7 @@ impl CacheFs {
         }
         let from = self.child_path(parent, name)?;
         let to = self.child_path(newparent, newname)?;
+        self.materialize_fill_dir(store::split(&to).0)?;
         if store::is_staging_name(newname) {
             return Err(errno(libc::EPERM));
         }
@@ -1058,6 +1060,17 @@ impl CacheFs {
             .collect();
         object.insert("requests".into(), requests.into());
         serde_json::Value::Object(object).to_string()
+    }
+
+    /// Before creating something in `dir`: a fill directory shown before it exists is made
+    /// in the backing dir now (with any missing parents), as a fill would.
+    fn materialize_fill_dir(&self, dir: &Path) -> FsResult<()> {
+        if self.is_fill_dir(dir) && self.store.stat(dir).is_err() {
+            self.store
+                .mkdir_all(dir)
+                .map_err(|e| FsError::io(dir.display(), e))?;
+        }
+        Ok(())
     }
 
     fn is_fill_dir(&self, key: &Path) -> bool {

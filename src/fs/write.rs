@@ -180,6 +180,7 @@ impl CacheFs {
         self.writable()?;
         let key = self.child_path(parent, name)?;
         let perm = mode & !umask & 0o7777;
+        self.materialize_fill_dir(store::split(&key).0)?;
         if store::is_staging_name(name) {
             return Err(errno(libc::EPERM));
         }

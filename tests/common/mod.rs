@@ -221,7 +221,10 @@ impl MountBuilder {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let child = cmd.spawn().expect("spawn cachetta mount");
+        let child = {
+            let _fork = forking();
+            cmd.spawn().expect("spawn cachetta mount")
+        };
         let mount = Mount {
             mnt: self.mnt,
             backing: self.backing,
@@ -373,11 +376,19 @@ impl Mount {
 
     /// Run a program with the mount root as working directory, capturing its output.
     pub fn run<S: AsRef<OsStr>>(&self, program: &str, args: &[S]) -> Output {
-        Command::new(program)
-            .args(args)
-            .current_dir(&self.mnt)
-            .stdin(Stdio::null())
-            .output()
+        let child = {
+            let _fork = forking();
+            Command::new(program)
+                .args(args)
+                .current_dir(&self.mnt)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("run {program}: {e}"))
+        };
+        child
+            .wait_with_output()
             .unwrap_or_else(|e| panic!("run {program}: {e}"))
     }
 }
@@ -633,3 +644,17 @@ pub fn mentions_line(text: &str, line: u32) -> bool {
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Forking copies every open descriptor of this process, and the child's `exec` closes the
+/// copies: a close that, by SPEC §3, publishes what a writer in another test thread has
+/// staged. Every spawn here holds `forking()`; a test that keeps a written entry open
+/// without closing it holds `no_forks()` meanwhile (after its own `start()`).
+static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn forking() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn no_forks() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FORKS.write().unwrap_or_else(|e| e.into_inner())
+}
