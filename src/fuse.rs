@@ -49,7 +49,7 @@ impl FuseAdapter {
         };
         let fh = FileHandle(opened.fh);
         match &opened.mode {
-            OpenMode::DirectIo => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+            OpenMode::DirectIo => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO | noflush),
             OpenMode::Passthrough { file, generation } => {
                 let mut backings = self.backings.lock();
                 if let Some((_, id)) = backings.get(&opened.ino).filter(|(g, _)| g == generation) {

@@ -15,6 +15,7 @@ pub mod fs;
 pub mod fuse;
 pub mod gc;
 pub mod hash;
+pub mod hot;
 pub mod inspect;
 pub mod invalidate;
 pub mod library;

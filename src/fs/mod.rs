@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{FsError, FsResult};
+use crate::hot::HotSet;
 use crate::invalidate::{Invalidation, Invalidator};
 use crate::policy::{self, EntryState, Verdict};
 use crate::refresh::{Outcome, Reason, Refresher};
@@ -173,6 +174,8 @@ pub struct CacheFs {
     /// JSON validity per content version, so an unchanged entry is parsed once.
     validity: Mutex<HashMap<Version, bool>>,
     stats: Arc<Stats>,
+    /// Entry contents for reads that reach the daemon (SPEC §7).
+    hot: HotSet,
     requests: Requests,
     refresher: Refresher,
     /// Directories a `fill_on_miss` rule names literally: shown even before they exist.
@@ -230,6 +233,7 @@ impl CacheFs {
             );
             CacheFs {
                 fill_dirs: config.fill_dirs(),
+                hot: HotSet::new(config.lru_entries, config.lru_bytes),
                 store,
                 config,
                 clock,
@@ -876,7 +880,7 @@ impl CacheFs {
         let handle = self.handle(fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = match &*handle {
-            Handle::Read { file, .. } => read_full_at(file, &mut buf, offset)?,
+            Handle::Read { file, .. } => return self.read_entry(file, offset, size),
             Handle::Scratch { file, .. } => read_full_at(file, &mut buf, offset)?,
             Handle::Write(state) => match state.lock().current() {
                 Some(file) => read_full_at(file, &mut buf, offset)?,
@@ -1049,8 +1053,9 @@ impl CacheFs {
             object.insert(name.into(), value.into());
         }
         object.insert("uptime_s".into(), self.uptime().as_secs().into());
-        object.insert("lru_entries".into(), 0.into());
-        object.insert("lru_bytes".into(), 0.into());
+        let (lru_entries, lru_bytes) = self.hot.usage();
+        object.insert("lru_entries".into(), lru_entries.into());
+        object.insert("lru_bytes".into(), lru_bytes.into());
         object.insert("inodes".into(), self.inode_count().into());
         let requests: serde_json::Map<_, _> = self
             .requests
@@ -1105,6 +1110,37 @@ impl CacheFs {
         } else {
             errno(libc::EPERM)
         }
+    }
+}
+
+impl CacheFs {
+    /// A read of an entry that reached the daemon: from the hot set while the file is
+    /// unchanged (one `fstat` tells), else from the file, keeping small entries for next time.
+    fn read_entry(&self, file: &File, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let st = Store::fstat(file)?;
+        let version = st.version();
+        let content = match self.hot.get(&version) {
+            Some(content) => {
+                bump(&self.stats.lru_hits);
+                content
+            }
+            None if offset == 0 && self.hot.admits(st.size) => {
+                let content: Arc<[u8]> = store::read_all(file, st.size.saturating_add(1))?.into();
+                if content.len() as u64 == st.size {
+                    self.hot.insert(version, content.clone());
+                }
+                content
+            }
+            None => {
+                let mut buf = vec![0u8; size as usize];
+                let n = read_full_at(file, &mut buf, offset)?;
+                buf.truncate(n);
+                return Ok(buf);
+            }
+        };
+        let start = (offset as usize).min(content.len());
+        let end = start.saturating_add(size as usize).min(content.len());
+        Ok(content[start..end].to_vec())
     }
 }
 

@@ -1,0 +1,123 @@
+//! The hot set (SPEC §7): recently read entry contents kept in memory, for reads that reach
+//! the daemon (direct I/O, when kernel passthrough is unavailable). A copy is keyed by the
+//! content's version (device, inode, size, mtime, ctime), so a file that changed in any way
+//! is never served from here; stale copies simply age out.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::store::Version;
+
+#[derive(Debug)]
+pub struct HotSet {
+    inner: Mutex<Inner>,
+    max_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: LruCache<Version, Arc<[u8]>>,
+    bytes: u64,
+}
+
+impl HotSet {
+    /// At most `max_entries` entries and `max_bytes` bytes; an entry over a quarter of
+    /// `max_bytes` is never kept.
+    pub fn new(max_entries: usize, max_bytes: u64) -> HotSet {
+        let cap = NonZeroUsize::new(max_entries.max(1)).expect("at least 1");
+        let max_bytes = if max_entries == 0 { 0 } else { max_bytes };
+        HotSet {
+            inner: Mutex::new(Inner {
+                entries: LruCache::new(cap),
+                bytes: 0,
+            }),
+            max_bytes,
+        }
+    }
+
+    /// Whether content of this size may be kept at all.
+    pub fn admits(&self, size: u64) -> bool {
+        size <= self.max_bytes / 4
+    }
+
+    pub fn get(&self, version: &Version) -> Option<Arc<[u8]>> {
+        self.inner.lock().entries.get(version).cloned()
+    }
+
+    pub fn insert(&self, version: Version, content: Arc<[u8]>) {
+        let size = content.len() as u64;
+        if !self.admits(size) {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.entries.put(version, content) {
+            inner.bytes -= old.len() as u64;
+        }
+        inner.bytes += size;
+        while inner.bytes > self.max_bytes {
+            match inner.entries.pop_lru() {
+                Some((_, evicted)) => inner.bytes -= evicted.len() as u64,
+                None => break,
+            }
+        }
+        // LruCache evicts by count on its own; recount what it may have dropped.
+        inner.bytes = inner.entries.iter().map(|(_, c)| c.len() as u64).sum();
+    }
+
+    /// (entries, bytes) kept now.
+    pub fn usage(&self) -> (usize, u64) {
+        let inner = self.inner.lock();
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn version(ino: u64) -> Version {
+        Version {
+            dev: 1,
+            ino,
+            size: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn bytes(n: usize) -> Arc<[u8]> {
+        vec![b'x'; n].into()
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes_and_a_quarter_rule() {
+        let hot = HotSet::new(2, 400);
+        hot.insert(version(1), bytes(100));
+        hot.insert(version(2), bytes(100));
+        hot.insert(version(3), bytes(100));
+        assert_eq!(hot.usage(), (2, 200));
+        assert!(
+            hot.get(&version(1)).is_none(),
+            "least recently used went first"
+        );
+        hot.insert(version(4), bytes(101));
+        assert!(
+            hot.get(&version(4)).is_none(),
+            "over a quarter of lru_bytes is not kept"
+        );
+    }
+
+    #[test]
+    fn a_changed_version_is_a_miss() {
+        let hot = HotSet::new(10, 1 << 20);
+        hot.insert(version(1), bytes(10));
+        let mut changed = version(1);
+        changed.size = 11;
+        assert!(hot.get(&changed).is_none());
+        assert!(hot.get(&version(1)).is_some());
+    }
+}
