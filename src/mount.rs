@@ -46,6 +46,9 @@ const WORKER_THREADS: usize = 6;
 /// mount keep it) before the daemon exits anyway.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `statfs` type of every FUSE mount.
+const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
+
 /// `~/.cachetta`, where `mount` and `unmount` act when no mountpoint is given.
 pub fn default_mountpoint() -> PathBuf {
     std::env::var_os("HOME")
@@ -464,7 +467,8 @@ fn spawn_connection_watch(connection: OwnedFd, events: Sender<Event>) -> std::io
 fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
     let probe = move || {
         let event = match rustix::fs::statfs(&mnt) {
-            Ok(st) if st.f_type as i64 == libc::FUSE_SUPER_MAGIC as i64 => Event::Answered,
+            // f_type's width differs between architectures; the magic fits in 32 bits.
+            Ok(st) if st.f_type as u32 == FUSE_SUPER_MAGIC => Event::Answered,
             Ok(st) => Event::ProbeFailed(format!(
                 "{} is not the FUSE mount after mounting (filesystem type {:#x}); was it unmounted at once?",
                 mnt.display(),

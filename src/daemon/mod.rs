@@ -112,13 +112,15 @@ fn wait_for_daemon(read: OwnedFd, child: Pid, log_path: &Path) -> ExitCode {
     let see_log = format!("see {}", log_path.display());
     match wait_readable(&read, READY_TIMEOUT) {
         Ok(true) => {}
-        Ok(false) => return fail(
-            1,
-            format!(
+        Ok(false) => {
+            return fail(
+                1,
+                format!(
                 "the daemon (pid {child}) did not answer within {}s and keeps running; {see_log}",
                 READY_TIMEOUT.as_secs()
             ),
-        ),
+            )
+        }
         Err(e) => return fail(1, format!("cannot wait for the daemon (pid {child}): {e}")),
     }
     let mut pipe = File::from(read);
