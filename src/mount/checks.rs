@@ -71,15 +71,15 @@ pub fn mountpoint_free(mnt: &Path) -> Result<(), Refusal> {
     let dead = is_fuse
         && std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
     if !dead {
-        let what = if fstype == "fuse.cachetta" {
+        let what = if is_fuse {
             format!(
-                "{} is already mounted by cachetta; run `cachetta unmount {}` first, or choose another mountpoint",
+                "{} is already mounted (a FUSE filesystem, perhaps cachetta); unmount it first with `cachetta unmount {}`, or choose another mountpoint",
                 mnt.display(),
                 mnt.display()
             )
         } else {
             format!(
-                "{} is already a mount point ({fstype}); unmount it first, or choose another mountpoint",
+                "{} is already a mount point ({fstype}); choose another mountpoint",
                 mnt.display()
             )
         };
