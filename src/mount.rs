@@ -187,6 +187,11 @@ fn prepare(args: &MountArgs, reporter: &mut Reporter) -> Result<Prepared, ExitCo
         )))
     })?;
     checks::separate(&mnt, store.root_path()).map_err(&mut refuse)?;
+    // Absolute from here on: the daemon moves to `/`.
+    let config = Config {
+        backing: store.root_path().to_path_buf(),
+        ..config
+    };
     if !args.read_only {
         checks::writable_backing(store.root_path()).map_err(&mut refuse)?;
     }
@@ -238,7 +243,19 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
         &fuse_config(read_only, allow_other),
     ) {
         Ok(s) => s,
-        Err(e) => return reporter.fail(1, format_args!("cannot mount at {}: {e}", mnt.display())),
+        Err(e) => {
+            let hint = match e.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM) => {
+                    " (as an ordinary user, mounting needs fusermount3 from the fuse3 package, and --allow-other needs user_allow_other in /etc/fuse.conf)"
+                }
+                Some(libc::ENOENT | libc::ENODEV) => " (is the fuse kernel module loaded? is there a /dev/fuse?)",
+                _ => "",
+            };
+            return reporter.fail(
+                1,
+                format_args!("cannot mount at {}: {e}{hint}", mnt.display()),
+            );
+        }
     };
     // Our own handle on the kernel connection, to see the mount go away.
     let connection = match session.as_fd().try_clone_to_owned() {

@@ -484,8 +484,13 @@ fn daemon_returns_only_once_the_mount_answers_20_cycles() {
         20,
         "log:\n{log}"
     );
+    // fuser may log a failed reply to a request that the unmount cancelled; the daemon itself
+    // must neither warn nor try to unmount a second time.
+    let own_warnings = log
+        .lines()
+        .any(|l| l.contains("WARN cachetta") || l.contains("ERROR cachetta"));
     assert!(
-        !log.contains("WARN") && !log.contains("ERROR"),
+        !own_warnings && !log.contains("Failed to umount") && !log.contains("Unmount failed"),
         "an unmount from outside left warnings:\n{log}"
     );
 }
@@ -524,10 +529,10 @@ fn dead_mount_after_kill_9_is_detached_and_mounted_again() {
     assert_eq!(pids.len(), 1, "daemons: {pids:?}");
     signal(pids[0], libc::SIGKILL);
     assert!(eventually(STOP_TIMEOUT, || !alive(pids[0])));
-    assert_eq!(
-        errno_of(fs::metadata(s.mnt())),
-        libc::ENOTCONN,
-        "kill -9 should leave a dead mount"
+    let errno = errno_of(fs::metadata(s.mnt()));
+    assert!(
+        errno == libc::ENOTCONN || errno == libc::ECONNABORTED,
+        "kill -9 should leave a dead mount, stat says errno {errno}"
     );
 
     s.mount_daemon(&[]);

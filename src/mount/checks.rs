@@ -68,8 +68,13 @@ pub fn mountpoint_free(mnt: &Path) -> Result<(), Refusal> {
         return Ok(());
     };
     let is_fuse = fstype == "fuse" || fstype.starts_with("fuse.");
+    // A FUSE mount whose daemon is gone answers ENOTCONN, or ECONNABORTED right after the
+    // kill while the kernel tears the connection down.
     let dead = is_fuse
-        && std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+        && matches!(
+            std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        );
     if !dead {
         let what = if is_fuse {
             format!(
