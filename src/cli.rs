@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, WatchMode};
 
 /// Exit code for bad usage, bad configuration, and refused mounts.
 pub const EXIT_USAGE: u8 = 2;
@@ -24,7 +24,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Mount the cache (default ~/.cachetta) in the foreground; Ctrl-C unmounts.
+    /// Mount the cache (default ~/.cachetta) in the foreground (or --daemon); Ctrl-C unmounts.
     Mount(MountArgs),
     /// Unmount a cachetta mount (default ~/.cachetta); detaches lazily if it is busy.
     Unmount(UnmountArgs),
@@ -59,9 +59,33 @@ pub struct MountArgs {
     /// Default stale window.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub stale: Option<Duration>,
-    /// Refuse every change with EROFS.
+    /// Most entries kept in memory (default 1024; 0 keeps none).
+    #[arg(long, value_name = "N")]
+    pub lru_entries: Option<usize>,
+    /// Most bytes kept in memory (e.g. 64MiB; KiB/MiB/GiB or a bare byte count).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub lru_bytes: Option<u64>,
+    /// How changes made in the backing dir are noticed: inotify (default), or poll[=INTERVAL]
+    /// for backing dirs on network filesystems, where inotify sees nothing.
+    #[arg(long, value_name = "MODE", value_parser = parse_watch)]
+    pub watch: Option<WatchMode>,
+    /// Refuse every change with EROFS (the backing dir may then be read-only).
     #[arg(long)]
     pub read_only: bool,
+    /// Let other users in (FUSE allow_other); the kernel then enforces the backing files'
+    /// modes (default_permissions). Needs user_allow_other in /etc/fuse.conf unless root.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount over a directory that has files in it (they are hidden while mounted, not lost).
+    #[arg(long)]
+    pub allow_non_empty: bool,
+    /// Detach from the terminal once the mount answers, logging to --log-file.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Append logs to this file instead of stderr (with --daemon the default is
+    /// $XDG_STATE_HOME/cachetta/cachetta.log).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -114,6 +138,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration(text)
 }
 
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::config::parse_size(text)
+}
+
+fn parse_watch(text: &str) -> Result<WatchMode, String> {
+    text.parse()
+}
+
 /// Load the configuration for a command, or say why not (exit code 2).
 pub fn load_config(common: &CommonArgs, mut overrides: Overrides) -> Result<Config, ExitCode> {
     overrides.backing = common.backing.clone();
@@ -125,20 +157,7 @@ pub fn load_config(common: &CommonArgs, mut overrides: Overrides) -> Result<Conf
 
 /// Set up `tracing` to stderr; `RUST_LOG` or `CACHETTA_LOG` override the verbosity flags.
 pub fn init_logging(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        _ => "trace",
-    };
-    let filter = std::env::var("CACHETTA_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| format!("cachetta={level},fuser=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::daemon::logging::init(verbose, quiet, None);
 }
 
 pub fn run() -> ExitCode {

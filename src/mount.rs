@@ -1,16 +1,37 @@
-//! `cachetta mount`: start-up checks, the FUSE session, and a clean unmount on signals.
+//! `cachetta mount`: the start-up checks ([`checks`]), the fork for `--daemon` (before any
+//! thread starts), the FUSE session, readiness reports once the mount answers, and a clean
+//! stop on signals or when unmounted from outside.
+//!
+//! The session runs on fuser's background thread; the main thread waits for [`Event`]s from
+//! three helpers: the readiness probe, the signal thread, and a watch on the kernel connection
+//! that sees the mount go away. The mount is only ever unmounted here, by path, and never by
+//! fuser: fuser 0.18 unmounts again when its session ends (its "still mounted?" test is
+//! inverted), which fails with `EINVAL` after an external `umount` and could unmount a newer
+//! mount at the same path.
 
+mod checks;
+
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::mount::{unmount, UnmountFlags};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
 use crate::cli::{self, MountArgs, EXIT_USAGE};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides};
+use crate::daemon::logging;
+use crate::daemon::notify::Systemd;
+use crate::daemon::{self, Forked, ReadyPipe};
 use crate::fs::CacheFs;
 use crate::fuse::FuseAdapter;
 use crate::gc;
@@ -25,10 +46,12 @@ const WORKER_THREADS: usize = 8;
 /// the request that holds the lock the invalidation needs.
 const INVALIDATION_WAITERS: usize = WORKER_THREADS - 2;
 
-fn refuse(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("cachetta: {message}");
-    ExitCode::from(EXIT_USAGE)
-}
+/// How long a stop waits for the mount to go away (files still open in a lazily detached
+/// mount keep it) before the daemon exits anyway.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `statfs` type of every FUSE mount.
+const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
 
 /// `~/.cachetta`, where `mount` and `unmount` act when no mountpoint is given.
 pub fn default_mountpoint() -> PathBuf {
@@ -38,152 +61,479 @@ pub fn default_mountpoint() -> PathBuf {
         .join(".cachetta")
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    path.canonicalize()
-        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+/// Who hears about readiness and failures: the terminal (or, with `--daemon`, the parent
+/// waiting on the pipe), the log file, and systemd.
+struct Reporter {
+    pipe: Option<ReadyPipe>,
+    systemd: Option<Systemd>,
+    logs_to_file: bool,
+}
+
+impl Reporter {
+    /// Report a failure and return `code` for the process to exit with.
+    fn fail(&mut self, code: u8, message: impl std::fmt::Display) -> ExitCode {
+        let message = message.to_string();
+        match self.pipe.take() {
+            Some(pipe) => {
+                error!("{message}");
+                pipe.failed(code, &message);
+            }
+            None => {
+                eprintln!("cachetta: {message}");
+                if self.logs_to_file {
+                    error!("{message}");
+                }
+            }
+        }
+        ExitCode::from(code)
+    }
+
+    fn ready(&mut self, mnt: &Path) {
+        info!(mountpoint = %mnt.display(), "ready");
+        let daemonized = self.pipe.is_some();
+        if let Some(pipe) = self.pipe.take() {
+            pipe.ready();
+        }
+        if daemonized {
+            // Only with NotifyAccess=all would systemd take this from a forked child.
+            self.notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+        } else {
+            self.notify("READY=1");
+        }
+    }
+
+    fn notify(&self, state: &str) {
+        if let Some(systemd) = &self.systemd {
+            if let Err(e) = systemd.notify(state) {
+                warn!("cannot tell systemd {state:?}: {e}");
+            }
+        }
+    }
+}
+
+/// What the start-up checks established; nothing is mounted and no thread runs yet.
+struct Prepared {
+    config: Config,
+    store: Store,
+    mnt: PathBuf,
+    read_only: bool,
+    allow_other: bool,
 }
 
 pub fn run(args: MountArgs) -> ExitCode {
-    cli::init_logging(args.verbose, args.quiet);
+    let log_path = args
+        .log_file
+        .clone()
+        .or_else(|| args.daemon.then(logging::default_file));
+    let log_file = match &log_path {
+        None => None,
+        Some(path) => match logging::open_file(path) {
+            Ok(file) => Some(Arc::new(file)),
+            Err(e) => {
+                eprintln!(
+                    "cachetta: cannot open the log file {}: {e}; choose another --log-file",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    // Before `Systemd::from_env`, which takes NOTIFY_SOCKET out of the environment.
+    logging::init(args.verbose, args.quiet, log_file.clone());
+    let mut reporter = Reporter {
+        pipe: None,
+        systemd: Systemd::from_env(),
+        logs_to_file: log_file.is_some(),
+    };
+    let prepared = match prepare(&args, &mut reporter) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let (true, Some(file), Some(path)) = (args.daemon, &log_file, &log_path) {
+        match daemon::detach(file, path) {
+            Ok(Forked::Exit(code)) => return code,
+            Ok(Forked::Daemon(pipe)) => reporter.pipe = Some(pipe),
+            Err(e) => return reporter.fail(1, format_args!("cannot start the daemon: {e}")),
+        }
+    }
+    serve(prepared, reporter)
+}
+
+/// Configuration and the start-up checks, each refused with exit code 2.
+fn prepare(args: &MountArgs, reporter: &mut Reporter) -> Result<Prepared, ExitCode> {
     let overrides = Overrides {
         duration: args.duration,
         stale: args.stale,
+        lru_entries: args.lru_entries,
+        lru_bytes: args.lru_bytes,
+        watch: args.watch,
         ..Overrides::default()
     };
-    let config = match cli::load_config(&args.common, overrides) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let mountpoint = args.mountpoint.clone().unwrap_or_else(default_mountpoint);
-    if let Err(e) = std::fs::create_dir_all(&mountpoint) {
-        return refuse(format_args!(
-            "cannot create mountpoint {}: {e}",
-            mountpoint.display()
-        ));
-    }
-    let store = match Store::open(&config.backing, config.sync_writes) {
-        Ok(s) => s,
-        Err(e) => {
-            return refuse(format_args!(
-                "cannot open backing dir {}: {e}",
-                config.backing.display()
-            ))
-        }
-    };
-    let mnt = absolute(&mountpoint);
-    let backing = store.root_path().to_path_buf();
-    if mnt.starts_with(&backing) || backing.starts_with(&mnt) {
-        return refuse(format_args!(
-            "the mountpoint {} and the backing dir {} must not contain each other; choose another --backing or mountpoint",
-            mnt.display(),
-            backing.display()
-        ));
-    }
+    let config = cli::load_config(&args.common, overrides)?;
+    let mut refuse = |refusal: checks::Refusal| reporter.fail(EXIT_USAGE, refusal);
 
+    let mnt = checks::resolve(&args.mountpoint.clone().unwrap_or_else(default_mountpoint));
+    // Before creating anything: neither directory may end up inside the other.
+    checks::separate(&mnt, &checks::resolve(&config.backing)).map_err(&mut refuse)?;
+    checks::mountpoint_free(&mnt).map_err(&mut refuse)?;
+    if let Err(e) = std::fs::create_dir_all(&mnt) {
+        return Err(refuse(checks::Refusal(format!(
+            "cannot create the mountpoint {}: {e}",
+            mnt.display()
+        ))));
+    }
+    let mnt = mnt.canonicalize().unwrap_or(mnt);
+    checks::usable_mountpoint(&mnt, args.allow_non_empty).map_err(&mut refuse)?;
+    let store = Store::open(&config.backing, config.sync_writes).map_err(|e| {
+        refuse(checks::Refusal(format!(
+            "cannot open the backing dir {}: {e}",
+            config.backing.display()
+        )))
+    })?;
+    checks::separate(&mnt, store.root_path()).map_err(&mut refuse)?;
+    // Absolute from here on: the daemon moves to `/`.
+    let config = Config {
+        backing: store.root_path().to_path_buf(),
+        ..config
+    };
+    if !args.read_only {
+        checks::writable_backing(store.root_path()).map_err(&mut refuse)?;
+    }
+    if args.allow_non_empty {
+        checks::note_hidden_files(&mnt);
+    }
+    Ok(Prepared {
+        config,
+        store,
+        mnt,
+        read_only: args.read_only,
+        allow_other: args.allow_other,
+    })
+}
+
+/// What the main thread hears while the mount runs.
+#[derive(Debug)]
+enum Event {
+    /// A `statfs` of the mountpoint went through the daemon: the mount answers.
+    Answered,
+    ProbeFailed(String),
+    Signal(i32),
+    /// The kernel connection is gone: the mount was unmounted (by us or from outside).
+    Ended,
+}
+
+fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
+    let Prepared {
+        config,
+        store,
+        mnt,
+        read_only,
+        allow_other,
+    } = prepared;
+    let backing = store.root_path().to_path_buf();
     let watch_mode = config.watch;
     let config = Arc::new(config);
-    let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), args.read_only);
-    let mut options = vec![
-        fuser::MountOption::FSName("cachetta".into()),
-        fuser::MountOption::Subtype("cachetta".into()),
-    ];
-    if args.read_only {
-        options.push(fuser::MountOption::RO);
-    }
-    let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = options;
-    fuse_config.n_threads = Some(WORKER_THREADS);
-    fuse_config.clone_fd = true;
+    let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), read_only);
 
     // Hook the signals before mounting: a SIGTERM that arrives the moment the mount appears
     // must unmount it, not kill the daemon and leave a dead mount behind.
-    let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+    let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
-        Err(e) => return refuse(format_args!("cannot install signal handlers: {e}")),
+        Err(e) => return reporter.fail(1, format_args!("cannot install signal handlers: {e}")),
     };
-    let mut session = match fuser::Session::new(FuseAdapter::new(fs.clone()), &mnt, &fuse_config) {
+    let session = match fuser::Session::new(
+        FuseAdapter::new(fs.clone()),
+        &mnt,
+        &fuse_config(read_only, allow_other),
+    ) {
         Ok(s) => s,
-        Err(e) => return refuse(format_args!("cannot mount at {}: {e}", mnt.display())),
+        Err(e) => {
+            let hint = match e.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM) => {
+                    " (as an ordinary user, mounting needs fusermount3 from the fuse3 package, and --allow-other needs user_allow_other in /etc/fuse.conf)"
+                }
+                Some(libc::ENOENT | libc::ENODEV) => " (is the fuse kernel module loaded? is there a /dev/fuse?)",
+                _ => "",
+            };
+            return reporter.fail(
+                1,
+                format_args!("cannot mount at {}: {e}{hint}", mnt.display()),
+            );
+        }
     };
-    info!(mountpoint = %mnt.display(), backing = %backing.display(), "mounted");
+    // Our own handle on the kernel connection, to see the mount go away.
+    let connection = match session.as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            drop(session);
+            return reporter.fail(1, format_args!("cannot watch the FUSE connection: {e}"));
+        }
+    };
+    info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
+
     if let Err(e) = spawn_gc_thread(config, &backing) {
         error!("cannot start the gc thread: {e}");
     }
-
     match Invalidator::spawn(session.notifier(), INVALIDATION_WAITERS) {
         Ok(invalidator) => fs.set_invalidator(invalidator),
         Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
     }
-    // Changes behind the mount's back reach the kernel as they happen; only then may the
-    // kernel cache names and attributes for long. Setting up the watch walks the whole
-    // backing dir, so it happens beside the session, not before it.
     if fs.has_invalidator() {
-        let (fs, backing) = (fs.clone(), backing.clone());
-        std::thread::Builder::new()
-            .name("watch".into())
-            .spawn(
-                move || match watch::start(fs.clone(), &backing, watch_mode) {
-                    Ok(watch) => {
-                        fs.set_watching(true);
-                        // The watch lives as long as the process.
-                        std::mem::forget(watch);
-                    }
-                    Err(e) => warn!(
-                        "cannot watch {} ({e}); changes made outside the mount show within 1 s",
-                        backing.display()
-                    ),
-                },
-            )
-            .ok();
+        spawn_watch_thread(fs.clone(), backing, watch_mode);
     }
-    let unmounter = session.unmount_callable();
-    if let Err(e) = spawn_signal_thread(signals, unmounter, mnt.clone()) {
-        error!("cannot install signal handlers: {e}");
+
+    let (events, inbox) = mpsc::channel();
+    let unmounted = Arc::new(AtomicBool::new(false));
+    let helpers = spawn_signal_thread(signals, events.clone(), mnt.clone(), unmounted.clone())
+        .and_then(|()| spawn_connection_watch(connection, events.clone()));
+    if let Err(e) = helpers {
+        unmount_self(&mnt);
+        return reporter.fail(1, format_args!("cannot start a helper thread: {e}"));
     }
-    let result = session.run();
-    // Running refresh commands die with the mount, whole process groups.
-    fs.shutdown();
-    match result {
-        Ok(()) => {
-            info!(mountpoint = %mnt.display(), "unmounted");
+    // Takes the mount away from the session, so that fuser never unmounts it (see the top).
+    let background = match session.spawn() {
+        Ok(b) => b,
+        Err(e) => return reporter.fail(1, format_args!("cannot start the FUSE session: {e}")),
+    };
+    spawn_probe(mnt.clone(), events);
+
+    let why = loop {
+        match inbox.recv() {
+            Ok(Event::Answered) => reporter.ready(&mnt),
+            Ok(Event::ProbeFailed(why)) => break Err(why),
+            Ok(Event::Signal(signal)) => {
+                info!(signal = signal_name(signal), "shutting down");
+                break Ok(false);
+            }
+            Ok(Event::Ended) | Err(_) => {
+                info!(mountpoint = %mnt.display(), "unmounted from outside; shutting down");
+                break Ok(true);
+            }
+        }
+    };
+    reporter.notify("STOPPING=1");
+    let code = match &why {
+        Err(problem) => reporter.fail(1, problem),
+        Ok(_) if reporter.pipe.is_some() => {
+            reporter.fail(1, "stopped before the mount answered");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            error!("session ended with an error: {e}");
-            ExitCode::FAILURE
+        Ok(_) => ExitCode::SUCCESS,
+    };
+    // Refuse new refreshes and kill running ones, whole process groups.
+    fs.shutdown();
+    let already_gone = why == Ok(true) || ended(&inbox, Duration::ZERO);
+    if !already_gone {
+        unmount_self(&mnt);
+        unmounted.store(true, Ordering::SeqCst);
+        if !ended(&inbox, STOP_TIMEOUT) {
+            warn!(
+                "the mount is still in use {}s after unmounting (open files in it?); exiting",
+                STOP_TIMEOUT.as_secs()
+            );
+        }
+    }
+    // The session's threads end on their own once the connection is gone; give them a moment
+    // to finish `destroy`, then leak the session rather than let fuser unmount a second time.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !background.guard.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::mem::forget(background);
+    info!(mountpoint = %mnt.display(), "unmounted");
+    code
+}
+
+fn fuse_config(read_only: bool, allow_other: bool) -> fuser::Config {
+    let mut options = vec![
+        fuser::MountOption::FSName("cachetta".into()),
+        fuser::MountOption::Subtype("cachetta".into()),
+    ];
+    if read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    if allow_other {
+        // Other users get in, and the kernel checks the backing files' owner and mode.
+        config.acl = fuser::SessionACL::All;
+        options.push(fuser::MountOption::DefaultPermissions);
+    }
+    config.mount_options = options;
+    config.n_threads = Some(WORKER_THREADS);
+    config.clone_fd = true;
+    config
+}
+
+/// Wait up to `timeout` for [`Event::Ended`], dropping other events.
+fn ended(inbox: &Receiver<Event>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match inbox.recv_timeout(left) {
+            Ok(Event::Ended) => return true,
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Timeout) => return false,
+            Err(RecvTimeoutError::Disconnected) => return false,
         }
     }
 }
 
-/// On SIGINT/SIGTERM/SIGHUP: unmount (lazily if busy), then let the session loop end; a second
-/// signal, or a session that does not end, forces the exit.
+/// Unmount our own mount: `umount`, lazily when busy; `fusermount3 -u` when not root.
+fn unmount_self(mnt: &Path) {
+    match unmount(mnt, UnmountFlags::empty()) {
+        Ok(()) | Err(Errno::INVAL) => {}
+        Err(Errno::BUSY) => {
+            warn!(mountpoint = %mnt.display(), "mount busy; detaching it lazily");
+            detach(mnt);
+        }
+        Err(Errno::PERM) => fusermount(mnt, "-u"),
+        Err(e) => {
+            warn!(mountpoint = %mnt.display(), "unmount failed ({e}); detaching lazily");
+            detach(mnt);
+        }
+    }
+}
+
+/// `umount -l`: detach the mount even while files in it are open.
+fn detach(mnt: &Path) {
+    match unmount(mnt, UnmountFlags::DETACH) {
+        Ok(()) | Err(Errno::INVAL) => {}
+        Err(Errno::PERM) => fusermount(mnt, "-uz"),
+        Err(e) => error!(mountpoint = %mnt.display(), "cannot detach the mount: {e}"),
+    }
+}
+
+fn fusermount(mnt: &Path, flag: &str) {
+    let out = std::process::Command::new("fusermount3")
+        .arg(flag)
+        .arg(mnt)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) if flag == "-u" && String::from_utf8_lossy(&out.stderr).contains("busy") => {
+            warn!(mountpoint = %mnt.display(), "mount busy; detaching it lazily");
+            fusermount(mnt, "-uz");
+        }
+        Ok(out) => error!(
+            "fusermount3 {flag} {} failed: {}",
+            mnt.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => error!("cannot run fusermount3 (package fuse3): {e}"),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// The first SIGINT/SIGTERM/SIGHUP asks the main thread for a clean stop; a second one, while
+/// that stop waits (a refresh command that will not die, a busy mount), detaches the mount and
+/// exits at once.
 fn spawn_signal_thread(
-    mut signals: signal_hook::iterator::Signals,
-    mut unmounter: fuser::SessionUnmounter,
+    mut signals: Signals,
+    events: Sender<Event>,
     mnt: PathBuf,
+    unmounted: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let Some(signal) = signals.forever().next() else {
+            let mut received = signals.forever();
+            let Some(first) = received.next() else {
                 return;
             };
-            info!(signal, "shutting down");
-            if let Err(e) = unmounter.unmount() {
-                warn!("unmount failed ({e}); detaching lazily");
-                lazy_unmount(&mnt);
-            }
-            std::thread::spawn(|| {
-                std::thread::sleep(Duration::from_secs(5));
-                warn!("session did not end in time; exiting");
-                std::process::exit(0);
-            });
-            if signals.forever().next().is_some() {
-                warn!("second signal: exiting now");
+            let _ = events.send(Event::Signal(first));
+            if let Some(second) = received.next() {
+                warn!(signal = signal_name(second), "second signal: exiting now");
+                if !unmounted.load(Ordering::SeqCst) {
+                    detach(&mnt);
+                }
                 std::process::exit(0);
             }
         })?;
     Ok(())
+}
+
+/// Report [`Event::Ended`] when the kernel connection is torn down: the device then polls
+/// as `POLLERR`, whoever unmounted.
+fn spawn_connection_watch(connection: OwnedFd, events: Sender<Event>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("fuse-connection".into())
+        .spawn(move || loop {
+            let mut fds = [PollFd::new(&connection, PollFlags::empty())];
+            match poll(&mut fds, None) {
+                Ok(_) if !fds[0].revents().is_empty() => {
+                    let _ = events.send(Event::Ended);
+                    return;
+                }
+                Ok(_) | Err(Errno::INTR) => continue,
+                Err(e) => {
+                    warn!("cannot watch the FUSE connection: {e}");
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// `statfs` of the mountpoint from a thread that is not a FUSE worker (a worker would wait on
+/// itself): it succeeds, with FUSE's magic number, once the session answers requests.
+fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
+    let probe = move || {
+        let event = match rustix::fs::statfs(&mnt) {
+            // f_type's width differs between architectures; the magic fits in 32 bits.
+            Ok(st) if st.f_type as u32 == FUSE_SUPER_MAGIC => Event::Answered,
+            Ok(st) => Event::ProbeFailed(format!(
+                "{} is not the FUSE mount after mounting (filesystem type {:#x}); was it unmounted at once?",
+                mnt.display(),
+                st.f_type
+            )),
+            Err(e) => Event::ProbeFailed(format!(
+                "the mount at {} does not answer: {}",
+                mnt.display(),
+                std::io::Error::from(e)
+            )),
+        };
+        let _ = events.send(event);
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("ready-probe".into())
+        .spawn(probe)
+    {
+        error!("cannot start the readiness probe ({e}); readiness is never reported");
+    }
+}
+
+/// Changes behind the mount's back reach the kernel as they happen; only then may the kernel
+/// cache names and attributes for long. Setting up the watch walks the whole backing dir, so
+/// it happens beside the session, not before it.
+fn spawn_watch_thread(fs: Arc<CacheFs>, backing: PathBuf, mode: crate::config::WatchMode) {
+    let spawned =
+        std::thread::Builder::new()
+            .name("watch".into())
+            .spawn(move || match watch::start(fs.clone(), &backing, mode) {
+                Ok(watch) => {
+                    fs.set_watching(true);
+                    // The watch lives as long as the process.
+                    std::mem::forget(watch);
+                }
+                Err(e) => warn!(
+                    "cannot watch {} ({e}); changes made outside the mount show within 1 s",
+                    backing.display()
+                ),
+            });
+    if let Err(e) = spawned {
+        warn!(
+            "cannot start the watch thread ({e}); changes made outside the mount show within 1 s"
+        );
+    }
 }
 
 /// Sweep the backing dir every `gc_interval` (the first sweep one interval after mounting;
@@ -215,13 +565,4 @@ fn spawn_gc_thread(config: Arc<Config>, backing: &Path) -> std::io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-/// `umount -l`: detach the mount even while files in it are open.
-pub fn lazy_unmount(mnt: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_bytes()) {
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
 }

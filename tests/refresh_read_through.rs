@@ -571,7 +571,6 @@ fn mkdir_works_in_a_fill_dir_before_it_exists() {
 }
 
 #[test]
-#[ignore = "bug: SIGTERM while a read-through waits: unmount is EBUSY, the daemon force-exits after 5 s without killing the command"]
 fn unmount_during_a_read_through_kills_the_command_and_answers_the_reader() {
     if !require_fuse() {
         return;

@@ -1,0 +1,243 @@
+//! The start-up checks of `cachetta mount`, run before anything is mounted or forked: each
+//! failure is a [`Refusal`] whose message says what to do (exit code 2). A dead mount left by
+//! a killed daemon is not a refusal: it is detached and the new mount proceeds.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Access, AtFlags, CWD};
+use rustix::mount::{unmount, UnmountFlags};
+use tracing::{info, warn};
+
+use crate::commands::unmount::mount_type;
+
+/// Why `cachetta mount` will not start; the message is shown as `cachetta: {message}`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn refusal(message: impl std::fmt::Display) -> Refusal {
+    Refusal(message.to_string())
+}
+
+/// `path` made absolute with every existing ancestor resolved, the missing rest appended as
+/// given. Works for paths that do not exist yet and for a dead FUSE mount (whose own `stat`
+/// fails with `ENOTCONN`), which is how mountinfo lists them.
+pub fn resolve(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut missing = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return missing
+                .iter()
+                .rev()
+                .fold(real, |acc: PathBuf, name| acc.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Neither directory may contain the other: the mount would serve its own backing files.
+pub fn separate(mnt: &Path, backing: &Path) -> Result<(), Refusal> {
+    if mnt.starts_with(backing) || backing.starts_with(mnt) {
+        return Err(refusal(format_args!(
+            "the mountpoint {} and the backing dir {} must not contain each other; choose another --backing or mountpoint",
+            mnt.display(),
+            backing.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a mountpoint that is already a live mount; detach a dead FUSE mount (its daemon was
+/// killed) and go on.
+pub fn mountpoint_free(mnt: &Path) -> Result<(), Refusal> {
+    let Some(fstype) = mounted_type(mnt)? else {
+        return Ok(());
+    };
+    let is_fuse = fstype == "fuse" || fstype.starts_with("fuse.");
+    // A FUSE mount whose daemon is gone answers ENOTCONN, or ECONNABORTED right after the
+    // kill while the kernel tears the connection down.
+    let dead = is_fuse
+        && matches!(
+            std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        );
+    if !dead {
+        let what = if is_fuse {
+            format!(
+                "{} is already mounted (a FUSE filesystem, perhaps cachetta); unmount it first with `cachetta unmount {}`, or choose another mountpoint",
+                mnt.display(),
+                mnt.display()
+            )
+        } else {
+            format!(
+                "{} is already a mount point ({fstype}); choose another mountpoint",
+                mnt.display()
+            )
+        };
+        return Err(refusal(what));
+    }
+    detach_dead(mnt)?;
+    info!(mountpoint = %mnt.display(), "detached a dead mount left by a daemon that is gone");
+    match mounted_type(mnt)? {
+        None => Ok(()),
+        // Something else was mounted underneath; judge that one the same way.
+        Some(_) => mountpoint_free(mnt),
+    }
+}
+
+fn mounted_type(mnt: &Path) -> Result<Option<String>, Refusal> {
+    let mountinfo = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| refusal(format_args!("cannot read /proc/self/mountinfo: {e}")))?;
+    Ok(mount_type(&mountinfo, mnt.as_os_str()))
+}
+
+/// `umount -l` as root; `fusermount3 -uz` (the setuid helper) for everyone else.
+fn detach_dead(mnt: &Path) -> Result<(), Refusal> {
+    let failed = |why: String| {
+        refusal(format_args!(
+            "a dead mount (its daemon is gone) is left at {} and cannot be detached: {why}; run `cachetta unmount {}` or `fusermount3 -uz {}`",
+            mnt.display(),
+            mnt.display(),
+            mnt.display()
+        ))
+    };
+    match unmount(mnt, UnmountFlags::DETACH) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::PERM) => {
+            let out = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mnt)
+                .output()
+                .map_err(|e| {
+                    failed(format!("not permitted, and fusermount3 failed to run: {e}"))
+                })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(failed(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ))
+            }
+        }
+        Err(e) => Err(failed(io::Error::from(e).to_string())),
+    }
+}
+
+/// The mountpoint must be a directory, and an empty one unless `allow_non_empty`.
+pub fn usable_mountpoint(mnt: &Path, allow_non_empty: bool) -> Result<(), Refusal> {
+    let cannot = |e: io::Error| {
+        refusal(format_args!(
+            "cannot use {} as mountpoint: {e}",
+            mnt.display()
+        ))
+    };
+    let meta = std::fs::metadata(mnt).map_err(cannot)?;
+    if !meta.is_dir() {
+        return Err(refusal(format_args!(
+            "the mountpoint {} is not a directory; choose a directory",
+            mnt.display()
+        )));
+    }
+    if allow_non_empty {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(mnt).map_err(cannot)?;
+    if entries.next().is_some() {
+        return Err(refusal(format_args!(
+            "the mountpoint {} is not empty; choose an empty directory, or pass --allow-non-empty to mount over its files (hidden while mounted, not deleted)",
+            mnt.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes through the mount need a writable backing dir; `--read-only` mounts do not.
+pub fn writable_backing(backing: &Path) -> Result<(), Refusal> {
+    let wanted = Access::WRITE_OK | Access::EXEC_OK;
+    match rustix::fs::accessat(CWD, backing, wanted, AtFlags::EACCESS) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(refusal(format_args!(
+            "the backing dir {} is not writable ({}); fix its permissions, choose another --backing, or mount with --read-only",
+            backing.display(),
+            io::Error::from(e)
+        ))),
+    }
+}
+
+/// Log (once) that the mountpoint had files, when mounting over them was allowed.
+pub fn note_hidden_files(mnt: &Path) {
+    if std::fs::read_dir(mnt).is_ok_and(|mut d| d.next().is_some()) {
+        warn!(mountpoint = %mnt.display(), "mounting over a non-empty directory: its files are hidden until unmount");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn resolve_keeps_missing_components_after_the_real_ancestor() {
+        let (_dir, root) = temp();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        assert_eq!(
+            resolve(&root.join("link/missing/mnt")),
+            root.join("real/missing/mnt")
+        );
+        assert_eq!(resolve(&root.join("link")), root.join("real"));
+    }
+
+    #[test]
+    fn nested_directories_are_refused_either_way() {
+        let a = Path::new("/c/backing");
+        assert!(separate(Path::new("/c/backing/mnt"), a).is_err());
+        assert!(separate(Path::new("/c"), a).is_err());
+        assert!(separate(a, a).is_err());
+        assert!(separate(Path::new("/c/backing2"), a).is_ok());
+    }
+
+    #[test]
+    fn non_empty_mountpoint_is_refused_unless_allowed() {
+        let (_dir, root) = temp();
+        assert_eq!(usable_mountpoint(&root, false), Ok(()));
+        std::fs::write(root.join("f"), b"").unwrap();
+        let refused = usable_mountpoint(&root, false).unwrap_err();
+        assert!(refused.0.contains("--allow-non-empty"), "{refused}");
+        assert_eq!(usable_mountpoint(&root, true), Ok(()));
+    }
+
+    #[test]
+    fn a_file_is_not_a_mountpoint() {
+        let (_dir, root) = temp();
+        let file = root.join("f");
+        std::fs::write(&file, b"").unwrap();
+        let refused = usable_mountpoint(&file, true).unwrap_err();
+        assert!(refused.0.contains("not a directory"), "{refused}");
+    }
+
+    #[test]
+    fn an_unmounted_directory_is_free() {
+        let (_dir, root) = temp();
+        assert_eq!(mountpoint_free(&root), Ok(()));
+    }
+}
