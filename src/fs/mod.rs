@@ -1057,6 +1057,16 @@ impl CacheFs {
         object.insert("lru_entries".into(), lru_entries.into());
         object.insert("lru_bytes".into(), lru_bytes.into());
         object.insert("inodes".into(), self.inode_count().into());
+        // Which kernel-caching regime is on: long name/attribute caching needs the watcher;
+        // reads that never reach the daemon need passthrough.
+        object.insert(
+            "watching".into(),
+            self.watching.load(Ordering::Relaxed).into(),
+        );
+        object.insert(
+            "passthrough".into(),
+            self.passthrough.load(Ordering::Relaxed).into(),
+        );
         let requests: serde_json::Map<_, _> = self
             .requests
             .counters()
