@@ -29,3 +29,8 @@ pub mod watch;
 
 pub use hash::hash;
 pub use library::{Cachetta, Info, InfoState};
+
+/// The README's examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
