@@ -566,6 +566,31 @@ pub fn read_all(file: &File, limit: u64) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Copy the `user.*` extended attributes of `from` onto `to` (best effort: a filesystem
+/// without user xattrs has none to copy).
+pub fn copy_user_xattrs(from: &File, to: &File) {
+    let Ok(len) = rustix::fs::flistxattr_query(from) else {
+        return;
+    };
+    let mut names = vec![0u8; len];
+    let Ok(n) = rustix::fs::flistxattr(from, &mut names[..]) else {
+        return;
+    };
+    for name in names[..n]
+        .split(|&b| b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
+        let name = OsStr::from_bytes(name);
+        let Ok(len) = rustix::fs::fgetxattr_query(from, name) else {
+            continue;
+        };
+        let mut value = vec![0u8; len];
+        if let Ok(n) = rustix::fs::fgetxattr(from, name, &mut value[..]) {
+            let _ = rustix::fs::fsetxattr(to, name, &value[..n], rustix::fs::XattrFlags::empty());
+        }
+    }
+}
+
 /// Copy all of `from` into `to` (both from offset 0), in the kernel where it can.
 pub fn copy_contents(from: &File, to: &File) -> io::Result<u64> {
     let mut off_in = 0u64;

@@ -74,6 +74,10 @@ impl WriteState {
                 // Best effort: only root may give files away.
                 let _ = std::os::unix::fs::fchown(&staging.file, Some(uid), Some(gid));
             }
+            if let Some(base) = &self.base {
+                // The entry is replaced by rename: its own `user.*` attributes come along.
+                store::copy_user_xattrs(base, &staging.file);
+            }
             if !self.truncated {
                 if let Some(base) = &self.base {
                     if let Err(e) = store::copy_contents(base, &staging.file) {
