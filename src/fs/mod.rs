@@ -78,6 +78,26 @@ pub struct Attr {
 }
 
 impl Attr {
+    /// Attributes of something with no backing file yet (a new entry before its first
+    /// publish, a fill directory before its first fill).
+    fn synthetic(ino: u64, kind: Kind, perm: u16, uid: u32, gid: u32, now: SystemTime) -> Attr {
+        Attr {
+            ino,
+            kind,
+            dev: 0,
+            backing_ino: 0,
+            size: 0,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            perm,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            uid,
+            gid,
+        }
+    }
+
     fn from_stat(ino: u64, st: &Stat) -> Attr {
         Attr {
             ino,
@@ -621,21 +641,8 @@ impl CacheFs {
                         // Created or truncated and nothing written yet: an empty file.
                         let now = self.clock.now();
                         let (uid, gid) = state.owner.unwrap_or((0, 0));
-                        let attr = Attr {
-                            ino,
-                            kind: Kind::File,
-                            dev: 0,
-                            backing_ino: 0,
-                            size: 0,
-                            blocks: 0,
-                            atime: now,
-                            mtime: now,
-                            ctime: now,
-                            perm: state.perm as u16,
-                            nlink: 1,
-                            uid,
-                            gid,
-                        };
+                        let attr =
+                            Attr::synthetic(ino, Kind::File, state.perm as u16, uid, gid, now);
                         return Ok(Some(Entry {
                             attr,
                             ttl: Duration::ZERO,
@@ -1096,21 +1103,8 @@ impl CacheFs {
     fn fill_dir_attr(&self, ino: u64) -> Attr {
         let root = self.store.stat(Path::new("")).ok();
         let now = self.clock.now();
-        Attr {
-            ino,
-            kind: Kind::Dir,
-            dev: 0,
-            backing_ino: 0,
-            size: 0,
-            blocks: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            perm: 0o755,
-            nlink: 2,
-            uid: root.map_or(0, |r| r.uid),
-            gid: root.map_or(0, |r| r.gid),
-        }
+        let (uid, gid) = root.map_or((0, 0), |r| (r.uid, r.gid));
+        Attr::synthetic(ino, Kind::Dir, 0o755, uid, gid, now)
     }
 
     /// Names the filesystem refuses to create: links and special files.

@@ -75,6 +75,20 @@ impl CacheFs {
         false
     }
 
+    /// Truncate (or extend) the staged content of an entry: a write, validated at close.
+    fn stage_truncate(&self, state: &mut WriteState, key: &Path, size: u64) -> FsResult<()> {
+        if size > self.config.max_entry_bytes {
+            return Err(errno(libc::EFBIG));
+        }
+        let dir = store::split(key).0.to_path_buf();
+        let file = state
+            .staging(&self.store, &dir)
+            .map_err(|e| FsError::io(key.display(), e))?;
+        file.set_len(size)?;
+        state.dirty = true;
+        Ok(())
+    }
+
     /// `ftruncate` on a writable handle is a staged write; `truncate(path)` of an entry is a
     /// whole write on its own, validated at once.
     pub(super) fn truncate(
@@ -90,32 +104,12 @@ impl CacheFs {
         }
         let handle = fh.and_then(|fh| self.handle(fh).ok());
         match handle.as_deref() {
-            Some(Handle::Write(state)) => {
-                if size > self.config.max_entry_bytes {
-                    return Err(errno(libc::EFBIG));
-                }
-                let mut state = state.lock();
-                let dir = store::split(key).0.to_path_buf();
-                let file = state
-                    .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                file.set_len(size)?;
-                state.dirty = true;
-                Ok(())
-            }
+            Some(Handle::Write(state)) => self.stage_truncate(&mut state.lock(), key, size),
             Some(Handle::Scratch { file, .. }) => Ok(file.set_len(size)?),
             _ if store::is_entry_name(key.file_name().unwrap_or_default()) => {
-                if size > self.config.max_entry_bytes {
-                    return Err(errno(libc::EFBIG));
-                }
                 let mut state = self.start_write(caller, key, false, 0o644, false)?;
-                let dir = store::split(key).0.to_path_buf();
-                let file = state
-                    .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                file.set_len(size)?;
-                state.dirty = true;
                 state.ino = ino;
+                self.stage_truncate(&mut state, key, size)?;
                 let result = self.commit(&mut state, key);
                 if let Some(staging) = state.staging.take() {
                     self.store.discard(staging);

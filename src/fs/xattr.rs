@@ -100,8 +100,8 @@ impl CacheFs {
         Ok(names)
     }
 
-    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        let key = self.path_of(ino)?;
+    /// Ours are read-only; only `user.*` names are stored.
+    fn check_settable(&self, name: &OsStr) -> FsResult<()> {
         if is_ours(name) {
             return Err(FsError::new(
                 libc::EPERM,
@@ -112,6 +112,12 @@ impl CacheFs {
         if !is_user(name) {
             return Err(errno(libc::ENOTSUP));
         }
+        Ok(())
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        let key = self.path_of(ino)?;
+        self.check_settable(name)?;
         if value.len() > MAX_XATTR_VALUE {
             return Err(errno(libc::E2BIG));
         }
@@ -122,16 +128,7 @@ impl CacheFs {
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         let key = self.path_of(ino)?;
-        if is_ours(name) {
-            return Err(FsError::new(
-                libc::EPERM,
-                "user.cachetta.* attributes are read-only",
-            ));
-        }
-        self.writable()?;
-        if !is_user(name) {
-            return Err(errno(libc::ENOTSUP));
-        }
+        self.check_settable(name)?;
         self.store
             .remove_xattr(&key, name)
             .map_err(|e| FsError::io(key.display(), e))
