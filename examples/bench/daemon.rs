@@ -22,9 +22,10 @@ const POLL: Duration = Duration::from_millis(5);
 pub struct DaemonSpec<'a> {
     pub binary: &'a Path,
     pub backing: &'a Path,
-    pub config: &'a Path,
     /// Where the daemon's stderr goes, and where its pid is written for `scripts/bench`'s trap.
     pub run_dir: &'a Path,
+    /// More `cachetta mount` arguments, for experiments (`--watch poll=1h`...).
+    pub extra_args: &'a [String],
 }
 
 /// Per-op request counts of `user.cachetta.stats`'s `requests` object.
@@ -63,9 +64,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Mount at `mnt` and wait until the mount is in `/proc/self/mountinfo`.
+    /// Mount at `mnt` with `config` and wait until the mount is in `/proc/self/mountinfo`.
     /// `passthrough: false` sets `CACHETTA_PASSTHROUGH=0` in the daemon's environment.
-    pub fn start(spec: &DaemonSpec, mnt: &Path, passthrough: bool) -> Result<Daemon> {
+    pub fn start(
+        spec: &DaemonSpec,
+        mnt: &Path,
+        config: &Path,
+        passthrough: bool,
+    ) -> Result<Daemon> {
         fs::create_dir_all(mnt).with_context(|| format!("creating {}", mnt.display()))?;
         let name = mnt.file_name().unwrap_or_default().to_string_lossy();
         let log = spec.run_dir.join(format!("daemon-{name}.log"));
@@ -77,7 +83,8 @@ impl Daemon {
             .arg("--backing")
             .arg(spec.backing)
             .arg("--config")
-            .arg(spec.config)
+            .arg(config)
+            .args(spec.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -99,10 +106,8 @@ impl Daemon {
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         while !is_mounted(mnt) {
             if let Some(status) = daemon.child.try_wait()? {
-                bail!(
-                    "cachetta mount exited ({status}) before mounting; its log: {}",
-                    daemon.log.display()
-                );
+                let log = fs::read_to_string(&daemon.log).unwrap_or_default();
+                bail!("cachetta mount exited ({status}) before mounting; its log:\n{log}");
             }
             if Instant::now() > deadline {
                 bail!(

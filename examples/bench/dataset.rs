@@ -28,6 +28,9 @@ pub struct Layout {
     pub native: PathBuf,
     pub backing: PathBuf,
     pub config: PathBuf,
+    /// The same config with `watch = "poll=1h"`: no inotify watcher (attribution runs only:
+    /// changes behind the mount's back would go unseen for an hour).
+    pub config_poll: PathBuf,
     pub work: PathBuf,
     pub entries: usize,
     pub big_bytes: u64,
@@ -74,11 +77,13 @@ pub fn small_json(len: usize, tag: u64) -> Vec<u8> {
 }
 
 /// Write the data set under `work` (a fresh directory).
-pub fn prepare(work: &Path, sizes: &Sizes) -> Result<Layout> {
+/// `config_lines` go at the top level of the mount's config (experiments: `watch = "poll=1h"`).
+pub fn prepare(work: &Path, sizes: &Sizes, config_lines: &[String]) -> Result<Layout> {
     let layout = Layout {
         native: work.join("native"),
         backing: work.join("backing"),
         config: work.join("config.toml"),
+        config_poll: work.join("config-poll.toml"),
         work: work.to_path_buf(),
         entries: sizes.entries,
         big_bytes: (sizes.big_mib as u64) << 20,
@@ -87,7 +92,14 @@ pub fn prepare(work: &Path, sizes: &Sizes) -> Result<Layout> {
         write_tree(root, sizes)
             .with_context(|| format!("writing the data set in {}", root.display()))?;
     }
-    fs::write(&layout.config, config_toml())?;
+    let mut config = config_lines.join("\n");
+    config.push('\n');
+    config.push_str(&config_toml());
+    fs::write(&layout.config, &config)?;
+    fs::write(
+        &layout.config_poll,
+        format!("watch = \"poll=1h\"\n{config}"),
+    )?;
     // Nothing left to write back while measuring.
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
@@ -95,11 +107,13 @@ pub fn prepare(work: &Path, sizes: &Sizes) -> Result<Layout> {
 }
 
 /// The mount's config: room for the big entry, no gc sweep during the run, and the rule of the
-/// stale-while-revalidate workload.
+/// stale-while-revalidate workload. Everything else is the default.
 fn config_toml() -> String {
     format!(
         r#"max_entry_bytes = "1GiB"
 gc_interval = "0"
+# One refresh per round of the stale workload, all running at once (none queued).
+max_refreshes = 16
 
 [[rule]]
 match = "stale/*.json"

@@ -21,7 +21,7 @@ use clap::Parser;
 
 use daemon::DaemonSpec;
 use dataset::Sizes;
-use workloads::{Bench, Plan};
+use workloads::{Bench, Plan, Variant};
 
 #[derive(Parser)]
 #[command(about = "Benchmark cachetta mounts against the bare backing dir (needs root)")]
@@ -37,6 +37,14 @@ struct Args {
     /// Everything in it is deleted at the end.
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// An extra argument for every `cachetta mount` (repeatable), to see what a setting
+    /// costs: `--daemon-arg=--watch=poll=1h`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
+    /// A top-level line for the mounts' config file (repeatable), to see what a setting
+    /// costs: `--config-line 'watch = "poll=1h"'`.
+    #[arg(long = "config-line")]
+    config_lines: Vec<String>,
     /// Rounds per workload (default 7, or 3 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -86,6 +94,12 @@ fn run(args: Args) -> Result<()> {
         if args.quick { " (--quick)" } else { "" }
     );
     println!("{}", machine(&binary)?);
+    if !args.daemon_args.is_empty() {
+        println!("daemon arguments added: {}", args.daemon_args.join(" "));
+    }
+    for line in &args.config_lines {
+        println!("config line added: {line}");
+    }
     println!(
         "data: {} entries in one dir, {} MiB sequential file, 4 KiB small entries; {} rounds, \
          {} ops per round for per-op workloads ({} for writes), native = a plain sibling dir \
@@ -99,7 +113,7 @@ fn run(args: Args) -> Result<()> {
     );
 
     eprintln!("bench: writing the data set in {}", work.display());
-    let layout = dataset::prepare(&work, &sizes)?;
+    let layout = dataset::prepare(&work, &sizes, &args.config_lines)?;
     eprintln!(
         "bench: data set ready after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -107,20 +121,26 @@ fn run(args: Args) -> Result<()> {
     let spec = DaemonSpec {
         binary: &binary,
         backing: &layout.backing,
-        config: &layout.config,
         run_dir: &work,
+        extra_args: &args.daemon_args,
     };
     let mut bench = Bench::new(&layout, spec, plan);
     type Step<'a> = (&'static str, fn(&mut Bench<'a>) -> Result<()>);
-    let steps: [Step; 9] = [
+    let steps: [Step; 11] = [
         ("round trip", Bench::round_trip),
-        ("hot read", Bench::hot_read),
+        ("hot read", |b| b.hot_read(Variant::Default)),
+        ("hot read, no passthrough", |b| {
+            b.hot_read(Variant::NoPassthrough)
+        }),
         ("hot read, threads", Bench::hot_read_threads),
         ("stat", Bench::stat_all),
         ("ls -l", Bench::list_long),
         ("sequential warm", |b| b.sequential(false)),
         ("sequential cold", |b| b.sequential(true)),
-        ("atomic writes", Bench::atomic_writes),
+        ("atomic writes", |b| b.atomic_writes(Variant::Default)),
+        ("atomic writes, poll watcher", |b| {
+            b.atomic_writes(Variant::PollWatch)
+        }),
         ("stale reads", Bench::stale_reads),
     ];
     for (name, step) in steps {

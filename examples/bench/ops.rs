@@ -46,15 +46,42 @@ pub fn time_once<T>(op: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
     Ok((start.elapsed().as_secs_f64(), out))
 }
 
-/// `ls -l` in process: readdir, then `lstat` of every entry. Returns the entry count.
-pub fn list_long(dir: &Path) -> Result<usize> {
-    let mut count = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        fs::symlink_metadata(entry.path())?;
-        count += 1;
+/// Where the time of one `ls -l` went, seconds.
+pub struct ListPhases {
+    /// `opendir(3)`: the `open` of the directory.
+    pub opendir: f64,
+    /// Reading every name (`getdents64` until the end).
+    pub readdir: f64,
+    /// `lstat` of every name.
+    pub lstat: f64,
+    pub count: usize,
+}
+
+impl ListPhases {
+    pub fn total(&self) -> f64 {
+        self.opendir + self.readdir + self.lstat
     }
-    Ok(count)
+}
+
+/// `ls -l` in process: open the dir, read every name, then `lstat` each.
+pub fn list_long(dir: &Path) -> Result<ListPhases> {
+    let t0 = Instant::now();
+    let names = fs::read_dir(dir)?;
+    let t1 = Instant::now();
+    let paths = names
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let t2 = Instant::now();
+    for path in &paths {
+        fs::symlink_metadata(path)?;
+    }
+    let t3 = Instant::now();
+    Ok(ListPhases {
+        opendir: (t1 - t0).as_secs_f64(),
+        readdir: (t2 - t1).as_secs_f64(),
+        lstat: (t3 - t2).as_secs_f64(),
+        count: paths.len(),
+    })
 }
 
 /// The real `ls -l DIR >/dev/null`. Returns seconds of wall time.

@@ -14,7 +14,7 @@ use crate::daemon::{getxattr, Daemon, DaemonSpec, Requests};
 use crate::dataset::{set_age, small_json, Layout, SMALL, STALE_DURATION};
 use crate::ops::{
     atomic_write, drop_caches, list_long, read_whole, real_ls_l, statfs, threaded_reads, time_each,
-    time_once,
+    time_once, ListPhases,
 };
 use crate::report::{fmt_secs, max, median, percentile, CounterLine, Row, Unit};
 
@@ -27,6 +27,27 @@ pub struct Plan {
     pub threads: usize,
     pub stale_reads: usize,
     pub warmup: usize,
+}
+
+/// How a mount differs from the default one. The variants are context rows that say what a
+/// feature costs or saves; they have no goal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Default,
+    /// `CACHETTA_PASSTHROUGH=0`: every read goes through the daemon.
+    NoPassthrough,
+    /// `watch = "poll=1h"`: no inotify watcher reacting to the backing dir.
+    PollWatch,
+}
+
+impl Variant {
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::Default => "",
+            Variant::NoPassthrough => ", no passthrough",
+            Variant::PollWatch => ", watch = poll (no inotify)",
+        }
+    }
 }
 
 /// Bytes read per round of the warm sequential read.
@@ -118,10 +139,14 @@ impl<'a> Bench<'a> {
         &self.layout.native
     }
 
-    fn mount(&mut self, passthrough: bool) -> Result<Daemon> {
+    fn mount(&mut self, variant: Variant) -> Result<Daemon> {
         self.mounts += 1;
         let mnt = self.layout.work.join(format!("mnt{}", self.mounts));
-        Daemon::start(&self.spec, &mnt, passthrough)
+        let config = match variant {
+            Variant::PollWatch => &self.layout.config_poll,
+            _ => &self.layout.config,
+        };
+        Daemon::start(&self.spec, &mnt, config, variant != Variant::NoPassthrough)
     }
 
     fn record(
@@ -179,7 +204,7 @@ impl<'a> Bench<'a> {
     /// (the daemon answers with the backing filesystem's `statvfs`).
     pub fn round_trip(&mut self) -> Result<()> {
         let name = "FUSE round trip (statfs of the root)";
-        let d = self.mount(true)?;
+        let d = self.mount(Variant::Default)?;
         let ops = self.plan.small_ops;
         let (n, m, req) = self.per_op(name, &d, ops, |root, _, _| statfs(root))?;
         self.round_trip = m - n;
@@ -195,10 +220,11 @@ impl<'a> Bench<'a> {
         )
     }
 
-    /// Open, read to EOF and close the same 4 KiB entry over and over.
-    pub fn hot_read(&mut self) -> Result<()> {
-        let name = "hot 4 KiB open+read+close";
-        let d = self.mount(true)?;
+    /// Open, read to EOF and close the same 4 KiB entry over and over. Without passthrough
+    /// (a context row), the reads go to the daemon too.
+    pub fn hot_read(&mut self, variant: Variant) -> Result<()> {
+        let name = &format!("hot 4 KiB open+read+close{}", variant.suffix());
+        let d = self.mount(variant)?;
         let ops = self.plan.small_ops;
         let mut buf = vec![0u8; 64 * 1024];
         let (n, m, req) = self.per_op(name, &d, ops, |root, _, _| {
@@ -208,20 +234,22 @@ impl<'a> Bench<'a> {
         let mut row = Row::compare(name, n, m, Unit::Seconds, None);
         let extra = m - n;
         let total_ops = (ops * self.plan.rounds) as u64;
-        // Limited by the open round trip: nothing but `open` (and the `release` the kernel
-        // sends after the close, in the background) reaches the daemon.
-        let others: u64 = req
-            .0
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "open" | "release"))
-            .map(|(_, n)| n)
-            .sum();
-        row.goal = format!(
-            "only `open` + `release` reach the daemon; +{} per read = {:.2} × RT",
-            fmt_secs(extra),
-            extra / self.round_trip
-        );
-        row.met = Some(others * 100 < total_ops && req.0.get("open") == Some(&total_ops));
+        if variant == Variant::Default {
+            // Limited by the open round trip: nothing but `open` (and the `release` the
+            // kernel sends after the close, in the background) reaches the daemon.
+            let others: u64 = req
+                .0
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "open" | "release"))
+                .map(|(_, n)| n)
+                .sum();
+            row.goal = format!(
+                "only `open` + `release` reach the daemon; +{} per read = {:.2} × RT",
+                fmt_secs(extra),
+                extra / self.round_trip
+            );
+            row.met = Some(others * 100 < total_ops && req.0.get("open") == Some(&total_ops));
+        }
         self.rows.push(row);
         self.record(name, &d, total_ops, "reads", req, extra)
     }
@@ -230,7 +258,7 @@ impl<'a> Bench<'a> {
     pub fn hot_read_threads(&mut self) -> Result<()> {
         let threads = self.plan.threads;
         let name = format!("hot 4 KiB read, {threads} threads (ops/s)");
-        let d = self.mount(true)?;
+        let d = self.mount(Variant::Default)?;
         let run_for = self.plan.thread_run;
         let native = Layout::hot(self.native());
         let mounted = Layout::hot(&d.mnt);
@@ -258,7 +286,7 @@ impl<'a> Bench<'a> {
     pub fn stat_all(&mut self) -> Result<()> {
         let entries = self.layout.entries;
         let name = format!("warm stat, {entries} entries (all)");
-        let d = self.mount(true)?;
+        let d = self.mount(Variant::Default)?;
         let native = self.layout.entry_paths(self.native());
         let mounted = self.layout.entry_paths(&d.mnt);
         let stat_all = |paths: &[PathBuf]| -> Result<f64> {
@@ -290,30 +318,48 @@ impl<'a> Bench<'a> {
     pub fn list_long(&mut self) -> Result<()> {
         let entries = self.layout.entries;
         let name = format!("ls -l of {entries} entries (in process)");
-        let d = self.mount(true)?;
+        let d = self.mount(Variant::Default)?;
         let native = Layout::many(self.native());
         let mounted = Layout::many(&d.mnt);
-        let list = |dir: &Path| -> Result<f64> {
-            let (secs, count) = time_once(|| list_long(dir))?;
+        let phases = std::cell::RefCell::new([Vec::new(), Vec::new()]);
+        let list = |dir: &Path, side: usize| -> Result<f64> {
+            let p = list_long(dir)?;
             ensure!(
-                count == entries,
-                "{} lists {count} entries, not {entries}",
-                dir.display()
+                p.count == entries,
+                "{} lists {} entries, not {entries}",
+                dir.display(),
+                p.count
             );
-            Ok(secs)
+            let total = p.total();
+            phases.borrow_mut()[side].push(p);
+            Ok(total)
         };
-        list(&native)?;
-        list(&mounted)?;
+        list(&native, 0)?;
+        list(&mounted, 1)?;
+        phases.borrow_mut().iter_mut().for_each(Vec::clear);
         let mut requests = Requests::default();
         let (n, m) = alternate(
             self.plan.rounds,
-            |_| list(&native),
-            |_| d.counted(&mut requests, || list(&mounted)),
+            |_| list(&native, 0),
+            |_| d.counted(&mut requests, || list(&mounted, 1)),
         )?;
         self.rows
             .push(Row::compare(&name, n, m, Unit::Seconds, Some(0.7)));
         let ops = self.plan.rounds as u64;
         self.record(&name, &d, ops, "listings", requests, m - n)?;
+        let phase = |side: usize, f: fn(&ListPhases) -> f64| {
+            fmt_secs(median(
+                &phases.borrow()[side].iter().map(f).collect::<Vec<_>>(),
+            ))
+        };
+        for (side, what) in [(0, "native"), (1, "mount")] {
+            self.notes.push(format!(
+                "{name}, {what}: opendir {}, reading the names {}, lstat of all {}",
+                phase(side, |p| p.opendir),
+                phase(side, |p| p.readdir),
+                phase(side, |p| p.lstat),
+            ));
+        }
 
         let real = format!("real `ls -l` of {entries} entries (1 run each)");
         let n = real_ls_l(&native)?;
@@ -329,8 +375,8 @@ impl<'a> Bench<'a> {
     pub fn sequential(&mut self, cold: bool) -> Result<()> {
         let mib = self.layout.big_bytes >> 20;
         let temp = if cold { "cold" } else { "warm" };
-        let pt = self.mount(true)?;
-        let no_pt = self.mount(false)?;
+        let pt = self.mount(Variant::Default)?;
+        let no_pt = self.mount(Variant::NoPassthrough)?;
         let native = Layout::big(self.native());
         let big_bytes = self.layout.big_bytes;
         // A warm pass takes milliseconds: several per round (each with its own open) make a
@@ -403,21 +449,22 @@ impl<'a> Bench<'a> {
 
     /// The atomic-write idiom with 4 KiB of JSON: scratch file in the same dir, rename onto
     /// `name.json`.
-    pub fn atomic_writes(&mut self) -> Result<()> {
-        let name = "atomic 4 KiB write (temp + rename)";
-        let d = self.mount(true)?;
+    pub fn atomic_writes(&mut self, variant: Variant) -> Result<()> {
+        let name = &format!("atomic 4 KiB write (temp + rename){}", variant.suffix());
+        let d = self.mount(variant)?;
         let ops = self.plan.write_ops;
         let (n, m, req) = self.per_op(name, &d, ops, |root, r, i| {
             let tag = (r as u64).wrapping_mul(1 << 20) + i as u64;
             let tmp = format!("name.json.{r}.{i}.tmp");
             atomic_write(&Layout::writes(root), &tmp, &small_json(SMALL, tag))
         })?;
+        let goal = (variant == Variant::Default).then_some(0.35);
         self.rows
-            .push(Row::compare(name, n, m, Unit::Seconds, Some(0.35)));
+            .push(Row::compare(name, n, m, Unit::Seconds, goal));
         let mount_ops = (ops * self.plan.rounds) as u64;
         let published = d.stats()?["writes_ok"].as_u64().unwrap_or(0);
         self.notes.push(format!(
-            "atomic writes: the mount counted writes_ok = {published} for {} renames (warm-up included)",
+            "{name}: the mount counted writes_ok = {published} for {} renames (warm-up included)",
             mount_ops + self.plan.warmup as u64
         ));
         self.record(name, &d, mount_ops, "writes", req, m - n)
@@ -428,7 +475,7 @@ impl<'a> Bench<'a> {
     /// refresh of its own with its first read.
     pub fn stale_reads(&mut self) -> Result<()> {
         let name = "stale 4 KiB read while its refresh runs";
-        let d = self.mount(true)?;
+        let d = self.mount(Variant::Default)?;
         let reads = self.plan.stale_reads;
         let mut buf = vec![0u8; 64 * 1024];
         let native = self.native().to_path_buf();
