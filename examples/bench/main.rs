@@ -45,6 +45,11 @@ struct Args {
     /// costs: `--config-line 'watch = "poll=1h"'`.
     #[arg(long = "config-line")]
     config_lines: Vec<String>,
+    /// Run only the workloads whose name contains this (repeatable): `--only cold`.
+    /// Names: round trip, hot read, hot read no passthrough, hot read threads, stat, ls -l,
+    /// sequential warm, sequential cold, atomic writes, atomic writes poll watcher, stale reads.
+    #[arg(long)]
+    only: Vec<String>,
     /// Rounds per workload (default 7, or 3 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
@@ -138,12 +143,19 @@ fn run(args: Args) -> Result<()> {
         ("sequential warm", |b| b.sequential(false)),
         ("sequential cold", |b| b.sequential(true)),
         ("atomic writes", |b| b.atomic_writes(Variant::Default)),
-        ("atomic writes, poll watcher", |b| {
+        ("atomic writes poll watcher", |b| {
             b.atomic_writes(Variant::PollWatch)
         }),
         ("stale reads", Bench::stale_reads),
     ];
     for (name, step) in steps {
+        // The round trip is the unit the hot read is measured in: it always runs.
+        let wanted = args.only.is_empty()
+            || name == "round trip"
+            || args.only.iter().any(|o| name.contains(o.as_str()));
+        if !wanted {
+            continue;
+        }
         let t = Instant::now();
         step(&mut bench).with_context(|| format!("workload `{name}`"))?;
         eprintln!("bench: {name} done in {:.1} s", t.elapsed().as_secs_f64());

@@ -425,6 +425,20 @@ impl<'a> Bench<'a> {
         }
         let n = median(&native_rates);
         let goal = if cold { 0.85 } else { 0.95 };
+        let list = |rates: &[f64]| {
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.notes.push(format!(
+            "sequential read {mib} MiB, {temp}, MiB/s per round: native {}; passthrough {}; \
+             no passthrough {}",
+            list(&native_rates),
+            list(&rates[0]),
+            list(&rates[1])
+        ));
         for (k, (d, how)) in mounts.iter().enumerate() {
             let name = if k == 0 {
                 format!("sequential read {mib} MiB, {temp} (MiB/s)")
