@@ -134,10 +134,10 @@ fn run(args: Args) -> Result<()> {
     let steps: [Step; 11] = [
         ("round trip", Bench::round_trip),
         ("hot read", |b| b.hot_read(Variant::Default)),
-        ("hot read, no passthrough", |b| {
+        ("hot read no passthrough", |b| {
             b.hot_read(Variant::NoPassthrough)
         }),
-        ("hot read, threads", Bench::hot_read_threads),
+        ("hot read threads", Bench::hot_read_threads),
         ("stat", Bench::stat_all),
         ("ls -l", Bench::list_long),
         ("sequential warm", |b| b.sequential(false)),
