@@ -100,13 +100,13 @@ fn run(args: Args) -> Result<()> {
     );
     println!("{}", machine(&binary)?);
     if !args.daemon_args.is_empty() {
-        println!("daemon arguments added: {}", args.daemon_args.join(" "));
+        println!("- daemon arguments added: {}", args.daemon_args.join(" "));
     }
     for line in &args.config_lines {
-        println!("config line added: {line}");
+        println!("- config line added: {line}");
     }
     println!(
-        "data: {} entries in one dir, {} MiB sequential file, 4 KiB small entries; {} rounds, \
+        "- data: {} entries in one dir, {} MiB sequential file, 4 KiB small entries; {} rounds, \
          {} ops per round for per-op workloads ({} for writes), native = a plain sibling dir \
          with the same files, on the same filesystem as the backing dir ({})\n",
         sizes.entries,
@@ -237,8 +237,8 @@ fn machine(binary: &Path) -> Result<String> {
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
     Ok(format!(
-        "machine: {} CPUs ({cpu}), {mem_gib:.0} GiB RAM, kernel {}, {}\nbinary: {}\n\
-         load average at the start: {}",
+        "- machine: {} CPUs ({cpu}), {mem_gib:.0} GiB RAM, kernel {}, {}\n- binary: {}\n\
+         - load average at the start: {}",
         out("nproc", &[]),
         out("uname", &["-r"]),
         out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),

@@ -550,14 +550,14 @@ impl<'a> Bench<'a> {
         let (fresh50, fresh99) = (p(&fresh_lat, 50.0), p(&fresh_lat, 99.0));
         let (stale50, stale99) = (p(&stale_lat, 50.0), p(&stale_lat, 99.0));
         self.rows.push(Row {
-            workload: format!("{name}: p50 / p99 (mount: stale | fresh)"),
+            workload: format!("{name}: p50 / p99"),
             native: format!(
                 "{} / {}",
                 fmt_secs(p(&native_lat, 50.0)),
                 fmt_secs(p(&native_lat, 99.0))
             ),
             mount: format!(
-                "{} / {} \\| {} / {}",
+                "{} / {} (stale), {} / {} (fresh)",
                 fmt_secs(stale50),
                 fmt_secs(stale99),
                 fmt_secs(fresh50),
