@@ -47,9 +47,20 @@ impl FsError {
     pub fn io(context: impl std::fmt::Display, err: io::Error) -> Self {
         let errno = err.raw_os_error().unwrap_or(libc::EIO);
         let level = match errno {
-            libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::ENOTDIR | libc::EISDIR => {
-                Level::Quiet
-            }
+            // Ordinary answers, not faults: nothing there, not allowed, not supported.
+            libc::ENOENT
+            | libc::EEXIST
+            | libc::ENOTEMPTY
+            | libc::ENOTDIR
+            | libc::EISDIR
+            | libc::ENODATA
+            | libc::ENOTSUP
+            | libc::ERANGE
+            | libc::EPERM
+            | libc::EACCES
+            | libc::ENAMETOOLONG
+            | libc::EXDEV
+            | libc::ELOOP => Level::Quiet,
             _ => Level::Error,
         };
         FsError {

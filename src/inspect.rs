@@ -188,7 +188,7 @@ pub fn entry_info(store: &Store, config: &Config, key: &Path, now: SystemTime) -
 
 /// Whether an entry file holds one JSON value within `limit` bytes, as the mount judges it.
 pub fn content_is_valid(file: &std::fs::File, limit: u64) -> bool {
-    store::read_all(file, limit).is_ok_and(|bytes| store::is_valid_json(&bytes))
+    store::file_is_valid_json(file, limit).unwrap_or(false)
 }
 
 /// The `user.cachetta.*` attributes of `info`, full names (with the `user.cachetta.` prefix),

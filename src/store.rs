@@ -550,6 +550,83 @@ fn proc_fd_path(fd: &impl AsFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
 }
 
+/// Whether a file holds one complete JSON value in UTF-8, read in chunks from offset 0 (a
+/// large entry is never held in memory whole). `EFBIG` past `limit` bytes.
+pub fn file_is_valid_json(file: &File, limit: u64) -> io::Result<bool> {
+    let checked = Utf8Checked {
+        file,
+        pos: 0,
+        limit,
+        pending: [0; 4],
+        pending_len: 0,
+        invalid: false,
+    };
+    let mut reader = io::BufReader::with_capacity(256 * 1024, checked);
+    let parsed = serde_json::from_reader::<_, serde::de::IgnoredAny>(&mut reader);
+    let checked = reader.into_inner();
+    if let Err(e) = &parsed {
+        if let Some(kind) = e.io_error_kind() {
+            if checked.pos > limit {
+                return Err(io::Error::from_raw_os_error(libc::EFBIG));
+            }
+            return Err(io::Error::from(kind));
+        }
+    }
+    Ok(parsed.is_ok() && !checked.invalid && checked.pending_len == 0)
+}
+
+/// Reads a file from offset 0 and checks, on the way, that the bytes are UTF-8 (serde_json's
+/// streaming parser does not look inside strings it skips).
+struct Utf8Checked<'a> {
+    file: &'a File,
+    pos: u64,
+    limit: u64,
+    /// The start of a character cut by the end of the last chunk.
+    pending: [u8; 4],
+    pending_len: usize,
+    invalid: bool,
+}
+
+impl Utf8Checked<'_> {
+    fn check(&mut self, mut bytes: &[u8]) {
+        while self.pending_len > 0 && !bytes.is_empty() && !self.invalid {
+            self.pending[self.pending_len] = bytes[0];
+            self.pending_len += 1;
+            bytes = &bytes[1..];
+            match std::str::from_utf8(&self.pending[..self.pending_len]) {
+                Ok(_) => self.pending_len = 0,
+                Err(e) if e.error_len().is_some() || self.pending_len == 4 => self.invalid = true,
+                Err(_) => {}
+            }
+        }
+        if self.invalid || self.pending_len > 0 {
+            return;
+        }
+        if let Err(e) = std::str::from_utf8(bytes) {
+            match e.error_len() {
+                Some(_) => self.invalid = true,
+                None => {
+                    let rest = &bytes[e.valid_up_to()..];
+                    self.pending[..rest.len()].copy_from_slice(rest);
+                    self.pending_len = rest.len();
+                }
+            }
+        }
+    }
+}
+
+impl io::Read for Utf8Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        if self.pos > self.limit {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        }
+        self.check(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Read a whole file from offset 0, failing with `EFBIG` past `limit` bytes.
 pub fn read_all(file: &File, limit: u64) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
@@ -698,6 +775,44 @@ mod tests {
             .map(|i| i.name)
             .collect();
         assert_eq!(names, vec![OsString::from("x.json")]);
+    }
+
+    #[test]
+    fn streamed_validation_agrees_with_whole_buffer_validation() {
+        let big_string = format!("\"{}\"", "é€😀".repeat(100_000));
+        let cases: Vec<Vec<u8>> = vec![
+            b"{\"a\":1}\n".to_vec(),
+            b"  [1, 2]  ".to_vec(),
+            b"".to_vec(),
+            b"{\"a\":".to_vec(),
+            b"\"\xff\"".to_vec(),
+            b"{\"\xe2\x82\":1}".to_vec(),
+            b"\"ok\xc3\"".to_vec(),
+            b"[1] x".to_vec(),
+            big_string.clone().into_bytes(),
+            {
+                let mut cut = big_string.into_bytes();
+                cut.insert(300_001, 0xff);
+                cut
+            },
+        ];
+        for bytes in cases {
+            let file = tempfile::tempfile().unwrap();
+            file.write_all_at(&bytes, 0).unwrap();
+            let streamed = file_is_valid_json(&file, u64::MAX).unwrap();
+            assert_eq!(
+                streamed,
+                is_valid_json(&bytes),
+                "{:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+            );
+        }
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(&vec![b' '; 1000], 0).unwrap();
+        assert_eq!(
+            file_is_valid_json(&file, 999).unwrap_err().raw_os_error(),
+            Some(libc::EFBIG)
+        );
     }
 
     #[test]

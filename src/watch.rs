@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use notify::event::{EventKind, Flag};
+use notify::event::{EventKind, Flag, ModifyKind};
 use notify::{Event, RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
@@ -64,6 +64,15 @@ fn on_event(fs: &CacheFs, root: &Path, event: Event) {
         let name = rel.file_name().unwrap_or_default();
         if store::is_staging_name(name) {
             continue; // our own in-flight writes; their publish (a rename) is reported too
+        }
+        // Our own writes to a file we hold open (scratch files of the write idiom) go through
+        // the kernel, which knows; only renames and removals need telling.
+        let data_only = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_))
+        );
+        if data_only && fs.is_held_by_a_writer(rel) {
+            continue;
         }
         debug!(path = %rel.display(), kind = ?event.kind, "backing dir changed");
         fs.backing_changed(&PathBuf::from(rel));

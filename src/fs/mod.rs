@@ -377,6 +377,24 @@ impl CacheFs {
         }
     }
 
+    /// Whether the file at `rel` is open through the mount by a writer (an entry's writer or
+    /// any open of a scratch file).
+    pub fn is_held_by_a_writer(&self, rel: &Path) -> bool {
+        let (parent_rel, name) = store::split(rel);
+        let child = {
+            let nodes = self.nodes.read();
+            nodes
+                .resolve(parent_rel)
+                .and_then(|parent| nodes.find(parent, name))
+        };
+        let Some(ino) = child else { return false };
+        self.handles.read().values().any(|h| match &**h {
+            Handle::Scratch { ino: held, .. } => *held == ino,
+            Handle::Write(state) => state.lock().ino == ino,
+            _ => false,
+        })
+    }
+
     /// Events were lost: the kernel forgets every name and inode it holds from us.
     pub fn backing_changed_everywhere(&self) {
         let (names, inodes) = self.nodes.read().everything();
@@ -440,8 +458,8 @@ impl CacheFs {
                 _ => return false,
             },
         };
-        let valid = match store::read_all(file, self.config.max_entry_bytes) {
-            Ok(bytes) => store::is_valid_json(&bytes),
+        let valid = match store::file_is_valid_json(file, self.config.max_entry_bytes) {
+            Ok(valid) => valid,
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => false,
             Err(_) => return false,
         };
@@ -1039,9 +1057,9 @@ impl CacheFs {
             warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
             Err(FsError::warn(errno, why.to_string()))
         };
-        match store::read_all(&file, self.config.max_entry_bytes) {
-            Ok(bytes) if store::is_valid_json(&bytes) => Ok(()),
-            Ok(_) => reject(libc::EINVAL, "not valid JSON"),
+        match store::file_is_valid_json(&file, self.config.max_entry_bytes) {
+            Ok(true) => Ok(()),
+            Ok(false) => reject(libc::EINVAL, "not valid JSON"),
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
                 reject(libc::EFBIG, "larger than max_entry_bytes")
             }

@@ -287,19 +287,19 @@ impl CacheFs {
         let Some(staging) = &state.staging else {
             return Ok(());
         };
-        let bytes = match store::read_all(&staging.file, self.config.max_entry_bytes) {
-            Ok(bytes) => bytes,
+        match store::file_is_valid_json(&staging.file, self.config.max_entry_bytes) {
+            Ok(true) => {}
+            Ok(false) => {
+                bump(&self.stats.writes_rejected);
+                warn!(key = %key.display(), "write rejected: not valid JSON; the previous entry is unchanged");
+                return Err(FsError::warn(libc::EINVAL, "not valid JSON"));
+            }
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
                 bump(&self.stats.writes_rejected);
                 warn!(key = %key.display(), "write rejected: entry exceeds max_entry_bytes");
                 return Err(FsError::warn(libc::EFBIG, "entry too large"));
             }
             Err(e) => return Err(FsError::io(key.display(), e)),
-        };
-        if !store::is_valid_json(&bytes) {
-            bump(&self.stats.writes_rejected);
-            warn!(key = %key.display(), bytes = bytes.len(), "write rejected: not valid JSON; the previous entry is unchanged");
-            return Err(FsError::warn(libc::EINVAL, "not valid JSON"));
         }
         let staging = state.staging.take().expect("checked above");
         let published = self
@@ -315,7 +315,7 @@ impl CacheFs {
         // content, so the writer's next `stat` or `cat` sees what it wrote.
         self.content_changed(state.ino, true);
         bump(&self.stats.writes_ok);
-        debug!(key = %key.display(), bytes = bytes.len(), "entry written");
+        debug!(key = %key.display(), "entry written");
         Ok(())
     }
 
