@@ -3,8 +3,10 @@
 //! human-readable durations for tables, and a symlink-safe walk of the backing dir for `ls`/gc.
 //!
 //! Built on `policy` (state arithmetic) and `store` (backing-dir access); knows nothing of FUSE.
-//! The filesystem builds an [`Info`] with [`Info::from_stat`] from what it already knows, then
-//! sets [`Info::refreshing`] and [`Info::refresh_error`] from its refresh runner.
+//! [`Info`] is the one info type: the filesystem builds it with [`Info::from_stat`] from what
+//! it already knows, the library (`Cachetta::info`) with [`Info::of_entry`] or
+//! [`Info::missing`]; each then sets [`Info::refreshing`] and [`Info::refresh_error`] from its
+//! own refresh runner.
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -12,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use rustix::fs::{Mode, OFlags};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::Config;
 use crate::policy::{self, EntryState, Timing};
@@ -21,8 +23,9 @@ use crate::store::{self, Kind, Stat, Store};
 /// Prefix of every attribute cachetta computes; `setfattr` on these names is refused.
 pub const ATTRIBUTE_PREFIX: &str = "user.cachetta.";
 
-/// What a backing file is, as `info` and `ls` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What a backing file is, as `info` and `ls` report it. A key with no regular file behind
+/// it has no state (`Info::state` is `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InfoState {
     Fresh,
@@ -32,8 +35,6 @@ pub enum InfoState {
     Corrupt,
     /// A regular file whose name does not end in `.json`, including leftover staging files.
     Scratch,
-    /// No regular file at that key.
-    Missing,
 }
 
 impl InfoState {
@@ -44,7 +45,6 @@ impl InfoState {
             InfoState::Expired => "expired",
             InfoState::Corrupt => "corrupt",
             InfoState::Scratch => "scratch",
-            InfoState::Missing => "missing",
         }
     }
 
@@ -64,18 +64,22 @@ impl From<EntryState> for InfoState {
     }
 }
 
-/// Everything cachetta reports about one key: the `user.cachetta.info` object.
+/// Everything cachetta reports about one key: the `user.cachetta.info` object, also what
+/// `cachetta info`, `ls --json` and the library's `Cachetta::info` return.
 ///
 /// `expired` and `stale` keep Python `info()`'s meaning (expired once age ≥ duration; stale
-/// when expired but inside the stale window), unlike `state`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// when expired but inside the stale window), unlike `state`. The fields that only a file has
+/// (`state`, `age`, `ttl`, `size`) are `None` (JSON `null`) when there is none, as Python's
+/// `info()` reports `age: None` for a missing file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Info {
+    /// A regular file is at [`Info::path`], whatever its state.
     pub exists: bool,
-    pub state: InfoState,
+    pub state: Option<InfoState>,
     /// Seconds since mtime; 0 when mtime is in the future.
-    pub age: f64,
+    pub age: Option<f64>,
     /// duration − floor(age): seconds until the entry turns stale, negative once it has.
-    pub ttl: i64,
+    pub ttl: Option<i64>,
     pub expired: bool,
     pub stale: bool,
     /// The matching rule's duration, whole seconds.
@@ -85,11 +89,13 @@ pub struct Info {
     /// Absolute backing path; in JSON, non-UTF-8 bytes become U+FFFD.
     #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
-    pub size: u64,
-    /// Set by the filesystem while a refresh of this key runs.
+    /// Bytes.
+    pub size: Option<u64>,
+    /// A refresh of this key is running (the mount's refresh runner, or the library's
+    /// computation in this process).
     pub refreshing: bool,
-    /// Set by the filesystem: the last refresh failure, if the last refresh failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The last refresh failure, on one line, if the last refresh failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_error: Option<String>,
 }
 
@@ -102,15 +108,55 @@ impl Info {
     pub fn missing(path: PathBuf, timing: Timing) -> Info {
         Info {
             exists: false,
-            state: InfoState::Missing,
-            age: 0.0,
-            ttl: 0,
+            state: None,
+            age: None,
+            ttl: None,
             expired: false,
             stale: false,
             duration: timing.duration.as_secs(),
             stale_duration: timing.stale.as_secs(),
             path,
-            size: 0,
+            size: None,
+            refreshing: false,
+            refresh_error: None,
+        }
+    }
+
+    /// The info of an entry file at `path` (fresh, stale, expired, or corrupt unless
+    /// `valid_json`), last modified at `mtime`, `size` bytes long, judged at `now`.
+    pub fn of_entry(
+        path: PathBuf,
+        mtime: SystemTime,
+        size: u64,
+        valid_json: bool,
+        timing: Timing,
+        now: SystemTime,
+    ) -> Info {
+        let verdict = policy::evaluate(mtime, now, timing);
+        let duration = timing.duration.as_secs();
+        let whole_age = i64::try_from(verdict.age.as_secs()).unwrap_or(i64::MAX);
+        let state = if valid_json {
+            verdict.state.into()
+        } else {
+            InfoState::Corrupt
+        };
+        Info {
+            exists: true,
+            state: Some(state),
+            age: Some(verdict.age.as_secs_f64()),
+            ttl: Some(
+                i64::try_from(duration)
+                    .unwrap_or(i64::MAX)
+                    .saturating_sub(whole_age),
+            ),
+            // Python's flags, computed from time alone (even for a corrupt file): a future
+            // mtime is fresh, not expired.
+            expired: verdict.state != EntryState::Fresh,
+            stale: verdict.state == EntryState::Stale,
+            duration,
+            stale_duration: timing.stale.as_secs(),
+            path,
+            size: Some(size),
             refreshing: false,
             refresh_error: None,
         }
@@ -127,37 +173,23 @@ impl Info {
         timing: Timing,
         now: SystemTime,
     ) -> Info {
-        let verdict = policy::evaluate(st.mtime, now, timing);
-        let duration = timing.duration.as_secs();
-        let whole_age = i64::try_from(verdict.age.as_secs()).unwrap_or(i64::MAX);
-        let mut info = Info {
-            exists: true,
-            state: verdict.state.into(),
-            age: verdict.age.as_secs_f64(),
-            ttl: i64::try_from(duration)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(whole_age),
-            // Python's flags, computed from time alone: a future mtime is fresh, not expired.
-            expired: verdict.state != EntryState::Fresh,
-            stale: verdict.state == EntryState::Stale,
-            duration,
-            stale_duration: timing.stale.as_secs(),
-            path,
-            size: st.size,
-            refreshing: false,
-            refresh_error: None,
-        };
         let name = key.file_name().unwrap_or_default();
-        if !store::is_entry_name(name) {
-            // Scratch files have no expiry; gc removes them by age alone.
-            info.state = InfoState::Scratch;
-            info.ttl = 0;
-            info.expired = false;
-            info.stale = false;
-        } else if !valid_json {
-            info.state = InfoState::Corrupt;
+        if store::is_entry_name(name) {
+            return Info::of_entry(path, st.mtime, st.size, valid_json, timing, now);
         }
-        info
+        // Scratch files have no expiry; gc removes them by age alone.
+        Info {
+            state: Some(InfoState::Scratch),
+            ttl: Some(0),
+            expired: false,
+            stale: false,
+            ..Info::of_entry(path, st.mtime, st.size, true, timing, now)
+        }
+    }
+
+    /// Whether the mount shows this key (a fresh or stale entry).
+    pub fn is_visible(&self) -> bool {
+        self.state.is_some_and(InfoState::is_visible)
     }
 }
 
@@ -193,17 +225,22 @@ pub fn content_is_valid(file: &std::fs::File, limit: u64) -> bool {
 
 /// The `user.cachetta.*` attributes of `info`, full names (with the `user.cachetta.` prefix),
 /// in `getfattr -d` order. Values are plain text without a newline; `path` carries the raw
-/// name bytes; `refresh_error` is present only when set; `info` is the compact JSON object.
+/// name bytes; `state`, `age` and `ttl` are present only for an existing file and
+/// `refresh_error` only when set; `info` is the compact JSON object.
 pub fn attributes(info: &Info) -> Vec<(&'static str, Vec<u8>)> {
     let text = |s: String| s.into_bytes();
     let flag = |b: bool| text(b.to_string());
-    let mut attrs = vec![
-        ("user.cachetta.state", text(info.state.as_str().to_string())),
-        (
-            "user.cachetta.age",
-            text((info.age.floor() as i64).to_string()),
-        ),
-        ("user.cachetta.ttl", text(info.ttl.to_string())),
+    let mut attrs = Vec::new();
+    if let Some(state) = info.state {
+        attrs.push(("user.cachetta.state", text(state.as_str().to_string())));
+    }
+    if let Some(age) = info.age {
+        attrs.push(("user.cachetta.age", text((age.floor() as i64).to_string())));
+    }
+    if let Some(ttl) = info.ttl {
+        attrs.push(("user.cachetta.ttl", text(ttl.to_string())));
+    }
+    attrs.extend([
         ("user.cachetta.expired", flag(info.expired)),
         ("user.cachetta.stale", flag(info.stale)),
         ("user.cachetta.duration", text(info.duration.to_string())),
@@ -216,7 +253,7 @@ pub fn attributes(info: &Info) -> Vec<(&'static str, Vec<u8>)> {
             info.path.as_os_str().as_bytes().to_vec(),
         ),
         ("user.cachetta.refreshing", flag(info.refreshing)),
-    ];
+    ]);
     if let Some(error) = &info.refresh_error {
         attrs.push(("user.cachetta.refresh_error", text(one_line(error))));
     }
@@ -368,12 +405,12 @@ mod tests {
         put(dir.path(), "a.json", "{\"a\":1}", 12.5);
         let i = info(&store, &config, "a.json");
         assert!(i.exists);
-        assert_eq!(i.state, InfoState::Fresh);
-        assert_eq!(i.age, 12.5);
-        assert_eq!(i.ttl, 48);
+        assert_eq!(i.state, Some(InfoState::Fresh));
+        assert_eq!(i.age, Some(12.5));
+        assert_eq!(i.ttl, Some(48));
         assert!(!i.expired && !i.stale);
         assert_eq!((i.duration, i.stale_duration), (60, 30));
-        assert_eq!(i.size, 7);
+        assert_eq!(i.size, Some(7));
         assert_eq!(i.path, store.root_path().join("a.json"));
     }
 
@@ -383,12 +420,12 @@ mod tests {
         put(dir.path(), "below.json", "1", 59.9);
         put(dir.path(), "at.json", "1", 60.0);
         let below = info(&store, &config, "below.json");
-        assert_eq!(below.state, InfoState::Fresh);
-        assert_eq!(below.ttl, 1);
+        assert_eq!(below.state, Some(InfoState::Fresh));
+        assert_eq!(below.ttl, Some(1));
         assert!(!below.expired);
         let at = info(&store, &config, "at.json");
-        assert_eq!(at.state, InfoState::Stale);
-        assert_eq!(at.ttl, 0);
+        assert_eq!(at.state, Some(InfoState::Stale));
+        assert_eq!(at.ttl, Some(0));
         assert!(at.expired && at.stale);
     }
 
@@ -398,12 +435,12 @@ mod tests {
         put(dir.path(), "s.json", "1", 89.9);
         put(dir.path(), "e.json", "1", 90.0);
         let s = info(&store, &config, "s.json");
-        assert_eq!(s.state, InfoState::Stale);
-        assert_eq!(s.ttl, -29);
+        assert_eq!(s.state, Some(InfoState::Stale));
+        assert_eq!(s.ttl, Some(-29));
         let e = info(&store, &config, "e.json");
-        assert_eq!(e.state, InfoState::Expired);
+        assert_eq!(e.state, Some(InfoState::Expired));
         assert!(e.exists && e.expired && !e.stale);
-        assert_eq!(e.ttl, -30);
+        assert_eq!(e.ttl, Some(-30));
     }
 
     #[test]
@@ -411,7 +448,7 @@ mod tests {
         let (dir, store, config) = setup();
         put(dir.path(), "cold/x.json", "1", 10.0);
         let i = info(&store, &config, "cold/x.json");
-        assert_eq!(i.state, InfoState::Expired);
+        assert_eq!(i.state, Some(InfoState::Expired));
         assert_eq!((i.duration, i.stale_duration), (10, 0));
         assert!(i.expired && !i.stale);
     }
@@ -421,9 +458,9 @@ mod tests {
         let (dir, store, config) = setup();
         put(dir.path(), "f.json", "1", -500.0);
         let i = info(&store, &config, "f.json");
-        assert_eq!(i.state, InfoState::Fresh);
-        assert_eq!(i.age, 0.0);
-        assert_eq!(i.ttl, 60);
+        assert_eq!(i.state, Some(InfoState::Fresh));
+        assert_eq!(i.age, Some(0.0));
+        assert_eq!(i.ttl, Some(60));
         assert!(!i.expired && !i.stale);
     }
 
@@ -436,7 +473,7 @@ mod tests {
         for key in ["c.json", "empty.json", "old.json"] {
             let i = info(&store, &config, key);
             assert!(i.exists, "{key}");
-            assert_eq!(i.state, InfoState::Corrupt, "{key}");
+            assert_eq!(i.state, Some(InfoState::Corrupt), "{key}");
         }
         assert!(info(&store, &config, "old.json").expired);
     }
@@ -450,7 +487,7 @@ mod tests {
         for key in ["nope.json", "link.json", "d.json", "../escape.json"] {
             let i = info(&store, &config, key);
             assert!(!i.exists, "{key}");
-            assert_eq!(i.state, InfoState::Missing);
+            assert_eq!((i.state, i.age, i.ttl, i.size), (None, None, None, None));
             assert!(!i.expired && !i.stale);
             assert_eq!(i.duration, 60);
         }
@@ -461,9 +498,9 @@ mod tests {
         let (dir, store, config) = setup();
         put(dir.path(), "notes.txt", "not json", 5000.0);
         let i = info(&store, &config, "notes.txt");
-        assert_eq!(i.state, InfoState::Scratch);
-        assert_eq!(i.age, 5000.0);
-        assert_eq!(i.ttl, 0);
+        assert_eq!(i.state, Some(InfoState::Scratch));
+        assert_eq!(i.age, Some(5000.0));
+        assert_eq!(i.ttl, Some(0));
         assert!(!i.expired && !i.stale);
     }
 
@@ -494,6 +531,56 @@ mod tests {
         assert!(v["age"].is_f64());
         i.refresh_error = Some("exit 1".into());
         assert_eq!(serde_json::to_value(&i).unwrap()["refresh_error"], "exit 1");
+    }
+
+    #[test]
+    fn info_json_is_in_field_order_and_null_where_there_is_no_file() {
+        let timing = Timing {
+            duration: Duration::from_secs(60),
+            stale: Duration::from_secs(30),
+        };
+        let path = PathBuf::from("/c/x.json");
+        let one_second_old = now() - Duration::from_secs(1);
+        let fresh = Info::of_entry(path.clone(), one_second_old, 7, true, timing, now());
+        assert_eq!(
+            serde_json::to_string(&fresh).unwrap(),
+            r#"{"exists":true,"state":"fresh","age":1.0,"ttl":59,"expired":false,"stale":false,"duration":60,"stale_duration":30,"path":"/c/x.json","size":7,"refreshing":false}"#
+        );
+        let missing = Info::missing(path, timing);
+        assert_eq!(
+            serde_json::to_string(&missing).unwrap(),
+            r#"{"exists":false,"state":null,"age":null,"ttl":null,"expired":false,"stale":false,"duration":60,"stale_duration":30,"path":"/c/x.json","size":null,"refreshing":false}"#
+        );
+        for info in [fresh, missing] {
+            let json = serde_json::to_string(&info).unwrap();
+            assert_eq!(serde_json::from_str::<Info>(&json).unwrap(), info);
+        }
+    }
+
+    #[test]
+    fn corrupt_entry_keeps_the_time_flags() {
+        let (dir, store, config) = setup();
+        put(dir.path(), "c.json", "{", 70.5);
+        let i = info(&store, &config, "c.json");
+        assert_eq!(i.state, Some(InfoState::Corrupt));
+        assert!(i.expired && i.stale);
+        assert_eq!(i.ttl, Some(-10));
+        assert!(!i.is_visible());
+    }
+
+    #[test]
+    fn missing_key_has_no_state_age_or_ttl_attribute() {
+        let (_dir, store, config) = setup();
+        let i = info(&store, &config, "nope.json");
+        let names: Vec<_> = attributes(&i).into_iter().map(|(n, _)| n).collect();
+        for absent in [
+            "user.cachetta.state",
+            "user.cachetta.age",
+            "user.cachetta.ttl",
+        ] {
+            assert!(!names.contains(&absent), "{absent}");
+        }
+        assert!(names.contains(&"user.cachetta.info"));
     }
 
     #[test]
@@ -552,7 +639,7 @@ mod tests {
         let name = std::ffi::OsStr::from_bytes(b"caf\xe9.json");
         std::fs::write(dir.path().join(name), "1").unwrap();
         let i = entry_info(&store, &config, Path::new(name), SystemTime::now());
-        assert_eq!(i.state, InfoState::Fresh);
+        assert_eq!(i.state, Some(InfoState::Fresh));
         let attrs = attributes(&i);
         let path = &attrs
             .iter()

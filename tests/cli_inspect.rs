@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CONFIG: &str = r#"
 duration = "1h"
@@ -280,6 +280,14 @@ fn info_reports_each_state_with_exit_codes() {
     let (stdout, stderr) = f.run(&["info", "missing.json"], 1);
     let missing: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(missing["exists"], false);
+    for field in ["state", "age", "ttl", "size"] {
+        assert!(missing[field].is_null(), "{field}: {missing}");
+    }
+    assert_eq!(
+        (&missing["expired"], &missing["stale"]),
+        (&json!(false), &json!(false))
+    );
+    assert!(missing["path"].as_str().unwrap().ends_with("missing.json"));
     assert!(stderr.contains("missing.json"), "{stderr}");
 
     assert_eq!(f.info("link.json", 1)["exists"], false);

@@ -154,7 +154,7 @@ fn list(
             let info = inspect::entry_info(store, config, &found.key, now);
             (found.key, info)
         })
-        .filter(|(_, info)| info.exists && (all || info.state.is_visible()))
+        .filter(|(_, info)| info.exists && (all || info.is_visible()))
         .collect();
     rows.sort_by(|a, b| {
         a.0.as_os_str()
@@ -169,17 +169,18 @@ fn table(rows: &[(PathBuf, Info)]) -> String {
     let mut cells: Vec<[String; 5]> =
         vec![["KEY", "STATE", "AGE", "TTL", "SIZE"].map(String::from)];
     for (key, info) in rows {
-        let ttl = if info.state == InfoState::Scratch {
-            "-".to_string()
-        } else {
-            human_duration(info.ttl)
+        let seconds = |value: Option<i64>| value.map_or_else(|| "-".to_string(), human_duration);
+        let ttl = match info.state {
+            Some(InfoState::Scratch) => "-".to_string(),
+            _ => seconds(info.ttl),
         };
         cells.push([
             key.to_string_lossy().into_owned(),
-            info.state.as_str().to_string(),
-            human_duration(info.age.floor() as i64),
+            info.state.map_or("-", InfoState::as_str).to_string(),
+            seconds(info.age.map(|age| age.floor() as i64)),
             ttl,
-            info.size.to_string(),
+            info.size
+                .map_or_else(|| "-".to_string(), |size| size.to_string()),
         ]);
     }
     let mut widths = [0usize; 5];

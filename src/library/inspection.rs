@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{disk, flight, info, Cachetta, Info};
+use super::{disk, flight, Cachetta, Info};
 use crate::policy::evaluate;
-use crate::store::{self, Kind};
+use crate::store::{self, Kind, Version};
 
 impl Cachetta {
     /// Whether the entry file exists, fresh or not (the seed's `exists()`).
@@ -52,38 +52,41 @@ impl Cachetta {
     /// ```
     pub fn info(&self) -> Info {
         let path = self.entry_path();
-        let seen = match disk::meta(&path) {
-            Ok(Some(m)) if m.kind == Kind::File => Some(self.judge(&path, m)),
-            _ => None,
+        let timing = self.timing();
+        let mut info = match disk::meta(&path) {
+            Ok(Some(m)) if m.kind == Kind::File => {
+                let (valid, version) = self.judge(&path, m);
+                let now = self.clock.now();
+                Info::of_entry(
+                    path.clone(),
+                    version.mtime,
+                    version.size,
+                    valid,
+                    timing,
+                    now,
+                )
+            }
+            _ => Info::missing(path.clone(), timing),
         };
-        Info::new(
-            &path,
-            seen,
-            self.duration,
-            self.stale_duration,
-            flight::is_running(&path),
-            flight::last_error(&path),
-        )
+        // The library's own refresh state: its in-process single flight, not the mount's.
+        info.refreshing = flight::is_running(&path);
+        info.refresh_error = flight::last_error(&path);
+        info
     }
 
-    /// State, validity and size of the file at `path`, last seen as `meta`.
-    fn judge(&self, path: &Path, meta: disk::Meta) -> info::Seen {
+    /// Whether the file at `path`, last seen as `meta`, holds valid JSON, and the version of it
+    /// that was judged.
+    fn judge(&self, path: &Path, meta: disk::Meta) -> (bool, Version) {
         let kept = self
             .hot
             .as_ref()
             .is_some_and(|hot| hot.get(path, &meta.version).is_some());
-        let (valid, version) = if kept {
-            (true, meta.version)
-        } else {
-            match disk::load(path) {
-                Ok(Some((bytes, stat))) => (store::is_valid_json(&bytes), stat.version()),
-                _ => (false, meta.version),
-            }
-        };
-        info::Seen {
-            verdict: evaluate(version.mtime, self.clock.now(), self.timing()),
-            valid,
-            size: version.size,
+        if kept {
+            return (true, meta.version);
+        }
+        match disk::load(path) {
+            Ok(Some((bytes, stat))) => (store::is_valid_json(&bytes), stat.version()),
+            _ => (false, meta.version),
         }
     }
 }

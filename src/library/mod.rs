@@ -36,7 +36,6 @@ mod clear;
 mod disk;
 mod error;
 mod flight;
-mod info;
 mod inspection;
 mod lru;
 mod path;
@@ -57,8 +56,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::policy::{evaluate, EntryState, Timing, Verdict};
 use crate::store::{self, Kind};
 
+pub use crate::inspect::{Info, InfoState};
 pub use error::{Error, Result};
-pub use info::{Info, InfoState};
 
 use lru::HotSet;
 use path::PathSpec;
