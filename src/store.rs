@@ -252,6 +252,15 @@ impl Store {
         Ok(Stat::from_raw(&rustix::fs::fstat(&fd)?))
     }
 
+    /// `lstat` of `name` in an open directory: one syscall, for listings.
+    pub fn stat_in(dir: &OwnedFd, name: &OsStr) -> io::Result<Stat> {
+        Ok(Stat::from_raw(&rustix::fs::statat(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?))
+    }
+
     /// `fstat` of an open file.
     pub fn fstat(file: &impl AsFd) -> io::Result<Stat> {
         Ok(Stat::from_raw(&rustix::fs::fstat(file)?))
@@ -561,7 +570,10 @@ pub fn file_is_valid_json(file: &File, limit: u64) -> io::Result<bool> {
         pending_len: 0,
         invalid: false,
     };
-    let mut reader = io::BufReader::with_capacity(256 * 1024, checked);
+    // A small entry gets a small buffer: most entries are a few KiB.
+    let size = file.metadata().map_or(0, |m| m.len());
+    let capacity = (size as usize).saturating_add(1).clamp(4096, 256 * 1024);
+    let mut reader = io::BufReader::with_capacity(capacity, checked);
     let parsed = serde_json::from_reader::<_, serde::de::IgnoredAny>(&mut reader);
     let checked = reader.into_inner();
     if let Err(e) = &parsed {

@@ -23,6 +23,7 @@ impl CacheFs {
             .getattr(ino, None)
             .map(|e| e.attr)
             .unwrap_or_else(|_| self.fill_dir_attr(ino));
+        let dir_fd = self.store.dir(&key).ok();
         let mut listed = Vec::with_capacity(items.len() + 2);
         listed.push(Listed {
             name: ".".into(),
@@ -58,7 +59,13 @@ impl CacheFs {
                 continue; // scratch files are not listed
             }
             let child = key.join(name);
-            if let Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) = self.visible(&child) {
+            let found = match &dir_fd {
+                Some(dir) => Store::stat_in(dir, name)
+                    .map_err(|e| FsError::io(child.display(), e))
+                    .and_then(|st| self.judge_stat(&child, st)),
+                None => self.visible(&child),
+            };
+            if let Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) = found {
                 let attr = Attr::from_stat(0, &st);
                 listed.push(Listed {
                     name: item.name,
@@ -112,6 +119,7 @@ impl CacheFs {
         let Handle::Dir { ino, items } = &*handle else {
             return Err(errno(libc::ENOTDIR));
         };
+        let dir = self.path_of(*ino)?;
         for (i, item) in items.iter().enumerate().skip(offset as usize) {
             let next = i as u64 + 1;
             if item.name == "." || item.name == ".." {
@@ -133,7 +141,7 @@ impl CacheFs {
                 continue;
             }
             let child = self.bind_listed(*ino, item);
-            let entry = match self.pinned_attr(child, &self.path_of(*ino)?.join(&item.name)) {
+            let entry = match self.pinned_attr(child, &dir.join(&item.name)) {
                 Ok(Some(pinned)) => pinned,
                 _ => Entry {
                     attr: Attr {

@@ -514,10 +514,15 @@ impl CacheFs {
     /// known is opened and judged as opened, so a replace racing with us can never make a
     /// valid entry look corrupt.
     fn visible(&self, key: &Path) -> FsResult<(Stat, Seen)> {
-        let mut st = self
+        let st = self
             .store
             .stat(key)
             .map_err(|e| FsError::io(key.display(), e))?;
+        self.judge_stat(key, st)
+    }
+
+    /// Judge what `st` says is at `key`, opening an entry whose validity is not known yet.
+    fn judge_stat(&self, key: &Path, mut st: Stat) -> FsResult<(Stat, Seen)> {
         let mut opened = None;
         let name = key.file_name().unwrap_or_default();
         if st.kind == Kind::File
