@@ -1045,6 +1045,15 @@ impl CacheFs {
         self.store
             .rename(&from, &to, flags & libc::RENAME_NOREPLACE != 0)
             .map_err(|e| FsError::io(format!("{} -> {}", from.display(), to.display()), e))?;
+        if st.kind == Kind::File && store::is_entry_name(newname) {
+            // Just validated: the next lookup need not parse it again (the rename itself
+            // changed its ctime, so the version is taken now).
+            if let Ok(now) = self.store.stat(&to) {
+                if now.ino == st.ino {
+                    self.validity.lock().insert(now.version(), true);
+                }
+            }
+        }
         self.nodes
             .write()
             .rename((parent, name), (newparent, newname));
