@@ -9,20 +9,6 @@ use std::os::unix::fs::symlink;
 
 use common::*;
 
-#[track_caller]
-fn assert_unchanged(m: &Mount, rel: &str, bytes: &[u8]) {
-    assert_eq!(
-        fs::read(m.path(rel)).unwrap(),
-        bytes,
-        "{rel} through the mount"
-    );
-    assert_eq!(
-        fs::read(m.backing_path(rel)).unwrap(),
-        bytes,
-        "{rel} in backing dir"
-    );
-}
-
 #[test]
 fn invalid_json_fails_at_close_with_einval_and_keeps_the_old_entry() {
     if !require_fuse() {
@@ -34,7 +20,7 @@ fn invalid_json_fails_at_close_with_einval_and_keeps_the_old_entry() {
     let mut f = File::create(m.path("x.json")).unwrap();
     f.write_all(b"nope").unwrap();
     assert_eq!(errno_of(close_fd(f)), libc::EINVAL);
-    assert_unchanged(&m, "x.json", b"{\"old\":true}");
+    assert_entry(&m, "x.json", b"{\"old\":true}");
     assert_eq!(m.list(""), names(&["x.json"]));
     assert_eq!(
         m.list_backing(""),
@@ -65,7 +51,7 @@ fn non_utf8_json_is_rejected() {
     let mut f = File::create(m.path("x.json")).unwrap();
     f.write_all(b"\"caf\xe9\"").unwrap();
     assert_eq!(errno_of(close_fd(f)), libc::EINVAL);
-    assert_unchanged(&m, "x.json", b"\"ok\"");
+    assert_entry(&m, "x.json", b"\"ok\"");
 }
 
 #[test]
@@ -78,7 +64,7 @@ fn shell_echo_of_invalid_json_leaves_the_old_entry_byte_identical() {
     // The shell may not report the failed close (dup2 over fd 1 ignores it), so only the
     // outcome is checked here; EINVAL at close is checked above with close(2) itself.
     let _ = m.sh("echo nope > x.json");
-    assert_unchanged(&m, "x.json", old);
+    assert_entry(&m, "x.json", old);
     assert_eq!(m.list_backing(""), names(&["x.json"]));
 }
 
@@ -115,7 +101,7 @@ fn renaming_invalid_scratch_file_onto_entry_fails_einval_and_changes_nothing() {
         errno_of(fs::rename(m.path("x.json.tmp"), m.path("x.json"))),
         libc::EINVAL
     );
-    assert_unchanged(&m, "x.json", b"{\"old\":1}");
+    assert_entry(&m, "x.json", b"{\"old\":1}");
     assert_eq!(fs::read(m.path("x.json.tmp")).unwrap(), b"not json");
     assert_eq!(m.list_backing(""), names(&["x.json", "x.json.tmp"]));
 }
@@ -159,7 +145,7 @@ except OSError as e:
         String::from_utf8_lossy(&out.stdout).trim(),
         libc::EINVAL.to_string()
     );
-    assert_unchanged(&m, "x.json", b"{\"old\":1}");
+    assert_entry(&m, "x.json", b"{\"old\":1}");
     assert_eq!(m.list_backing(""), names(&["x.json"]));
 }
 
@@ -183,7 +169,7 @@ fn entry_larger_than_max_entry_bytes_fails_efbig_and_keeps_the_old_entry() {
         Ok(()) => errno_of(close_fd(f)),
     };
     assert_eq!(errno, libc::EFBIG);
-    assert_unchanged(&m, "x.json", b"{\"small\":1}");
+    assert_entry(&m, "x.json", b"{\"small\":1}");
     assert_eq!(m.list_backing(""), names(&["x.json"]));
 }
 
@@ -195,7 +181,7 @@ fn entry_of_exactly_max_entry_bytes_is_accepted() {
     let m = Mount::new().config("max_entry_bytes = 1024\n").start();
     let exact = format!("\"{}\"", "b".repeat(1022));
     fs::write(m.path("x.json"), &exact).unwrap();
-    assert_unchanged(&m, "x.json", exact.as_bytes());
+    assert_entry(&m, "x.json", exact.as_bytes());
 }
 
 #[test]

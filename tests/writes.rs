@@ -20,22 +20,6 @@ fn assert_recent(t: SystemTime) {
     assert!(diff < NOW_SLACK, "mtime {t:?} is not ~now ({now:?})");
 }
 
-/// The entry reads back the same through the mount and in the backing dir, and nothing
-/// else (no staging file) is left in that backing directory.
-#[track_caller]
-fn assert_entry(m: &Mount, rel: &str, bytes: &[u8]) {
-    assert_eq!(
-        fs::read(m.path(rel)).unwrap(),
-        bytes,
-        "{rel} through the mount"
-    );
-    assert_eq!(
-        fs::read(m.backing_path(rel)).unwrap(),
-        bytes,
-        "{rel} in backing dir"
-    );
-}
-
 #[test]
 fn echo_redirect_creates_an_entry() {
     if !require_fuse() {

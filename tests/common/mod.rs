@@ -658,3 +658,18 @@ pub fn forking() -> std::sync::RwLockReadGuard<'static, ()> {
 pub fn no_forks() -> std::sync::RwLockWriteGuard<'static, ()> {
     FORKS.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The entry reads back as `bytes` both through the mount and in the backing dir.
+#[track_caller]
+pub fn assert_entry(m: &Mount, rel: &str, bytes: &[u8]) {
+    assert_eq!(
+        fs::read(m.path(rel)).unwrap(),
+        bytes,
+        "{rel} through the mount"
+    );
+    assert_eq!(
+        fs::read(m.backing_path(rel)).unwrap(),
+        bytes,
+        "{rel} in backing dir"
+    );
+}
