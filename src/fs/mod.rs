@@ -3,8 +3,10 @@
 //! results into replies, and tests can call these methods directly.
 
 mod dir;
+mod fill;
 mod handles;
 mod nodes;
+mod open;
 mod pins;
 mod write;
 mod xattr;
@@ -29,7 +31,7 @@ use crate::error::{FsError, FsResult};
 use crate::hot::HotSet;
 use crate::invalidate::{Invalidation, Invalidator};
 use crate::policy::{self, EntryState, Verdict};
-use crate::refresh::{Outcome, Reason, Refresher};
+use crate::refresh::Refresher;
 use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
 
@@ -681,273 +683,6 @@ impl CacheFs {
         }))
     }
 
-    pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> FsResult<Opened> {
-        let key = self.path_of(ino)?;
-        let name = key.file_name().unwrap_or_default().to_os_string();
-        let accmode = flags & libc::O_ACCMODE;
-        if accmode != libc::O_RDONLY {
-            self.writable()?;
-        }
-        if accmode == libc::O_RDONLY && store::is_entry_name(&name) {
-            return self.open_entry_for_reading(ino, &key);
-        }
-        self.writer_enter(ino)?;
-        let opened = self.open_for_writing(caller, ino, &key, flags);
-        if opened.is_err() {
-            self.pins.lock().writer_exit(ino);
-        }
-        opened
-    }
-
-    fn open_for_writing(
-        &self,
-        caller: Caller,
-        ino: u64,
-        key: &Path,
-        flags: i32,
-    ) -> FsResult<Opened> {
-        if !store::is_entry_name(key.file_name().unwrap_or_default()) {
-            return self.open_scratch(ino, key, flags, None);
-        }
-        let mut state = self.start_write(
-            caller,
-            key,
-            flags & libc::O_TRUNC != 0,
-            0o644,
-            flags & libc::O_APPEND != 0,
-        )?;
-        if state.base.is_none() && !state.truncated {
-            // Opening for write a name the kernel still has cached but that is gone or hidden.
-            state.truncated = true;
-        }
-        state.ino = ino;
-        let fh = self.add_handle(Handle::Write(Mutex::new(state)));
-        Ok(Opened {
-            fh,
-            ino,
-            mode: OpenMode::DirectIo,
-            read_only: false,
-        })
-    }
-
-    /// Register a direct-I/O open (writer, scratch file) on `ino`. The kernel refuses it on an
-    /// inode whose reads are passed through; then the name moves to a fresh inode, reserved a
-    /// moment for this writer, and `ESTALE` makes the kernel look the name up again and retry
-    /// the open, transparently.
-    fn writer_enter(&self, ino: u64) -> FsResult<()> {
-        if self.pins.lock().writer_enter(ino) {
-            return Ok(());
-        }
-        // Whatever inode the name has by now (another replace may have moved it on already),
-        // the writer's retry must find a fresh one.
-        let name = self.nodes.read().name_of(ino);
-        if let Some((parent, name)) = name {
-            self.reserved
-                .lock()
-                .insert((parent, name.clone()), std::time::Instant::now());
-            self.nodes.write().replace(parent, &name);
-            self.invalidate(Invalidation::Entry(parent, name), true);
-        }
-        Err(errno(libc::ESTALE))
-    }
-
-    /// Whether a writer was just sent to look `ino`'s name up again (then readers must not
-    /// start a passthrough pin on it).
-    fn reserved_for_writer(&self, ino: u64) -> bool {
-        let Some(name) = self.nodes.read().bound_name(ino) else {
-            return false;
-        };
-        let mut reserved = self.reserved.lock();
-        reserved.retain(|_, at| at.elapsed() < WRITER_RESERVATION);
-        reserved.contains_key(&name)
-    }
-
-    fn open_entry_for_reading(&self, ino: u64, key: &Path) -> FsResult<Opened> {
-        let joined = self.pins.lock().join(ino);
-        let was_pinned = joined.is_some();
-        let acquired = match joined {
-            Some(acquired) => acquired,
-            None => self.pin_current(ino, key)?,
-        };
-        let st = Store::fstat(&*acquired.file)?;
-        let Seen::Entry(verdict) = self.judge(key, &st, Some(&acquired.file)) else {
-            self.pins.lock().release(ino);
-            bump(&self.stats.misses);
-            return Err(errno(libc::ENOENT));
-        };
-        if was_pinned {
-            let current = self.store.stat(key).ok().map(|now| (now.dev, now.ino));
-            if current != Some((st.dev, st.ino)) {
-                self.rotate(ino, false);
-            }
-        }
-        bump(&self.stats.hits);
-        if verdict.state == EntryState::Stale {
-            bump(&self.stats.stale_served);
-            self.on_stale_read(key);
-        }
-        let mode = if acquired.passthrough {
-            OpenMode::Passthrough {
-                file: acquired.file.clone(),
-                generation: acquired.generation,
-            }
-        } else {
-            OpenMode::DirectIo
-        };
-        let fh = self.add_handle(Handle::Read {
-            ino,
-            file: acquired.file,
-        });
-        Ok(Opened {
-            fh,
-            ino,
-            mode,
-            read_only: true,
-        })
-    }
-
-    /// Bind a name that is being created. A node still pinned by readers of an older file at
-    /// that name is left to them: the new file gets its own inode.
-    fn bind_created(&self, parent: u64, name: &OsStr) -> u64 {
-        let old = self.nodes.read().find(parent, name);
-        let pinned = old.is_some_and(|ino| self.pins.lock().get(ino).is_some());
-        let mut nodes = self.nodes.write();
-        if pinned {
-            nodes.replace(parent, name);
-        }
-        nodes.bind(parent, name, Kind::File)
-    }
-
-    /// Pin the content the name holds now.
-    fn pin_current(&self, ino: u64, key: &Path) -> FsResult<pins::Acquired> {
-        let (file, st) = self
-            .store
-            .open_file(key, OFlags::RDONLY, Mode::empty())
-            .map_err(|e| FsError::io(key.display(), e))?;
-        let passthrough =
-            self.passthrough.load(Ordering::Relaxed) && !self.reserved_for_writer(ino);
-        Ok(self
-            .pins
-            .lock()
-            .acquire(ino, (st.dev, st.ino), file, passthrough))
-    }
-
-    /// The refresh state of a key, for `info` and its attributes.
-    fn with_refresh_state(
-        &self,
-        key: &Path,
-        mut info: crate::inspect::Info,
-    ) -> crate::inspect::Info {
-        info.refreshing = self.refresher.is_running(key);
-        info.refresh_error = self.refresher.last_error(key);
-        info
-    }
-
-    /// A stale entry was opened for reading: refresh it in the background (shared with any
-    /// refresh already running; nothing during its backoff). Reading never waits for it.
-    fn on_stale_read(&self, key: &Path) {
-        self.refresher.start(key, Reason::Stale);
-    }
-
-    /// Whether a missed `.json` lookup should run the key's refresh and wait for it.
-    pub fn may_fill(&self, parent: u64, name: &OsStr) -> bool {
-        if !store::is_entry_name(name) {
-            return false;
-        }
-        let Ok(key) = self.child_path(parent, name) else {
-            return false;
-        };
-        let settings = self.config.settings_for(key.as_os_str()).settings;
-        settings.fill_on_miss && settings.refresh.is_some()
-    }
-
-    /// Read-through: a lookup that missed runs the key's refresh (or joins the one running)
-    /// and waits for it, then answers with the new entry, or `ENOENT`.
-    pub fn lookup_filling(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
-        match self.lookup_quietly(parent, name) {
-            Err(e) if e.errno == libc::ENOENT => {
-                let key = self.child_path(parent, name)?;
-                match self.refresher.run_and_wait(&key, Reason::Miss) {
-                    Outcome::Published => self.lookup_quietly(parent, name),
-                    outcome => {
-                        debug!(key = %key.display(), ?outcome, "read-through gave no entry");
-                        Err(errno(libc::ENOENT))
-                    }
-                }
-            }
-            other => other,
-        }
-    }
-
-    fn open_scratch(
-        &self,
-        ino: u64,
-        key: &Path,
-        flags: i32,
-        create: Option<u32>,
-    ) -> FsResult<Opened> {
-        let mut oflags = OFlags::from_bits_retain(
-            (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC)) as u32,
-        );
-        if create.is_some() {
-            oflags |= OFlags::CREATE | OFlags::from_bits_retain((flags & libc::O_EXCL) as u32);
-        }
-        let mode = Mode::from_raw_mode(create.unwrap_or(0));
-        let (file, _) = self
-            .store
-            .open_file(key, oflags, mode)
-            .map_err(|e| FsError::io(key.display(), e))?;
-        let fh = self.add_handle(Handle::Scratch { ino, file });
-        Ok(Opened {
-            fh,
-            ino,
-            mode: OpenMode::DirectIo,
-            read_only: false,
-        })
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let handle = self.handle(fh)?;
-        let mut buf = vec![0u8; size as usize];
-        let n = match &*handle {
-            Handle::Read { file, .. } => return self.read_entry(file, offset, size),
-            Handle::Scratch { file, .. } => read_full_at(file, &mut buf, offset)?,
-            Handle::Write(state) => match state.lock().current() {
-                Some(file) => read_full_at(file, &mut buf, offset)?,
-                None => 0,
-            },
-            Handle::Dir { .. } => return Err(errno(libc::EISDIR)),
-        };
-        buf.truncate(n);
-        Ok(buf)
-    }
-
-    /// The last close of an open file. Returns the inode whose pin this released, if that was
-    /// its last open (the adapter then drops the kernel's passthrough backing).
-    pub fn release(&self, fh: u64) -> Option<(u64, u64)> {
-        let handle = self.handles.write().remove(&fh)?;
-        match &*handle {
-            Handle::Write(state) => {
-                let mut state = state.lock();
-                self.pins.lock().writer_exit(state.ino);
-                if let Some(staging) = state.staging.take() {
-                    self.store.discard(staging);
-                }
-                None
-            }
-            Handle::Read { ino, .. } => self
-                .pins
-                .lock()
-                .release(*ino)
-                .map(|generation| (*ino, generation)),
-            Handle::Scratch { ino, .. } => {
-                self.pins.lock().writer_exit(*ino);
-                None
-            }
-            Handle::Dir { .. } => None,
-        }
-    }
-
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> FsResult<Entry> {
         self.writable()?;
         let key = self.child_path(parent, name)?;
@@ -1116,29 +851,6 @@ impl CacheFs {
         serde_json::Value::Object(object).to_string()
     }
 
-    /// Before creating something in `dir`: a fill directory shown before it exists is made
-    /// in the backing dir now (with any missing parents), as a fill would.
-    fn materialize_fill_dir(&self, dir: &Path) -> FsResult<()> {
-        if self.is_fill_dir(dir) && self.store.stat(dir).is_err() {
-            self.store
-                .mkdir_all(dir)
-                .map_err(|e| FsError::io(dir.display(), e))?;
-        }
-        Ok(())
-    }
-
-    fn is_fill_dir(&self, key: &Path) -> bool {
-        self.fill_dirs.iter().any(|d| d == key)
-    }
-
-    /// A directory a fill rule names, before its first fill creates it in the backing dir.
-    fn fill_dir_attr(&self, ino: u64) -> Attr {
-        let root = self.store.stat(Path::new("")).ok();
-        let now = self.clock.now();
-        let (uid, gid) = root.map_or((0, 0), |r| (r.uid, r.gid));
-        Attr::synthetic(ino, Kind::Dir, 0o755, uid, gid, now)
-    }
-
     /// Names the filesystem refuses to create: links and special files.
     pub fn refuse_special(&self) -> FsError {
         if self.read_only {
@@ -1146,37 +858,6 @@ impl CacheFs {
         } else {
             errno(libc::EPERM)
         }
-    }
-}
-
-impl CacheFs {
-    /// A read of an entry that reached the daemon: from the hot set while the file is
-    /// unchanged (one `fstat` tells), else from the file, keeping small entries for next time.
-    fn read_entry(&self, file: &File, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let st = Store::fstat(file)?;
-        let version = st.version();
-        let content = match self.hot.get(&version) {
-            Some(content) => {
-                bump(&self.stats.lru_hits);
-                content
-            }
-            None if offset == 0 && self.hot.admits(st.size) => {
-                let content: Arc<[u8]> = store::read_all(file, st.size.saturating_add(1))?.into();
-                if content.len() as u64 == st.size {
-                    self.hot.insert(version, content.clone());
-                }
-                content
-            }
-            None => {
-                let mut buf = vec![0u8; size as usize];
-                let n = read_full_at(file, &mut buf, offset)?;
-                buf.truncate(n);
-                return Ok(buf);
-            }
-        };
-        let start = (offset as usize).min(content.len());
-        let end = start.saturating_add(size as usize).min(content.len());
-        Ok(content[start..end].to_vec())
     }
 }
 
