@@ -25,6 +25,7 @@ pub mod policy;
 pub mod refresh;
 pub mod stats;
 pub mod store;
+pub mod umount;
 pub mod watch;
 
 pub use hash::hash;

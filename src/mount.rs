@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::mount::{unmount, UnmountFlags};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
@@ -37,6 +36,7 @@ use crate::fuse::FuseAdapter;
 use crate::gc;
 use crate::invalidate::Invalidator;
 use crate::store::Store;
+use crate::umount::{self, Unmounted};
 use crate::watch;
 
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores.
@@ -378,49 +378,21 @@ fn ended(inbox: &Receiver<Event>, timeout: Duration) -> bool {
     }
 }
 
-/// Unmount our own mount: `umount`, lazily when busy; `fusermount3 -u` when not root.
+/// Unmount our own mount, lazily when busy; failures are logged (we are stopping anyway).
 fn unmount_self(mnt: &Path) {
-    match unmount(mnt, UnmountFlags::empty()) {
-        Ok(()) | Err(Errno::INVAL) => {}
-        Err(Errno::BUSY) => {
-            warn!(mountpoint = %mnt.display(), "mount busy; detaching it lazily");
-            detach(mnt);
+    match umount::unmount_or_detach(mnt) {
+        Ok(Unmounted::Lazily) => {
+            warn!(mountpoint = %mnt.display(), "mount busy; detached it lazily")
         }
-        Err(Errno::PERM) => fusermount(mnt, "-u"),
-        Err(e) => {
-            warn!(mountpoint = %mnt.display(), "unmount failed ({e}); detaching lazily");
-            detach(mnt);
-        }
+        Ok(_) => {}
+        Err(e) => error!("{e}"),
     }
 }
 
-/// `umount -l`: detach the mount even while files in it are open.
+/// `umount -l`, logging a failure.
 fn detach(mnt: &Path) {
-    match unmount(mnt, UnmountFlags::DETACH) {
-        Ok(()) | Err(Errno::INVAL) => {}
-        Err(Errno::PERM) => fusermount(mnt, "-uz"),
-        Err(e) => error!(mountpoint = %mnt.display(), "cannot detach the mount: {e}"),
-    }
-}
-
-fn fusermount(mnt: &Path, flag: &str) {
-    let out = std::process::Command::new("fusermount3")
-        .arg(flag)
-        .arg(mnt)
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) if flag == "-u" && String::from_utf8_lossy(&out.stderr).contains("busy") => {
-            warn!(mountpoint = %mnt.display(), "mount busy; detaching it lazily");
-            fusermount(mnt, "-uz");
-        }
-        Ok(out) => error!(
-            "fusermount3 {flag} {} failed: {}",
-            mnt.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => error!("cannot run fusermount3 (package fuse3): {e}"),
+    if let Err(e) = umount::detach(mnt) {
+        error!("{e}");
     }
 }
 

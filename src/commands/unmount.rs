@@ -1,16 +1,16 @@
 //! `cachetta unmount [MOUNTPOINT]`: remove a cachetta mount, lazily when it is busy.
 //!
 //! Only a FUSE mount (type `fuse` or `fuse.cachetta` in `/proc/self/mountinfo`) is ever
-//! unmounted, so a typo never detaches some other filesystem. Root uses `umount2`; other users
-//! fall back to `fusermount3 -u` (`-uz` when busy).
+//! unmounted, so a typo never detaches some other filesystem. The unmounting itself is
+//! `crate::umount`, shared with the daemon's own shutdown.
 
-use std::ffi::{CString, OsStr, OsString};
-use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use crate::cli::UnmountArgs;
+use crate::umount::{self, Unmounted};
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
@@ -41,17 +41,11 @@ pub fn run(args: UnmountArgs) -> ExitCode {
         }
         Some(_) => {}
     }
-    match umount(&path, 0) {
-        Ok(()) => unmounted(&path, false),
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match umount(&path, libc::MNT_DETACH) {
-            Ok(()) => unmounted(&path, true),
-            Err(e) => fail(format_args!("cannot unmount {}: {e}", path.display())),
-        },
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount(&path),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            fail(format_args!("{} is not a mount point", path.display()))
-        }
-        Err(e) => fail(format_args!("cannot unmount {}: {e}", path.display())),
+    match umount::unmount_or_detach(&path) {
+        Ok(Unmounted::Cleanly) => unmounted(&path, false),
+        Ok(Unmounted::Lazily) => unmounted(&path, true),
+        Ok(Unmounted::NotMounted) => fail(format_args!("{} is not a mount point", path.display())),
+        Err(e) => fail(e),
     }
 }
 
@@ -119,53 +113,6 @@ fn unescape(field: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-fn umount(path: &Path, flags: libc::c_int) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Unmount as an ordinary user through the setuid helper, lazily if the mount is busy.
-fn fusermount(path: &Path) -> ExitCode {
-    let run = |flag: &str| Command::new("fusermount3").arg(flag).arg(path).output();
-    let output = match run("-u") {
-        Ok(o) => o,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return fail(format_args!(
-            "cannot unmount {}: not permitted, and fusermount3 is not installed (package fuse3)",
-            path.display()
-        ))
-        }
-        Err(e) => return fail(format_args!("cannot run fusermount3: {e}")),
-    };
-    if output.status.success() {
-        return unmounted(path, false);
-    }
-    let stderr = OsString::from_vec(output.stderr);
-    let message = stderr.to_string_lossy();
-    if !message.contains("busy") {
-        return fail(format_args!(
-            "cannot unmount {}: {}",
-            path.display(),
-            message.trim()
-        ));
-    }
-    match run("-uz") {
-        Ok(o) if o.status.success() => unmounted(path, true),
-        Ok(o) => fail(format_args!(
-            "cannot unmount {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => fail(format_args!("cannot run fusermount3: {e}")),
-    }
 }
 
 #[cfg(test)]
