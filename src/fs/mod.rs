@@ -442,24 +442,15 @@ impl CacheFs {
         fh
     }
 
-    /// Whether the content version is one complete JSON value; parsed once per version.
+    /// Whether the content version (read through `file`, opened by the caller) is one complete
+    /// JSON value; parsed once per version.
     fn is_valid(&self, key: &Path, st: &Stat, file: Option<&File>) -> bool {
         let version = st.version();
         if let Some(&valid) = self.validity.lock().get(&version) {
             return valid;
         }
-        let opened;
-        let file = match file {
-            Some(f) => f,
-            None => match self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
-                Ok((f, now)) if now.version() == version => {
-                    opened = f;
-                    &opened
-                }
-                // Replaced or removed meanwhile: judge it next time, with its new version.
-                _ => return false,
-            },
-        };
+        // Not opened (gone, or unreadable): hidden now, judged again next time.
+        let Some(file) = file else { return false };
         let valid = match store::file_is_valid_json(file, self.config.max_entry_bytes) {
             Ok(valid) => valid,
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => false,
@@ -722,12 +713,13 @@ impl CacheFs {
         let mut invisible = Vec::new();
         for item in items {
             let child = key.join(&item.name);
-            let Ok(st) = self.store.stat(&child) else {
-                continue;
-            };
-            match self.judge(&child, &st, None) {
-                Seen::Dir | Seen::Entry(_) => return Err(errno(libc::ENOTEMPTY)),
-                Seen::Scratch | Seen::Hidden => invisible.push(child),
+            // Judged as opened: a valid entry being replaced right now never looks corrupt
+            // here, so it is never removed as invisible.
+            match self.visible(&child) {
+                Ok((_, Seen::Dir | Seen::Entry(_))) => return Err(errno(libc::ENOTEMPTY)),
+                Ok(_) => invisible.push(child),
+                Err(e) if e.errno == libc::ENOENT => invisible.push(child),
+                Err(e) => return Err(e),
             }
         }
         for child in invisible {
