@@ -438,15 +438,11 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         bump(&self.fs.requests().readdir);
-        match self.fs.readdir(fh.0, offset) {
-            Ok(items) => {
-                for (next, ino, item_kind, name) in items {
-                    if reply.add(INodeNo(ino), next, kind(item_kind), &name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let result = self.fs.readdir(fh.0, offset, |next, ino, item_kind, name| {
+            reply.add(INodeNo(ino), next, kind(item_kind), name)
+        });
+        match result {
+            Ok(()) => reply.ok(),
             Err(err) => reply.error(fail("readdir", err)),
         }
     }

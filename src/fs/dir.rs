@@ -77,33 +77,33 @@ impl CacheFs {
         Ok(self.add_handle(Handle::Dir { ino, items: listed }))
     }
 
-    /// Listed names from `offset` on; the offset of item i is i + 1. Inode numbers are those
-    /// the names are bound to, or the backing inode for names not looked up yet.
+    /// Hand the listed names from `offset` on to `add` until it says the reply is full; the
+    /// offset of item i is i + 1. Inode numbers are those the names are bound to, or the
+    /// backing inode for names not looked up yet.
     pub fn readdir(
         &self,
         fh: u64,
         offset: u64,
-    ) -> FsResult<Vec<(u64, u64, Kind, std::ffi::OsString)>> {
+        mut add: impl FnMut(u64, u64, Kind, &OsStr) -> bool,
+    ) -> FsResult<()> {
         let handle = self.handle(fh)?;
         let Handle::Dir { ino, items } = &*handle else {
             return Err(errno(libc::ENOTDIR));
         };
         let nodes = self.nodes.read();
-        Ok(items
-            .iter()
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, item)| {
-                let child = match item.name.to_str() {
-                    Some(".") => *ino,
-                    Some("..") => ROOT,
-                    _ => nodes
-                        .find(*ino, &item.name)
-                        .unwrap_or(item.attr.backing_ino.max(1)),
-                };
-                (i as u64 + 1, child, item.attr.kind, item.name.clone())
-            })
-            .collect())
+        for (i, item) in items.iter().enumerate().skip(offset as usize) {
+            let child = match item.name.to_str() {
+                Some(".") => *ino,
+                Some("..") => ROOT,
+                _ => nodes
+                    .find(*ino, &item.name)
+                    .unwrap_or(item.attr.backing_ino.max(1)),
+            };
+            if add(i as u64 + 1, child, item.attr.kind, &item.name) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Like `readdir`, with each name's attributes. Every name handed to the kernel here

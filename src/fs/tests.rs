@@ -45,13 +45,16 @@ impl Fixture {
 
     fn names(&self) -> Vec<String> {
         let fh = self.fs.opendir(ROOT).unwrap();
-        let items = self.fs.readdir(fh, 0).unwrap();
+        let mut names = Vec::new();
+        self.fs
+            .readdir(fh, 0, |_, _, _, name| {
+                names.push(name.to_string_lossy().into_owned());
+                false
+            })
+            .unwrap();
         self.fs.releasedir(fh);
-        items
-            .into_iter()
-            .map(|(_, _, _, name)| name.to_string_lossy().into_owned())
-            .filter(|n| n != "." && n != "..")
-            .collect()
+        names.retain(|n| n != "." && n != "..");
+        names
     }
 
     fn write_entry(&self, name: &str, body: &[u8]) -> FsResult<()> {
@@ -292,4 +295,34 @@ fn read_only_refuses_changes_with_erofs() {
         libc::EROFS
     );
     assert!(fs.open(ME, ino, libc::O_RDONLY).is_ok());
+}
+
+#[test]
+fn listings_page_by_offset_and_resume_where_the_reply_filled_up() {
+    let f = fixture("");
+    for name in ["a.json", "b.json", "c.json"] {
+        f.put(name, "{}", Duration::ZERO);
+    }
+    let fh = f.fs.opendir(ROOT).unwrap();
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut page = 0;
+        f.fs.readdir(fh, offset, |next, _, _, name| {
+            if page == 2 {
+                return true; // full: this name is not taken
+            }
+            page += 1;
+            offset = next;
+            seen.push(name.to_string_lossy().into_owned());
+            false
+        })
+        .unwrap();
+        if page == 0 {
+            break;
+        }
+    }
+    f.fs.releasedir(fh);
+    seen.sort();
+    assert_eq!(seen, [".", "..", "a.json", "b.json", "c.json"]);
 }
