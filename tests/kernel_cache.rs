@@ -177,3 +177,41 @@ fn the_inode_table_shrinks_back_once_the_kernel_forgets() {
         stats(&m)["inodes"].as_u64().unwrap() < 100
     }));
 }
+
+#[test]
+fn the_hot_set_serves_reads_only_while_the_backing_file_is_unchanged() {
+    if !require_fuse() {
+        return;
+    }
+    // Without passthrough every read comes to the daemon, which serves it from the hot set.
+    let m = Mount::new()
+        .env("CACHETTA_PASSTHROUGH", "0")
+        .backing_file("x.json", "{\"v\":1111}")
+        .start();
+    assert_eq!(stats(&m)["passthrough"], false);
+    assert_eq!(fs::read(m.path("x.json")).unwrap(), b"{\"v\":1111}");
+    assert_eq!(fs::read(m.path("x.json")).unwrap(), b"{\"v\":1111}");
+    let kept = stats(&m);
+    assert!(kept["lru_hits"].as_u64().unwrap() >= 1, "{kept}");
+    assert_eq!(kept["lru_entries"], 1);
+
+    // Rewritten in place behind the mount's back: same inode, same size, even the old mtime
+    // put back. Only the ctime tells, and that is enough: no stale byte is served.
+    let mtime = fs::metadata(m.backing_path("x.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    fs::write(m.backing_path("x.json"), "{\"v\":2222}").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(m.backing_path("x.json"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || fs::read(m.path("x.json"))
+            .unwrap()
+            == b"{\"v\":2222}"),
+        "the hot set served a changed file"
+    );
+}

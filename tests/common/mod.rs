@@ -72,6 +72,7 @@ pub struct MountBuilder {
     backing: PathBuf,
     config: Option<String>,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     create_dirs: bool,
 }
 
@@ -88,6 +89,7 @@ impl Mount {
             dir,
             config: None,
             args: Vec::new(),
+            env: Vec::new(),
             create_dirs: true,
         }
     }
@@ -101,6 +103,13 @@ impl MountBuilder {
     }
 
     /// Extra arguments after `mount MNT --backing DIR [--config FILE]`.
+    /// An environment variable for the daemon (e.g. `CACHETTA_PASSTHROUGH=0`).
+    pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((name.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
     pub fn args<S: AsRef<OsStr>>(mut self, args: &[S]) -> Self {
         self.args
             .extend(args.iter().map(|a| a.as_ref().to_os_string()));
@@ -212,6 +221,7 @@ impl MountBuilder {
             cmd.arg("--config").arg(&path);
             path
         });
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(&self.args)
             // Keep the developer's own config, cache and state out of the test.
             .env("XDG_CONFIG_HOME", xdg.join("config"))
