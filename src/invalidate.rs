@@ -1,159 +1,131 @@
-//! Kernel cache invalidations, sent from dedicated threads.
+//! Kernel attribute invalidations, sent from one thread that nobody waits for.
 //!
-//! The kernel may be waiting on the very request that causes an invalidation, so handlers
-//! never notify the kernel themselves: they queue an [`Invalidation`] here. Names and page
-//! ranges go through one thread (delivering them may need a directory or page lock, held by a
-//! request that waits for a free worker); a handler that needs their effect before it replies
-//! waits a bounded time, never forever, and fewer handlers wait at once than there are
-//! workers, so the request holding the lock always finds one. Attribute-only invalidations take no lock in the kernel, so they go
-//! through a second thread and a handler may wait for them freely.
+//! The mount keeps the kernel coherent at reply time (see `fs::coherence`): names and
+//! attributes are cached for at most a second, and names being written are not cached at all.
+//! What is left for notifications is a hint that an inode's attributes changed (a publish, a
+//! change in the backing dir), so other processes see it before their second is up.
+//!
+//! Only attribute invalidations are ever sent. They take no lock in the kernel, so the thread
+//! that delivers them can never sleep on a directory or page lock held by a request that waits
+//! for this daemon: entry invalidations (`inval_entry`) take the parent directory's lock, and a
+//! daemon killed while delivering one never finishes exiting (FUSE-NOTES: Traps). No request
+//! handler waits for a delivery. The queue is bounded and deduplicated: an inode already queued
+//! is not queued twice, and when the queue is full a hint is dropped (the one-second bound
+//! still holds without it).
 
-use std::ffi::OsString;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
+use std::collections::HashSet;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
 
+use parking_lot::Mutex;
 use tracing::debug;
 
-/// One thing the kernel must forget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    /// An inode's attributes and cached data.
-    Inode(u64),
-    /// An inode's attributes only (size, mtime): lock-free in the kernel.
-    Attributes(u64),
-    /// A name in a directory (the dentry), so the next access looks it up again.
-    Entry(u64, OsString),
-}
+/// At most this many inodes wait for delivery; more are dropped.
+const QUEUE: usize = 4096;
 
-/// Something that can deliver invalidations to the kernel (the fuser notifier, or a test).
+/// Something that can deliver attribute invalidations to the kernel (the fuser notifier, or a
+/// test).
 pub trait Deliver: Send + 'static {
-    fn deliver(&self, inv: &Invalidation) -> std::io::Result<()>;
+    fn attributes(&self, ino: u64) -> std::io::Result<()>;
 }
 
 impl Deliver for fuser::Notifier {
-    fn deliver(&self, inv: &Invalidation) -> std::io::Result<()> {
-        match inv {
-            Invalidation::Inode(ino) => self.inval_inode(fuser::INodeNo(*ino), 0, 0),
-            Invalidation::Attributes(ino) => self.inval_inode(fuser::INodeNo(*ino), -1, 0),
-            Invalidation::Entry(parent, name) => self.inval_entry(fuser::INodeNo(*parent), name),
-        }
+    fn attributes(&self, ino: u64) -> std::io::Result<()> {
+        // Offset -1: attributes only, no page range (no page lock is taken).
+        self.inval_inode(fuser::INodeNo(ino), -1, 0)
     }
 }
-
-type Message = (Invalidation, Option<SyncSender<()>>);
-
-/// How long a handler waits for an invalidation to reach the kernel.
-const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The sending side, held by the filesystem.
 #[derive(Debug, Clone)]
 pub struct Invalidator {
-    names: Sender<Message>,
-    attributes: Sender<Message>,
-    waiters: Arc<AtomicUsize>,
-    max_waiters: usize,
+    queue: SyncSender<u64>,
+    queued: Arc<Mutex<HashSet<u64>>>,
 }
 
 impl Invalidator {
-    /// Start the notifier threads; they end when every `Invalidator` clone is dropped. At most
-    /// `max_waiters` handlers wait at once (keep it below the number of workers).
-    pub fn spawn(
-        deliver: impl Deliver + Clone,
-        max_waiters: usize,
-    ) -> std::io::Result<Invalidator> {
-        Ok(Invalidator {
-            names: deliver_thread("invalidate", deliver.clone())?,
-            attributes: deliver_thread("invalidate-attrs", deliver)?,
-            waiters: Arc::new(AtomicUsize::new(0)),
-            max_waiters,
-        })
+    /// Start the notifier thread; it ends when every `Invalidator` clone is dropped.
+    pub fn spawn(deliver: impl Deliver) -> std::io::Result<Invalidator> {
+        let (queue, rx) = sync_channel(QUEUE);
+        let queued = Arc::new(Mutex::new(HashSet::new()));
+        let pending = queued.clone();
+        std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || deliver_all(rx, &pending, deliver))?;
+        Ok(Invalidator { queue, queued })
     }
 
-    /// Queue an invalidation and return at once.
-    pub fn send(&self, inv: Invalidation) {
-        let queue = match inv {
-            Invalidation::Attributes(_) => &self.attributes,
-            _ => &self.names,
-        };
-        let _ = queue.send((inv, None));
-    }
-
-    /// Queue an invalidation and wait (bounded) until it has been delivered, unless another
-    /// handler is already waiting (then just queue it).
-    pub fn send_and_wait(&self, inv: Invalidation) {
-        if let Invalidation::Attributes(ino) = inv {
-            return self.attributes_now(ino);
+    /// Tell the kernel that `ino`'s attributes changed; returns at once.
+    pub fn attributes(&self, ino: u64) {
+        if !self.queued.lock().insert(ino) {
+            return; // already on its way
         }
-        if self.waiters.fetch_add(1, Ordering::SeqCst) >= self.max_waiters {
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
-            return self.send(inv);
-        }
-        wait_for(&self.names, inv);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Invalidate an inode's attributes and wait until the kernel has done it.
-    pub fn attributes_now(&self, ino: u64) {
-        wait_for(&self.attributes, Invalidation::Attributes(ino));
-    }
-}
-
-fn wait_for(queue: &Sender<Message>, inv: Invalidation) {
-    let (ack_tx, ack_rx) = sync_channel(1);
-    if queue.send((inv, Some(ack_tx))).is_ok() {
-        let _ = ack_rx.recv_timeout(ACK_WAIT);
-    }
-}
-
-fn deliver_thread(name: &str, deliver: impl Deliver) -> std::io::Result<Sender<Message>> {
-    let (tx, rx) = channel::<Message>();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            for (inv, ack) in rx {
-                // ENOENT: the kernel does not hold that inode or name; nothing to forget.
-                if let Err(e) = deliver.deliver(&inv) {
-                    debug!(?inv, "invalidation not delivered: {e}");
-                }
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
-                }
+        match self.queue.try_send(ino) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ino) | TrySendError::Disconnected(ino)) => {
+                self.queued.lock().remove(&ino);
+                debug!(ino, "attribute invalidation dropped: queue full");
             }
-        })?;
-    Ok(tx)
+        }
+    }
+}
+
+fn deliver_all(rx: Receiver<u64>, queued: &Mutex<HashSet<u64>>, deliver: impl Deliver) {
+    for ino in rx {
+        queued.lock().remove(&ino);
+        // ENOENT: the kernel does not hold that inode; nothing to forget.
+        if let Err(e) = deliver.attributes(ino) {
+            debug!(ino, "invalidation not delivered: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::mpsc::{channel, Sender};
+    use std::time::Duration;
 
-    #[derive(Clone)]
-    struct Record(Arc<Mutex<Vec<Invalidation>>>);
+    struct Record(Mutex<Sender<u64>>);
 
     impl Deliver for Record {
-        fn deliver(&self, inv: &Invalidation) -> std::io::Result<()> {
-            self.0.lock().unwrap().push(inv.clone());
+        fn attributes(&self, ino: u64) -> std::io::Result<()> {
+            let _ = self.0.lock().send(ino);
             Ok(())
         }
     }
 
     #[test]
-    fn invalidations_are_delivered_in_order_and_waited_for() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let inv = Invalidator::spawn(Record(seen.clone()), 1).unwrap();
-        inv.send(Invalidation::Inode(7));
-        inv.send_and_wait(Invalidation::Entry(1, "x.json".into()));
-        inv.attributes_now(9);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![
-                Invalidation::Inode(7),
-                Invalidation::Entry(1, "x.json".into()),
-                Invalidation::Attributes(9)
-            ]
-        );
+    fn invalidations_are_delivered_in_order() {
+        let (tx, rx) = channel();
+        let inv = Invalidator::spawn(Record(Mutex::new(tx))).unwrap();
+        inv.attributes(7);
+        inv.attributes(9);
+        let got: Vec<u64> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(got, vec![7, 9]);
+    }
+
+    /// A delivery that blocks (as a kernel lock would) never blocks a sender: the queue is
+    /// bounded, duplicates are folded and overflow is dropped.
+    #[test]
+    fn a_stuck_delivery_never_blocks_senders() {
+        struct Stuck(Mutex<Receiver<()>>);
+        impl Deliver for Stuck {
+            fn attributes(&self, _ino: u64) -> std::io::Result<()> {
+                let _ = self.0.lock().recv();
+                Ok(())
+            }
+        }
+        let (release, wait) = channel();
+        let inv = Invalidator::spawn(Stuck(Mutex::new(wait))).unwrap();
+        let started = std::time::Instant::now();
+        for ino in 0..(QUEUE as u64 * 3) {
+            inv.attributes(ino % (QUEUE as u64 * 2));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(inv.queued.lock().len() <= QUEUE + 1);
+        drop(release);
     }
 }

@@ -42,10 +42,6 @@ use crate::watch;
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores.
 const WORKER_THREADS: usize = 8;
 
-/// Workers that may wait for a kernel invalidation at once; the others stay free to serve
-/// the request that holds the lock the invalidation needs.
-const INVALIDATION_WAITERS: usize = WORKER_THREADS - 2;
-
 /// How long a stop waits for the mount to go away (files still open in a lazily detached
 /// mount keep it) before the daemon exits anyway.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -274,7 +270,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
     if let Err(e) = spawn_gc_thread(config, &backing) {
         error!("cannot start the gc thread: {e}");
     }
-    match Invalidator::spawn(session.notifier(), INVALIDATION_WAITERS) {
+    match Invalidator::spawn(session.notifier()) {
         Ok(invalidator) => fs.set_invalidator(invalidator),
         Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
     }

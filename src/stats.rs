@@ -85,4 +85,5 @@ requests!(
     removexattr,
     access,
     create,
+    ioctl,
 );

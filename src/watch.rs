@@ -65,13 +65,13 @@ fn on_event(fs: &CacheFs, root: &Path, event: Event) {
         if store::is_staging_name(name) {
             continue; // our own in-flight writes; their publish (a rename) is reported too
         }
-        // Our own writes to a file we hold open (scratch files of the write idiom) go through
-        // the kernel, which knows; only renames and removals need telling.
+        // What this mount did itself (a publish, writes to a file it holds open) needs no
+        // telling: the kernel saw it happen.
         let data_only = matches!(
             event.kind,
             EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_))
         );
-        if data_only && fs.is_held_by_a_writer(rel) {
+        if fs.is_own_change(rel, data_only) {
             continue;
         }
         debug!(path = %rel.display(), kind = ?event.kind, "backing dir changed");

@@ -131,7 +131,7 @@ fn run(args: Args) -> Result<()> {
     };
     let mut bench = Bench::new(&layout, spec, plan);
     type Step<'a> = (&'static str, fn(&mut Bench<'a>) -> Result<()>);
-    let steps: [Step; 11] = [
+    let steps: [Step; 12] = [
         ("round trip", Bench::round_trip),
         ("hot read", |b| b.hot_read(Variant::Default)),
         ("hot read no passthrough", |b| {
@@ -142,7 +142,10 @@ fn run(args: Args) -> Result<()> {
         ("ls -l", Bench::list_long),
         ("sequential warm", |b| b.sequential(false)),
         ("sequential cold", |b| b.sequential(true)),
-        ("atomic writes", |b| b.atomic_writes(Variant::Default)),
+        ("atomic writes smallwrite", |b| {
+            b.atomic_writes(Variant::Default)
+        }),
+        ("storm-trunc storm-rename storms", Bench::storms),
         ("atomic writes poll watcher", |b| {
             b.atomic_writes(Variant::PollWatch)
         }),

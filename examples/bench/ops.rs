@@ -117,7 +117,7 @@ pub fn atomic_write(dir: &Path, tmp_name: &str, content: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn close_checked(file: File) -> io::Result<()> {
+pub fn close_checked(file: File) -> io::Result<()> {
     let fd = file.into_raw_fd();
     // SAFETY: we own fd (taken out of the File) and close it exactly once.
     if unsafe { libc::close(fd) } != 0 {

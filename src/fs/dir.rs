@@ -46,7 +46,7 @@ impl CacheFs {
                 listed.push(Listed {
                     name: name.to_os_string(),
                     attr,
-                    ttl: UNWATCHED_TTL,
+                    ttl: KERNEL_TTL,
                 });
             }
         }
@@ -140,8 +140,9 @@ impl CacheFs {
                 }
                 continue;
             }
-            let child = self.bind_listed(*ino, item);
-            let entry = match self.pinned_attr(child, &dir.join(&item.name)) {
+            let listed_id = (item.attr.dev, item.attr.backing_ino);
+            let child = self.bind_found(*ino, &item.name, listed_id, item.attr.kind);
+            let mut entry = match self.pinned_attr(child, &dir.join(&item.name)) {
                 Ok(Some(pinned)) => pinned,
                 _ => Entry {
                     attr: Attr {
@@ -151,33 +152,13 @@ impl CacheFs {
                     ttl: item.ttl,
                 },
             };
+            entry.ttl = self.grant(*ino, &item.name, child, entry.ttl);
             if add(next, &item.name, &entry) {
                 self.forget(child, 1);
                 break;
             }
         }
         Ok(())
-    }
-
-    /// Bind a listed name like a lookup does: a pinned inode holding other content than what
-    /// was listed leaves the name to a fresh inode.
-    fn bind_listed(&self, parent: u64, item: &Listed) -> u64 {
-        let listed_id = (item.attr.dev, item.attr.backing_ino);
-        let moved_on = self
-            .nodes
-            .read()
-            .find(parent, &item.name)
-            .is_some_and(|ino| {
-                self.pins
-                    .lock()
-                    .get(ino)
-                    .is_some_and(|pin| pin.id != listed_id)
-            });
-        let mut nodes = self.nodes.write();
-        if moved_on {
-            nodes.replace(parent, &item.name);
-        }
-        nodes.bind(parent, &item.name, item.attr.kind)
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -33,7 +34,7 @@ pub enum Handle {
         file: Arc<File>,
     },
     /// A writable open of an entry.
-    Write(Mutex<WriteState>),
+    Write(WriteHandle),
     /// Any open of a scratch file: plain pass-through, no validation.
     Scratch {
         ino: u64,
@@ -45,12 +46,39 @@ pub enum Handle {
     },
 }
 
+/// A writable open of an entry. The fixed fields may be read by anyone holding the handle
+/// table; `state` is the writer's own, held across its I/O (validation, publish), so nothing
+/// else ever waits for it while holding a lock of its own.
+#[derive(Debug)]
+pub struct WriteHandle {
+    pub ino: u64,
+    /// The name the open was made at (for the writing-names bookkeeping at release).
+    pub parent: u64,
+    pub name: OsString,
+    /// The process that opened it.
+    pub pid: u32,
+    /// Nothing written or truncated through it yet (so the kernel's `O_TRUNC` truncate that
+    /// follows an open can be recognised without taking `state`).
+    pub untouched: AtomicBool,
+    pub state: Mutex<WriteState>,
+}
+
+impl WriteHandle {
+    pub fn new(ino: u64, parent: u64, name: OsString, pid: u32, state: WriteState) -> Self {
+        WriteHandle {
+            ino,
+            parent,
+            name,
+            pid,
+            untouched: AtomicBool::new(true),
+            state: Mutex::new(state),
+        }
+    }
+}
+
 /// The staged side of a writable entry open.
 #[derive(Debug)]
 pub struct WriteState {
-    pub ino: u64,
-    /// The process that opened it.
-    pub pid: u32,
     /// The content the open started from (or the last content it published).
     pub base: Option<File>,
     /// New content, once anything was written.

@@ -2,6 +2,7 @@
 //! tie to the fuser bindings. Every operation returns `FsResult`; the `fuse` adapter only turns
 //! results into replies, and tests can call these methods directly.
 
+mod coherence;
 mod dir;
 mod fill;
 mod handles;
@@ -29,32 +30,29 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{FsError, FsResult};
 use crate::hot::HotSet;
-use crate::invalidate::{Invalidation, Invalidator};
+use crate::invalidate::Invalidator;
 use crate::policy::{self, EntryState, Verdict};
 use crate::refresh::Refresher;
 use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
 
+use coherence::Coherence;
 use handles::Handle;
 pub use handles::Listed;
 use nodes::Nodes;
 pub use nodes::ROOT;
 use pins::Pins;
 
-/// The longest the kernel may cache a name or attributes while nothing watches the backing
-/// dir: changes made behind the mount's back then show within this time (SPEC §2).
-pub const UNWATCHED_TTL: Duration = Duration::from_secs(1);
-
-/// The longest the kernel may cache a name or attributes while the backing dir is watched
-/// (changes are then pushed to the kernel as they happen). Entries also never get past their
-/// next state change (SPEC §2: exact in time).
-pub const WATCHED_TTL: Duration = Duration::from_secs(3600);
-
-/// After a writer's open moved a name off a passthrough inode, reads of the name's fresh inode
-/// use direct I/O for this long, so the writer's retried open cannot meet a passthrough pin.
-const WRITER_RESERVATION: Duration = Duration::from_secs(2);
+/// The longest the kernel may cache a name or attributes: changes made behind the mount's
+/// back show within this time (SPEC §2), with no kernel notification needed. Entries also
+/// never get past their next state change (exact in time), and names being written are not
+/// cached at all (see `coherence`).
+pub const KERNEL_TTL: Duration = Duration::from_secs(1);
 
 const NAME_MAX: usize = 255;
+
+/// How many published versions the watcher can recognise as this mount's own.
+const PUBLISHED_REMEMBERED: usize = 256;
 
 /// The mount-wide counters, on the root directory.
 pub const STATS_XATTR: &str = "user.cachetta.stats";
@@ -186,13 +184,15 @@ pub struct CacheFs {
     read_only: bool,
     nodes: RwLock<Nodes>,
     pins: Mutex<Pins>,
-    /// Names a writer is about to open again (see `refuse_if_passthrough_pinned`).
-    reserved: Mutex<HashMap<(u64, std::ffi::OsString), std::time::Instant>>,
+    /// What the kernel may cache of each name (reply-time coherence).
+    coherence: Coherence,
     passthrough: AtomicBool,
     watching: AtomicBool,
     invalidator: OnceLock<Invalidator>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Versions this mount published lately: the watcher leaves them alone.
+    published: Mutex<std::collections::VecDeque<Version>>,
     /// JSON validity per content version, so an unchanged entry is parsed once.
     validity: Mutex<HashMap<Version, bool>>,
     stats: Arc<Stats>,
@@ -262,12 +262,13 @@ impl CacheFs {
                 read_only,
                 nodes: RwLock::new(Nodes::default()),
                 pins: Mutex::new(Pins::default()),
-                reserved: Mutex::new(HashMap::new()),
+                coherence: Coherence::default(),
                 passthrough: AtomicBool::new(false),
                 watching: AtomicBool::new(false),
                 invalidator: OnceLock::new(),
                 handles: RwLock::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
+                published: Mutex::new(std::collections::VecDeque::new()),
                 validity: Mutex::new(HashMap::new()),
                 stats,
                 requests: Requests::default(),
@@ -319,50 +320,41 @@ impl CacheFs {
         self.invalidator.get().is_some()
     }
 
-    /// The backing dir is watched, so the kernel may cache names and attributes for long.
+    /// The backing dir is watched (shown in the stats; kernel timeouts do not depend on it).
     pub fn set_watching(&self, on: bool) {
         self.watching.store(on, Ordering::Relaxed);
     }
 
-    fn invalidate(&self, inv: Invalidation, wait: bool) {
+    /// Hint to the kernel that `ino`'s attributes changed. Never waited for.
+    fn invalidate_attributes(&self, ino: u64) {
         if let Some(invalidator) = self.invalidator.get() {
-            if wait {
-                invalidator.send_and_wait(inv);
-            } else {
-                invalidator.send(inv);
-            }
+            invalidator.attributes(ino);
         }
     }
 
     /// The name of `ino` now holds other content while `ino` is pinned to the old one: the
-    /// name moves to a fresh inode at its next lookup, and the kernel is told to look again.
-    fn rotate(&self, ino: u64, wait: bool) {
-        let name = {
-            let mut nodes = self.nodes.write();
-            if let Some((parent, name)) = nodes.bound_name(ino) {
-                nodes.replace(parent, &name);
-            }
-            nodes.name_of(ino)
-        };
-        // Invalidate even when someone else (the watcher) moved the name first: their
-        // invalidation may still be queued, and this caller may need it delivered now.
-        if let Some((parent, name)) = name {
-            self.invalidate(Invalidation::Entry(parent, name), wait);
+    /// name moves to a fresh inode at its next lookup. A process whose kernel entry for the
+    /// name has expired (every name being written, and every name within a second) finds the
+    /// fresh inode; holders of `ino` keep reading the old content whole.
+    fn rotate(&self, ino: u64) {
+        let mut nodes = self.nodes.write();
+        if let Some((parent, name)) = nodes.bound_name(ino) {
+            nodes.replace(parent, &name);
         }
     }
 
-    /// Tell the kernel that `ino`'s content or attributes changed under it.
-    fn content_changed(&self, ino: u64, wait: bool) {
+    /// `ino`'s content or attributes changed under it.
+    fn content_changed(&self, ino: u64) {
         let pinned = self.pins.lock().get(ino).is_some();
         if pinned {
-            self.rotate(ino, wait);
-        } else {
-            self.invalidate(Invalidation::Inode(ino), wait);
+            self.rotate(ino);
         }
+        self.invalidate_attributes(ino);
     }
 
-    /// Something at `rel` (relative to the backing root) changed behind the mount's back:
-    /// the kernel forgets the name, the directory's attributes and the inode's content.
+    /// Something at `rel` (relative to the backing root) changed behind the mount's back
+    /// (another program, or a refresh that published): pinned inodes move on, and the kernel
+    /// is told the attributes of the directory and the file changed.
     pub fn backing_changed(&self, rel: &Path) {
         let (parent_rel, name) = store::split(rel);
         let (parent, child) = {
@@ -372,16 +364,25 @@ impl CacheFs {
             };
             (parent, nodes.find(parent, name))
         };
-        self.invalidate(Invalidation::Entry(parent, name.to_os_string()), false);
-        self.invalidate(Invalidation::Inode(parent), false);
+        self.invalidate_attributes(parent);
         if let Some(child) = child {
-            self.content_changed(child, false);
+            self.content_changed(child);
         }
     }
 
-    /// Whether the file at `rel` is open through the mount by a writer (an entry's writer or
-    /// any open of a scratch file).
-    pub fn is_held_by_a_writer(&self, rel: &Path) -> bool {
+    /// Whether the change the watcher saw at `rel` is one this mount made itself: a file we
+    /// published (same device and inode, not changed since) or one open through the mount by
+    /// a writer (an entry's writer or any open of a scratch file; the kernel knows of its
+    /// writes). Those need no telling.
+    pub fn is_own_change(&self, rel: &Path, data_only: bool) -> bool {
+        if let Ok(st) = self.store.stat(rel) {
+            if self.published.lock().contains(&st.version()) {
+                return true;
+            }
+        }
+        if !data_only {
+            return false;
+        }
         let (parent_rel, name) = store::split(rel);
         let child = {
             let nodes = self.nodes.read();
@@ -392,19 +393,25 @@ impl CacheFs {
         let Some(ino) = child else { return false };
         self.handles.read().values().any(|h| match &**h {
             Handle::Scratch { ino: held, .. } => *held == ino,
-            Handle::Write(state) => state.lock().ino == ino,
+            Handle::Write(w) => w.ino == ino,
             _ => false,
         })
     }
 
-    /// Events were lost: the kernel forgets every name and inode it holds from us.
-    pub fn backing_changed_everywhere(&self) {
-        let (names, inodes) = self.nodes.read().everything();
-        for ino in inodes {
-            self.invalidate(Invalidation::Inode(ino), false);
+    /// Remember a version this mount published, for [`CacheFs::is_own_change`].
+    fn remember_published(&self, version: Version) {
+        let mut published = self.published.lock();
+        if published.len() >= PUBLISHED_REMEMBERED {
+            published.pop_front();
         }
-        for (parent, name) in names {
-            self.invalidate(Invalidation::Entry(parent, name), false);
+        published.push_back(version);
+    }
+
+    /// Events were lost: every pinned inode moves on and every attribute is suspect.
+    pub fn backing_changed_everywhere(&self) {
+        let (_, inodes) = self.nodes.read().everything();
+        for ino in inodes {
+            self.content_changed(ino);
         }
     }
 
@@ -486,20 +493,31 @@ impl CacheFs {
         }
     }
 
-    fn ttl_cap(&self) -> Duration {
-        if self.watching.load(Ordering::Relaxed) {
-            WATCHED_TTL
-        } else {
-            UNWATCHED_TTL
+    /// How long the kernel may cache what it is told of a thing seen as `seen`.
+    fn ttl(&self, seen: Seen) -> Duration {
+        match seen {
+            Seen::Entry(v) => v.until_change.map_or(Duration::ZERO, |d| d.min(KERNEL_TTL)),
+            _ => KERNEL_TTL,
         }
     }
 
-    fn ttl(&self, seen: Seen) -> Duration {
-        match seen {
-            Seen::Entry(v) => v
-                .until_change
-                .map_or(Duration::ZERO, |d| d.min(self.ttl_cap())),
-            _ => self.ttl_cap(),
+    /// The timeout of a reply that binds `name` in `parent` to `ino` (zero while the name is
+    /// being written; see `coherence`).
+    fn grant(&self, parent: u64, name: &OsStr, ino: u64, ttl: Duration) -> Duration {
+        self.coherence
+            .grant(parent, name, ino, ttl, self.clock.now())
+    }
+
+    /// The attribute timeout of `ino` (zero while its name is being written).
+    fn attr_ttl(&self, ino: u64, ttl: Duration) -> Duration {
+        if ttl.is_zero() {
+            return ttl;
+        }
+        match self.nodes.read().name_of(ino) {
+            Some((parent, name)) if self.coherence.is_writing(parent, &name, self.clock.now()) => {
+                Duration::ZERO
+            }
+            _ => ttl,
         }
     }
 
@@ -550,33 +568,49 @@ impl CacheFs {
                 let ino = self.nodes.write().bind(parent, name, Kind::Dir);
                 return Ok(Entry {
                     attr: self.fill_dir_attr(ino),
-                    ttl: UNWATCHED_TTL,
+                    ttl: KERNEL_TTL,
                 });
             }
             Err(e) => return Err(e),
         };
-        // A pinned inode keeps its version; newer content at the name gets a fresh inode.
-        let moved_on = self.nodes.read().find(parent, name).is_some_and(|ino| {
-            self.pins
-                .lock()
-                .get(ino)
-                .is_some_and(|pin| pin.id != (st.dev, st.ino))
-        });
-        let ino = {
-            let mut nodes = self.nodes.write();
-            if moved_on {
-                nodes.replace(parent, name);
-            }
-            nodes.bind(parent, name, st.kind)
-        };
+        let ino = self.bind_found(parent, name, (st.dev, st.ino), st.kind);
         Ok(Entry {
             attr: Attr::from_stat(ino, &st),
-            ttl: self.ttl(seen),
+            ttl: self.grant(parent, name, ino, self.ttl(seen)),
         })
     }
 
+    /// Bind a name found holding backing file `id` (a lookup, a listing) to its inode, or to
+    /// a fresh one when the old inode cannot serve it: pinned to other content (its readers
+    /// keep that), or unfit for the name's writers (see `coherence`).
+    fn bind_found(&self, parent: u64, name: &OsStr, id: pins::FileId, kind: Kind) -> u64 {
+        let bound = self.nodes.read().find(parent, name);
+        let fresh = bound.is_some_and(|ino| {
+            let pinned = self
+                .pins
+                .lock()
+                .get(ino)
+                .map(|pin| (pin.id, pin.passthrough));
+            let writing = || self.coherence.is_writing(parent, name, self.clock.now());
+            match pinned {
+                Some((pinned_id, _)) if pinned_id != id => true,
+                Some((_, true)) if writing() => true,
+                _ => self
+                    .coherence
+                    .unfit_for_writers(parent, name, ino, self.clock.now()),
+            }
+        });
+        let mut nodes = self.nodes.write();
+        if fresh && nodes.find(parent, name) == bound {
+            nodes.replace(parent, name);
+        }
+        nodes.bind(parent, name, kind)
+    }
+
     pub fn forget(&self, ino: u64, n: u64) {
-        self.nodes.write().forget(ino, n);
+        if self.nodes.write().forget(ino, n) {
+            self.coherence.forget(ino);
+        }
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Entry> {
@@ -601,12 +635,12 @@ impl CacheFs {
                 }
                 Ok(Entry {
                     attr: Attr::from_stat(ino, &st),
-                    ttl: self.ttl(seen),
+                    ttl: self.attr_ttl(ino, self.ttl(seen)),
                 })
             }
             Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => Ok(Entry {
                 attr: self.fill_dir_attr(ino),
-                ttl: UNWATCHED_TTL,
+                ttl: KERNEL_TTL,
             }),
             // Created and not yet published: its writer (`touch`, `futimens`) still sees it.
             // Staged sizes are never reported otherwise: the kernel keeps one size per inode.
@@ -630,17 +664,18 @@ impl CacheFs {
             Seen::Hidden => Err(errno(libc::ENOENT)),
             seen => Ok(Some(Entry {
                 attr: Attr::from_stat(ino, &st),
-                ttl: self.ttl(seen),
+                ttl: self.attr_ttl(ino, self.ttl(seen)),
             })),
         }
     }
 
-    /// An open writable handle of `ino`, if any.
+    /// An open writable handle of `ino`, if any. Only the handles' fixed fields are read
+    /// under the table's lock: a writer may hold its own state across I/O.
     fn writer_of(&self, ino: u64) -> Option<Arc<Handle>> {
         let handles = self.handles.read();
         handles
             .values()
-            .find(|h| matches!(&***h, Handle::Write(s) if s.lock().ino == ino))
+            .find(|h| matches!(&***h, Handle::Write(w) if w.ino == ino))
             .cloned()
     }
 
@@ -649,8 +684,8 @@ impl CacheFs {
         let st = match handle {
             Handle::Read { file, .. } => Store::fstat(&**file)?,
             Handle::Scratch { file, .. } => Store::fstat(file)?,
-            Handle::Write(state) => {
-                let state = state.lock();
+            Handle::Write(w) => {
+                let state = w.state.lock();
                 match state.current() {
                     Some(file) => Store::fstat(file)?,
                     None => {
@@ -685,7 +720,7 @@ impl CacheFs {
         let ino = self.nodes.write().bind(parent, name, Kind::Dir);
         Ok(Entry {
             attr: Attr::from_stat(ino, &st),
-            ttl: self.ttl_cap(),
+            ttl: self.grant(parent, name, ino, KERNEL_TTL),
         })
     }
 
@@ -778,6 +813,7 @@ impl CacheFs {
             if let Ok(now) = self.store.stat(&to) {
                 if now.ino == st.ino {
                     self.validity.lock().insert(now.version(), true);
+                    self.remember_published(now.version());
                 }
             }
         }

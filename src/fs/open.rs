@@ -2,16 +2,15 @@
 //! passthrough where it can, direct I/O from the hot set where it cannot), writes of entries
 //! are staged, scratch files pass through.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
 
-use super::handles::Handle;
+use super::handles::{Handle, WriteHandle};
 use super::*;
 use crate::stats::bump;
 use crate::store::{self, Kind, Store};
@@ -27,10 +26,10 @@ impl CacheFs {
         if accmode == libc::O_RDONLY && store::is_entry_name(&name) {
             return self.open_entry_for_reading(ino, &key);
         }
-        self.writer_enter(ino)?;
-        let opened = self.open_for_writing(caller, ino, &key, flags);
+        let at = self.writer_enter(ino)?;
+        let opened = self.open_for_writing(caller, ino, &key, flags, &at);
         if opened.is_err() {
-            self.pins.lock().writer_exit(ino);
+            self.writer_exit(ino, &at);
         }
         opened
     }
@@ -41,6 +40,7 @@ impl CacheFs {
         ino: u64,
         key: &Path,
         flags: i32,
+        at: &(u64, OsString),
     ) -> FsResult<Opened> {
         if !store::is_entry_name(key.file_name().unwrap_or_default()) {
             return self.open_scratch(ino, key, flags, None);
@@ -56,8 +56,8 @@ impl CacheFs {
             // Opening for write a name the kernel still has cached but that is gone or hidden.
             state.truncated = true;
         }
-        state.ino = ino;
-        let fh = self.add_handle(Handle::Write(Mutex::new(state)));
+        let handle = WriteHandle::new(ino, at.0, at.1.clone(), caller.pid, state);
+        let fh = self.add_handle(Handle::Write(handle));
         Ok(Opened {
             fh,
             ino,
@@ -66,36 +66,37 @@ impl CacheFs {
         })
     }
 
-    /// Register a direct-I/O open (writer, scratch file) on `ino`. The kernel refuses it on an
-    /// inode whose reads are passed through; then the name moves to a fresh inode, reserved a
-    /// moment for this writer, and `ESTALE` makes the kernel look the name up again and retry
-    /// the open, transparently.
-    pub(super) fn writer_enter(&self, ino: u64) -> FsResult<()> {
-        if self.pins.lock().writer_enter(ino) {
-            return Ok(());
+    /// Register a direct-I/O open (writer, scratch file) on `ino`, at the name it is bound to
+    /// (returned, for [`CacheFs::writer_exit`]). Refused with `ESTALE` when the kernel may
+    /// cache the name for long (a writer must read its own write back at once), or when the
+    /// inode's reads are passed through (the kernel refuses a direct-I/O open there). Either
+    /// way the name moves to a fresh inode first, and `ESTALE` makes the kernel look the name
+    /// up again, find that inode uncached, and retry the open, transparently (see `coherence`).
+    pub(super) fn writer_enter(&self, ino: u64) -> FsResult<(u64, OsString)> {
+        let (parent, name) = self
+            .nodes
+            .read()
+            .name_of(ino)
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        let entry = store::is_entry_name(&name);
+        let now = self.clock.now();
+        let admitted = !entry || self.coherence.writer_enter(parent, &name, ino, now);
+        if admitted && self.pins.lock().writer_enter(ino) {
+            return Ok((parent, name));
         }
-        // Whatever inode the name has by now (another replace may have moved it on already),
-        // the writer's retry must find a fresh one.
-        let name = self.nodes.read().name_of(ino);
-        if let Some((parent, name)) = name {
-            self.reserved
-                .lock()
-                .insert((parent, name.clone()), std::time::Instant::now());
-            self.nodes.write().replace(parent, &name);
-            self.invalidate(Invalidation::Entry(parent, name), true);
+        if admitted {
+            self.coherence.writer_exit(parent, &name, now);
         }
+        self.nodes.write().replace(parent, &name);
         Err(errno(libc::ESTALE))
     }
 
-    /// Whether a writer was just sent to look `ino`'s name up again (then readers must not
-    /// start a passthrough pin on it).
-    pub(super) fn reserved_for_writer(&self, ino: u64) -> bool {
-        let Some(name) = self.nodes.read().bound_name(ino) else {
-            return false;
-        };
-        let mut reserved = self.reserved.lock();
-        reserved.retain(|_, at| at.elapsed() < WRITER_RESERVATION);
-        reserved.contains_key(&name)
+    /// A direct-I/O open registered by [`CacheFs::writer_enter`] ended.
+    pub(super) fn writer_exit(&self, ino: u64, at: &(u64, OsString)) {
+        self.pins.lock().writer_exit(ino);
+        if store::is_entry_name(&at.1) {
+            self.coherence.writer_exit(at.0, &at.1, self.clock.now());
+        }
     }
 
     pub(super) fn open_entry_for_reading(&self, ino: u64, key: &Path) -> FsResult<Opened> {
@@ -114,7 +115,7 @@ impl CacheFs {
         if was_pinned {
             let current = self.store.stat(key).ok().map(|now| (now.dev, now.ino));
             if current != Some((st.dev, st.ino)) {
-                self.rotate(ino, false);
+                self.rotate(ino);
             }
         }
         bump(&self.stats.hits);
@@ -142,15 +143,11 @@ impl CacheFs {
         })
     }
 
-    /// Bind a name that is being created. A node still pinned by readers of an older file at
-    /// that name is left to them: the new file gets its own inode.
+    /// Bind a name that is being created to a fresh inode: whatever inode the name had may
+    /// still be pinned by readers of an older file, or cached by the kernel for long.
     pub(super) fn bind_created(&self, parent: u64, name: &OsStr) -> u64 {
-        let old = self.nodes.read().find(parent, name);
-        let pinned = old.is_some_and(|ino| self.pins.lock().get(ino).is_some());
         let mut nodes = self.nodes.write();
-        if pinned {
-            nodes.replace(parent, name);
-        }
+        nodes.replace(parent, name);
         nodes.bind(parent, name, Kind::File)
     }
 
@@ -160,8 +157,16 @@ impl CacheFs {
             .store
             .open_file(key, OFlags::RDONLY, Mode::empty())
             .map_err(|e| FsError::io(key.display(), e))?;
-        let passthrough =
-            self.passthrough.load(Ordering::Relaxed) && !self.reserved_for_writer(ino);
+        // A name being written is read without passthrough, so its writer's open is never
+        // refused by the kernel.
+        let passthrough = self.passthrough.load(Ordering::Relaxed)
+            && !self
+                .nodes
+                .read()
+                .name_of(ino)
+                .is_some_and(|(parent, name)| {
+                    self.coherence.is_writing(parent, &name, self.clock.now())
+                });
         Ok(self
             .pins
             .lock()
@@ -201,7 +206,7 @@ impl CacheFs {
         let n = match &*handle {
             Handle::Read { file, .. } => return self.read_entry(file, offset, size),
             Handle::Scratch { file, .. } => read_full_at(file, &mut buf, offset)?,
-            Handle::Write(state) => match state.lock().current() {
+            Handle::Write(w) => match w.state.lock().current() {
                 Some(file) => read_full_at(file, &mut buf, offset)?,
                 None => 0,
             },
@@ -216,12 +221,11 @@ impl CacheFs {
     pub fn release(&self, fh: u64) -> Option<(u64, u64)> {
         let handle = self.handles.write().remove(&fh)?;
         match &*handle {
-            Handle::Write(state) => {
-                let mut state = state.lock();
-                self.pins.lock().writer_exit(state.ino);
-                if let Some(staging) = state.staging.take() {
+            Handle::Write(w) => {
+                if let Some(staging) = w.state.lock().staging.take() {
                     self.store.discard(staging);
                 }
+                self.writer_exit(w.ino, &(w.parent, w.name.clone()));
                 None
             }
             Handle::Read { ino, .. } => self

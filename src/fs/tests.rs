@@ -73,6 +73,26 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Open `name` for writing the way the kernel does: through the inode its lookup gave,
+    /// and on `ESTALE` once more through the inode a fresh lookup gives.
+    fn open_for_writing(&self, name: &str, flags: i32) -> Opened {
+        let ino = self.fs.lookup(ROOT, OsStr::new(name)).unwrap().attr.ino;
+        match self.fs.open(ME, ino, flags) {
+            Err(e) if e.errno == libc::ESTALE => {
+                let entry = self.fs.lookup(ROOT, OsStr::new(name)).unwrap();
+                assert_eq!(
+                    entry.ttl,
+                    Duration::ZERO,
+                    "a name being written is not cached"
+                );
+                self.fs.open(ME, entry.attr.ino, flags).unwrap()
+            }
+            opened => opened.unwrap(),
+        }
+    }
+}
+
 fn errno_of<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
     r.unwrap_err().errno
 }
@@ -131,10 +151,7 @@ fn invalid_json_at_close_is_einval_and_the_old_entry_stays() {
 fn a_close_without_new_writes_publishes_nothing_and_succeeds() {
     let f = fixture("");
     f.put("x.json", "{\"v\":1}", Duration::ZERO);
-    let entry = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
-    let opened =
-        f.fs.open(ME, entry.attr.ino, libc::O_WRONLY | libc::O_TRUNC)
-            .unwrap();
+    let opened = f.open_for_writing("x.json", libc::O_WRONLY | libc::O_TRUNC);
     f.fs.flush(opened.fh).unwrap(); // the shell's close of the duplicate before writing
     f.fs.write(opened.fh, 0, b"[2]").unwrap();
     f.fs.flush(opened.fh).unwrap();
@@ -146,8 +163,8 @@ fn a_close_without_new_writes_publishes_nothing_and_succeeds() {
 fn readers_see_the_old_entry_until_the_writer_closes() {
     let f = fixture("");
     f.put("x.json", "{\"v\":1}", Duration::ZERO);
-    let ino = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
-    let writer = f.fs.open(ME, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    let writer = f.open_for_writing("x.json", libc::O_WRONLY | libc::O_TRUNC);
+    let ino = writer.ino;
     f.fs.write(writer.fh, 0, b"{\"v\":2}").unwrap();
     let reader = f.fs.open(ME, ino, libc::O_RDONLY).unwrap();
     assert_eq!(f.fs.read(reader.fh, 0, 100).unwrap(), b"{\"v\":1}");
@@ -173,8 +190,7 @@ fn readers_see_the_old_entry_until_the_writer_closes() {
 fn append_and_partial_overwrite_are_staged_on_top_of_the_old_content() {
     let f = fixture("");
     f.put("x.json", "[1, 2]", Duration::ZERO);
-    let ino = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
-    let w = f.fs.open(ME, ino, libc::O_WRONLY).unwrap();
+    let w = f.open_for_writing("x.json", libc::O_WRONLY);
     f.fs.write(w.fh, 1, b"7").unwrap();
     f.fs.flush(w.fh).unwrap();
     f.fs.release(w.fh);
@@ -182,7 +198,7 @@ fn append_and_partial_overwrite_are_staged_on_top_of_the_old_content() {
         std::fs::read(f.dir.path().join("x.json")).unwrap(),
         b"[7, 2]"
     );
-    let a = f.fs.open(ME, ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    let a = f.open_for_writing("x.json", libc::O_WRONLY | libc::O_APPEND);
     f.fs.write(a.fh, 0, b" ").unwrap();
     f.fs.flush(a.fh).unwrap();
     f.fs.release(a.fh);
@@ -267,8 +283,7 @@ fn names_over_255_bytes_are_enametoolong_and_links_are_refused() {
 fn a_write_to_a_removed_entry_goes_nowhere() {
     let f = fixture("");
     f.put("x.json", "{}", Duration::ZERO);
-    let ino = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap().attr.ino;
-    let w = f.fs.open(ME, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    let w = f.open_for_writing("x.json", libc::O_WRONLY | libc::O_TRUNC);
     f.fs.write(w.fh, 0, b"[1]").unwrap();
     f.fs.unlink(ROOT, OsStr::new("x.json")).unwrap();
     f.fs.flush(w.fh).unwrap();
@@ -325,4 +340,39 @@ fn listings_page_by_offset_and_resume_where_the_reply_filled_up() {
     f.fs.releasedir(fh);
     seen.sort();
     assert_eq!(seen, [".", "..", "a.json", "b.json", "c.json"]);
+}
+
+#[test]
+fn a_writer_of_a_name_the_kernel_caches_is_sent_to_look_it_up_again_uncached() {
+    let f = fixture("");
+    f.put("x.json", "{}", Duration::ZERO);
+    let cached = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    assert!(cached.ttl > Duration::ZERO);
+    assert_eq!(
+        errno_of(f.fs.open(ME, cached.attr.ino, libc::O_WRONLY)),
+        libc::ESTALE
+    );
+    let again = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    assert_ne!(
+        again.attr.ino, cached.attr.ino,
+        "a fresh inode, not the cached one"
+    );
+    assert_eq!(again.ttl, Duration::ZERO);
+    let w = f.fs.open(ME, again.attr.ino, libc::O_WRONLY).unwrap();
+    f.fs.write(w.fh, 0, b"[1]").unwrap();
+    f.fs.flush(w.fh).unwrap();
+    let after = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    assert_eq!(
+        after.ttl,
+        Duration::ZERO,
+        "still uncached while the writer is open"
+    );
+    assert_eq!(after.attr.size, 3, "the writer's lookup sees its write");
+    f.fs.release(w.fh);
+    f.clock.advance(coherence::COOLDOWN);
+    let later = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
+    assert!(
+        later.ttl > Duration::ZERO,
+        "cached again once the writing is over"
+    );
 }

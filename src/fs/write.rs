@@ -4,11 +4,10 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
 use tracing::{debug, warn};
 
-use super::handles::{Handle, WriteState};
+use super::handles::{Handle, WriteHandle, WriteState};
 use super::*;
 use crate::stats::bump;
 use crate::store::{self, SetTime, Store};
@@ -62,17 +61,31 @@ impl CacheFs {
     /// for the inode, under the feet of its readers). Such a truncate belongs to that open: its
     /// staging starts empty, the entry itself is untouched until the writer's close.
     fn truncate_of_fresh_open(&self, ino: u64, pid: u32) -> bool {
-        let handles = self.handles.read();
-        for handle in handles.values() {
-            if let Handle::Write(state) = &**handle {
-                let mut state = state.lock();
-                if state.ino == ino && state.pid == pid && !state.dirty && state.staging.is_none() {
-                    state.truncated = true;
-                    return true;
+        let fresh = self
+            .handles
+            .read()
+            .values()
+            .find_map(|handle| match &**handle {
+                Handle::Write(w)
+                    if w.ino == ino && w.pid == pid && w.untouched.load(Ordering::Acquire) =>
+                {
+                    Some(handle.clone())
                 }
-            }
+                _ => None,
+            });
+        let Some(handle) = fresh else {
+            return false;
+        };
+        let Handle::Write(w) = &*handle else {
+            return false;
+        };
+        // The table's lock is not held here: this waits, if at all, only for the same open.
+        let mut state = w.state.lock();
+        if state.dirty || state.staging.is_some() {
+            return false;
         }
-        false
+        state.truncated = true;
+        true
     }
 
     /// Truncate (or extend) the staged content of an entry: a write, validated at close.
@@ -102,15 +115,19 @@ impl CacheFs {
         if fh.is_none() && self.truncate_of_fresh_open(ino, caller.pid) {
             return Ok(());
         }
-        let handle = fh.and_then(|fh| self.handle(fh).ok());
+        // A handle the kernel names must exist: a truncate through a closed one is refused,
+        // never taken for a truncate of the entry itself.
+        let handle = fh.map(|fh| self.handle(fh)).transpose()?;
         match handle.as_deref() {
-            Some(Handle::Write(state)) => self.stage_truncate(&mut state.lock(), key, size),
+            Some(Handle::Write(w)) => {
+                w.untouched.store(false, Ordering::Release);
+                self.stage_truncate(&mut w.state.lock(), key, size)
+            }
             Some(Handle::Scratch { file, .. }) => Ok(file.set_len(size)?),
             _ if store::is_entry_name(key.file_name().unwrap_or_default()) => {
                 let mut state = self.start_write(caller, key, false, 0o644, false)?;
-                state.ino = ino;
                 self.stage_truncate(&mut state, key, size)?;
-                let result = self.commit(&mut state, key);
+                let result = self.commit(ino, &mut state, key);
                 if let Some(staging) = state.staging.take() {
                     self.store.discard(staging);
                 }
@@ -149,9 +166,8 @@ impl CacheFs {
                 (daemon_is_root && caller.uid != 0).then_some((caller.uid, caller.gid)),
             ),
         };
+        let _ = caller.pid;
         Ok(WriteState {
-            ino: 0,
-            pid: caller.pid,
             base: base.map(|(f, _)| f),
             staging: None,
             truncated: truncate,
@@ -180,14 +196,16 @@ impl CacheFs {
         }
         if !store::is_entry_name(name) {
             let ino = self.bind_created(parent, name);
-            let opened = self
-                .writer_enter(ino)
-                .and_then(|()| self.open_scratch(ino, &key, flags, Some(perm)));
+            let opened = match self.writer_enter(ino) {
+                Ok(at) => self
+                    .open_scratch(ino, &key, flags, Some(perm))
+                    .inspect_err(|_| self.writer_exit(ino, &at)),
+                Err(e) => Err(e),
+            };
             let opened = match opened {
                 Ok(o) => o,
                 Err(e) => {
-                    self.pins.lock().writer_exit(ino);
-                    self.nodes.write().forget(ino, 1);
+                    self.forget(ino, 1);
                     return Err(e);
                 }
             };
@@ -195,7 +213,7 @@ impl CacheFs {
             return Ok((
                 Entry {
                     attr: Attr::from_stat(ino, &st),
-                    ttl: self.ttl_cap(),
+                    ttl: self.grant(parent, name, ino, KERNEL_TTL),
                 },
                 opened,
             ));
@@ -207,17 +225,20 @@ impl CacheFs {
         // O_CREAT without O_TRUNC on an entry that exists keeps its content.
         state.truncated = state.base.is_none() || flags & libc::O_TRUNC != 0;
         let ino = self.bind_created(parent, name);
-        if let Err(e) = self.writer_enter(ino) {
-            self.nodes.write().forget(ino, 1);
-            return Err(e);
-        }
-        state.ino = ino;
-        let handle = Handle::Write(Mutex::new(state));
+        let at = match self.writer_enter(ino) {
+            Ok(at) => at,
+            Err(e) => {
+                self.forget(ino, 1);
+                return Err(e);
+            }
+        };
+        let handle = Handle::Write(WriteHandle::new(ino, at.0, at.1, caller.pid, state));
         let entry = self
             .handle_attr(ino, &handle)?
             .expect("write handles have attributes");
         let fh = self.add_handle(handle);
-        // ttl 0: until published, the name is not visible to anyone else.
+        // ttl 0: until published, the name is not visible to anyone else, and once published
+        // its writer must see it at once.
         Ok((
             Entry {
                 attr: entry.attr,
@@ -239,9 +260,10 @@ impl CacheFs {
                 file.write_all_at(data, offset)?;
                 Ok(data.len() as u32)
             }
-            Handle::Write(state) => {
-                let mut state = state.lock();
-                let key = self.path_of(state.ino).unwrap_or_default();
+            Handle::Write(w) => {
+                w.untouched.store(false, Ordering::Release);
+                let mut state = w.state.lock();
+                let key = self.path_of(w.ino).unwrap_or_default();
                 let dir = store::split(&key).0.to_path_buf();
                 let append = state.append;
                 let file = state
@@ -267,23 +289,23 @@ impl CacheFs {
     /// A `close` of a descriptor: validate and publish what was written since the last one.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
-        let Handle::Write(state) = &*handle else {
+        let Handle::Write(w) = &*handle else {
             return Ok(());
         };
-        let mut state = state.lock();
+        let mut state = w.state.lock();
         if !state.dirty {
             return Ok(());
         }
         state.dirty = false;
-        let Some(key) = self.nodes.read().path(state.ino) else {
+        let Some(key) = self.nodes.read().path(w.ino) else {
             // Removed while open: like writing to an unlinked file, the data goes nowhere.
             return Ok(());
         };
-        self.commit(&mut state, &key)
+        self.commit(w.ino, &mut state, &key)
     }
 
     /// Validate the staged content and publish it as `key`.
-    pub(super) fn commit(&self, state: &mut WriteState, key: &Path) -> FsResult<()> {
+    pub(super) fn commit(&self, ino: u64, state: &mut WriteState, key: &Path) -> FsResult<()> {
         let Some(staging) = &state.staging else {
             return Ok(());
         };
@@ -308,12 +330,13 @@ impl CacheFs {
             .map_err(|e| FsError::io(key.display(), e))?;
         if let Ok(st) = Store::fstat(&published) {
             self.validity.lock().insert(st.version(), true);
+            self.remember_published(st.version());
         }
         state.base = Some(published);
         state.truncated = false;
-        // Before `close` returns, the kernel must have dropped what it cached of the old
-        // content, so the writer's next `stat` or `cat` sees what it wrote.
-        self.content_changed(state.ino, true);
+        // No kernel notification is waited for: the writer's name is uncached (see
+        // `coherence`), so its next `stat` or `cat` looks it up again and finds what it wrote.
+        self.content_changed(ino);
         bump(&self.stats.writes_ok);
         debug!(key = %key.display(), "entry written");
         Ok(())
@@ -323,8 +346,8 @@ impl CacheFs {
         let handle = self.handle(fh)?;
         match &*handle {
             Handle::Scratch { file, .. } => Ok(file.sync_all()?),
-            Handle::Write(state) => {
-                if let Some(staging) = &state.lock().staging {
+            Handle::Write(w) => {
+                if let Some(staging) = &w.state.lock().staging {
                     staging.file.sync_all()?;
                 }
                 Ok(())

@@ -59,6 +59,9 @@ pub struct Mount {
     pub root: PathBuf,
     pub config_path: Option<PathBuf>,
     stderr_path: PathBuf,
+    /// The daemon's arguments and extra environment, for restarts.
+    argv: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     child: Option<Child>,
     // Declared last so it is removed after `Drop::drop` has unmounted.
     _dir: TempDir,
@@ -206,23 +209,49 @@ impl MountBuilder {
             fs::create_dir_all(&self.backing).expect("create backing dir");
         }
         let stderr_path = self.root.join("daemon.stderr");
-        let stderr = File::create(&stderr_path).expect("create stderr file");
-        let stdout = File::create(self.root.join("daemon.stdout")).expect("create stdout file");
-        let xdg = self.root.join("xdg");
-
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachetta"));
-        cmd.arg("mount")
-            .arg(&self.mnt)
-            .arg("--backing")
-            .arg(&self.backing);
+        let mut argv: Vec<OsString> = vec![
+            "mount".into(),
+            self.mnt.clone().into(),
+            "--backing".into(),
+            self.backing.clone().into(),
+        ];
         let config_path = self.config.as_ref().map(|text| {
             let path = self.root.join("config.toml");
             fs::write(&path, text).expect("write config");
-            cmd.arg("--config").arg(&path);
+            argv.push("--config".into());
+            argv.push(path.clone().into());
             path
         });
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.args(&self.args)
+        argv.extend(self.args);
+        let mount = Mount {
+            mnt: self.mnt,
+            backing: self.backing,
+            root: self.root,
+            config_path,
+            stderr_path,
+            argv,
+            env: self.env,
+            child: None,
+            _dir: self.dir,
+        };
+        let child = mount.spawn_daemon();
+        (mount, child)
+    }
+}
+
+impl Mount {
+    /// Start the daemon process (its stderr appends to `daemon.stderr`).
+    fn spawn_daemon(&self) -> Child {
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .expect("open stderr file");
+        let stdout = File::create(self.root.join("daemon.stdout")).expect("create stdout file");
+        let xdg = self.root.join("xdg");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachetta"));
+        cmd.args(&self.argv)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             // Keep the developer's own config, cache and state out of the test.
             .env("XDG_CONFIG_HOME", xdg.join("config"))
             .env("XDG_CACHE_HOME", xdg.join("cache"))
@@ -231,20 +260,29 @@ impl MountBuilder {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let child = {
-            let _fork = forking();
-            cmd.spawn().expect("spawn cachetta mount")
-        };
-        let mount = Mount {
-            mnt: self.mnt,
-            backing: self.backing,
-            root: self.root,
-            config_path,
-            stderr_path,
-            child: None,
-            _dir: self.dir,
-        };
-        (mount, child)
+        let _fork = forking();
+        cmd.spawn().expect("spawn cachetta mount")
+    }
+
+    /// Start the daemon again over the same mountpoint and backing dir (after it exited or was
+    /// killed) and wait until it answers.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.child = Some(self.spawn_daemon());
+        // A dead mount left by a killed daemon answers ENOTCONN until the new one replaces it.
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        let dead =
+            |mnt: &Path| fs::metadata(mnt).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        while dead(&self.mnt) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+        self.wait_until_mounted();
+    }
+
+    /// The daemon's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 }
 
@@ -503,6 +541,38 @@ pub fn force_unmount(path: &Path) {
             io::Error::last_os_error()
         );
     }
+}
+
+/// Abort the FUSE connection mounted at `path` through the fusectl filesystem: every request
+/// waiting on it fails with `ENOTCONN`. The last resort for a hung daemon, so a test fails
+/// instead of hanging. Returns whether an abort was written.
+pub fn abort_connection(path: &Path) -> bool {
+    let Some(minor) = mount_minor(path) else {
+        return false;
+    };
+    let control = Path::new("/sys/fs/fuse/connections");
+    if !control.join(minor.to_string()).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(control)
+            .status();
+    }
+    fs::write(control.join(minor.to_string()).join("abort"), "1").is_ok()
+}
+
+/// The device minor of the filesystem mounted at `path` (the `0:N` field of mountinfo).
+fn mount_minor(path: &Path) -> Option<u32> {
+    let info = fs::read("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n').find_map(|line| {
+        let line = String::from_utf8_lossy(line);
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (dev, point) = (fields.get(2)?, fields.get(4)?);
+        if unescape_mountinfo(point) != want {
+            return None;
+        }
+        dev.strip_prefix("0:")?.parse().ok()
+    })
 }
 
 pub fn cstring(path: &Path) -> CString {

@@ -1,0 +1,188 @@
+//! What the kernel may cache, decided when we reply, so that no request ever waits for a
+//! kernel notification.
+//!
+//! Every name and attribute the kernel caches expires within [`KERNEL_TTL`](super::KERNEL_TTL)
+//! (and at the entry's next state change). That bounds what others see; a writer must see its
+//! own write at once (SPEC §3), so a name that is being written is not cached at all: every
+//! reply for it carries a zero timeout while a writer has it open and for [`COOLDOWN`] after.
+//!
+//! The kernel may still hold the name from a reply made before the writing began. So a
+//! writer's open of an inode that was ever handed out with a nonzero timeout is refused with
+//! `ESTALE`: the caller moves the name to a fresh inode, the kernel looks the name up again
+//! (`LOOKUP_REVAL`), gets the fresh inode with a zero timeout, drops the old dentry and
+//! retries the open once, transparently. Deciding "long timeout" and "writer allowed" under
+//! one lock means no reply that was computed before the writing began can outlive it.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+/// How long a name stays uncached after its last writer closed. Any value works; a longer one
+/// spares the next writer of a busy name its `ESTALE` round.
+pub const COOLDOWN: Duration = Duration::from_secs(2);
+
+/// Past this many tracked names, finished ones are swept.
+const SWEEP_AT: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct Coherence {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Names with an open writer, or one that closed less than `COOLDOWN` ago.
+    writing: HashMap<(u64, OsString), Writing>,
+    /// Inodes that were handed to the kernel with a nonzero entry timeout.
+    long_granted: HashSet<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Writing {
+    open: u32,
+    last_close: SystemTime,
+}
+
+impl Writing {
+    fn active(&self, now: SystemTime) -> bool {
+        self.open > 0
+            || now
+                .duration_since(self.last_close)
+                .map_or(true, |d| d < COOLDOWN)
+    }
+}
+
+impl Inner {
+    fn is_writing(&mut self, key: &(u64, OsString), now: SystemTime) -> bool {
+        match self.writing.get(key) {
+            Some(w) if w.active(now) => true,
+            Some(_) => {
+                self.writing.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+impl Coherence {
+    /// The timeout to hand out with `ino` bound at `name` in `parent`: `ttl`, or zero while the
+    /// name is being written.
+    pub fn grant(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        ino: u64,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Duration {
+        if ttl.is_zero() {
+            return ttl;
+        }
+        let mut inner = self.inner.lock();
+        if !inner.writing.is_empty() && inner.is_writing(&(parent, name.to_os_string()), now) {
+            return Duration::ZERO;
+        }
+        inner.long_granted.insert(ino);
+        ttl
+    }
+
+    /// Whether `name` in `parent` is being written (readers then use no kernel passthrough, so
+    /// a writer's open is never refused by the kernel).
+    pub fn is_writing(&self, parent: u64, name: &OsStr, now: SystemTime) -> bool {
+        let mut inner = self.inner.lock();
+        !inner.writing.is_empty() && inner.is_writing(&(parent, name.to_os_string()), now)
+    }
+
+    /// Whether a lookup of `name` must not hand out `ino` again: the name is being written and
+    /// the kernel may cache `ino` for long. Then the lookup binds a fresh inode, so the open
+    /// that a refused writer retries can never be refused twice.
+    pub fn unfit_for_writers(&self, parent: u64, name: &OsStr, ino: u64, now: SystemTime) -> bool {
+        let mut inner = self.inner.lock();
+        inner.long_granted.contains(&ino) && inner.is_writing(&(parent, name.to_os_string()), now)
+    }
+
+    /// A writer opens `ino`, bound at `name`: counted, or refused (false) when the kernel may
+    /// hold the name with a nonzero timeout. A refusal still starts the uncached time, so the
+    /// retry finds the name uncached.
+    pub fn writer_enter(&self, parent: u64, name: &OsStr, ino: u64, now: SystemTime) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.writing.len() >= SWEEP_AT {
+            inner.writing.retain(|_, w| w.active(now));
+        }
+        let refused = inner.long_granted.contains(&ino);
+        let w = inner
+            .writing
+            .entry((parent, name.to_os_string()))
+            .or_insert(Writing {
+                open: 0,
+                last_close: now,
+            });
+        if refused {
+            w.last_close = w.last_close.max(now);
+            return false;
+        }
+        w.open += 1;
+        true
+    }
+
+    /// A writer of `name` closed (or its open failed after `writer_enter` admitted it).
+    pub fn writer_exit(&self, parent: u64, name: &OsStr, now: SystemTime) {
+        if let Some(w) = self
+            .inner
+            .lock()
+            .writing
+            .get_mut(&(parent, name.to_os_string()))
+        {
+            w.open = w.open.saturating_sub(1);
+            w.last_close = w.last_close.max(now);
+        }
+    }
+
+    /// The kernel forgot `ino`.
+    pub fn forget(&self, ino: u64) {
+        self.inner.lock().long_granted.remove(&ino);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(1);
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
+
+    #[test]
+    fn a_name_is_not_cached_while_written_and_for_a_cooldown_after() {
+        let c = Coherence::default();
+        let name = OsStr::new("x.json");
+        assert!(c.writer_enter(1, name, 5, at(0)));
+        assert_eq!(c.grant(1, name, 5, T, at(0)), Duration::ZERO);
+        assert_eq!(
+            c.grant(1, OsStr::new("y.json"), 6, T, at(0)),
+            T,
+            "other names are unaffected"
+        );
+        c.writer_exit(1, name, at(10));
+        assert_eq!(c.grant(1, name, 5, T, at(11)), Duration::ZERO);
+        assert_eq!(c.grant(1, name, 5, T, at(10) + COOLDOWN), T);
+    }
+
+    #[test]
+    fn a_writer_of_an_inode_handed_out_for_long_is_refused_once() {
+        let c = Coherence::default();
+        let name = OsStr::new("x.json");
+        assert_eq!(c.grant(1, name, 5, T, at(0)), T);
+        assert!(!c.writer_enter(1, name, 5, at(0)), "the kernel may cache 5");
+        // The retry looks the name up again: a fresh inode, handed out uncached.
+        assert_eq!(c.grant(1, name, 6, T, at(0)), Duration::ZERO);
+        assert!(c.writer_enter(1, name, 6, at(0)));
+        c.forget(5);
+        assert!(c.writer_enter(1, name, 5, at(0)), "forgotten by the kernel");
+    }
+}
