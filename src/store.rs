@@ -150,6 +150,25 @@ pub enum SetTime {
     At(SystemTime),
 }
 
+/// `utimensat` times: `None` leaves a time as it is.
+fn set_timestamps(atime: Option<SetTime>, mtime: Option<SetTime>) -> Timestamps {
+    let conv = |t: Option<SetTime>| match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(SetTime::At(t)) => timespec(t),
+    };
+    Timestamps {
+        last_access: conv(atime),
+        last_modification: conv(mtime),
+    }
+}
+
 /// One name in a directory listing.
 #[derive(Debug, Clone)]
 pub struct DirItem {
@@ -346,13 +365,21 @@ impl Store {
     /// Publish a staging file as `target` (path relative to the root) with mtime `mtime`:
     /// readers see the old content or the new, never a mix. The staging file's fd stays valid
     /// and now refers to the published content.
-    pub fn publish(&self, staging: Staging, target: &Path, mtime: SystemTime) -> io::Result<File> {
+    /// `mtime` `None` keeps the times the staging file has (set by the writer, SPEC §3).
+    pub fn publish(
+        &self,
+        staging: Staging,
+        target: &Path,
+        mtime: Option<SystemTime>,
+    ) -> io::Result<File> {
         let (parent, name) = split(target);
-        let ts = Timestamps {
-            last_access: timespec(mtime),
-            last_modification: timespec(mtime),
-        };
-        rustix::fs::futimens(&staging.file, &ts)?;
+        if let Some(mtime) = mtime {
+            let ts = Timestamps {
+                last_access: timespec(mtime),
+                last_modification: timespec(mtime),
+            };
+            rustix::fs::futimens(&staging.file, &ts)?;
+        }
         if self.sync_writes {
             staging.file.sync_all()?;
         }
@@ -374,6 +401,15 @@ impl Store {
             }
         }
         Ok(staging.file)
+    }
+
+    /// Set the times of an open file (a staging file whose writer set them).
+    pub fn set_file_times(
+        file: &File,
+        atime: Option<SetTime>,
+        mtime: Option<SetTime>,
+    ) -> io::Result<()> {
+        Ok(rustix::fs::futimens(file, &set_timestamps(atime, mtime))?)
     }
 
     /// Remove a staging file that will not be published.
@@ -439,21 +475,7 @@ impl Store {
         atime: Option<SetTime>,
         mtime: Option<SetTime>,
     ) -> io::Result<()> {
-        let conv = |t: Option<SetTime>| match t {
-            None => rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            Some(SetTime::Now) => rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_NOW,
-            },
-            Some(SetTime::At(t)) => timespec(t),
-        };
-        let ts = Timestamps {
-            last_access: conv(atime),
-            last_modification: conv(mtime),
-        };
+        let ts = set_timestamps(atime, mtime);
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
         Ok(rustix::fs::utimensat(
@@ -771,7 +793,9 @@ mod tests {
         let mut staging = store.create_staging(Path::new(""), 0o640).unwrap();
         staging.file.write_all(b"{\"new\":2}").unwrap();
         let mtime = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        store.publish(staging, Path::new("x.json"), mtime).unwrap();
+        store
+            .publish(staging, Path::new("x.json"), Some(mtime))
+            .unwrap();
         assert_eq!(
             std::fs::read(dir.path().join("x.json")).unwrap(),
             b"{\"new\":2}"

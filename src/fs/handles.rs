@@ -87,6 +87,9 @@ pub struct WriteState {
     pub truncated: bool,
     /// Written since the open or the last close.
     pub dirty: bool,
+    /// The writer set the staged content's times after its last write: publish them, not
+    /// "now".
+    pub times_set: bool,
     pub append: bool,
     /// Permission bits and owner for newly published content.
     pub perm: u32,

@@ -796,11 +796,8 @@ impl CacheFs {
         if st.kind == Kind::File && store::is_entry_name(newname) {
             self.check_rename_content(&from, &to)?;
             if !store::is_entry_name(name) {
-                // Publishing a scratch file is a write: the entry is fresh from now.
-                let now = Some(SetTime::At(self.clock.now()));
-                self.store
-                    .set_times(&from, now, now)
-                    .map_err(|e| FsError::io(from.display(), e))?;
+                // Publishing a scratch file is a write. It keeps its own mtime: the time of
+                // its last write, or the time its writer set (`rsync -a`, SPEC §3).
                 bump(&self.stats.writes_ok);
             }
         }

@@ -25,6 +25,16 @@ impl CacheFs {
         if let Some(size) = changes.size {
             self.truncate(caller, ino, &key, fh, size)?;
         }
+        // "now" comes from our clock, like every other time the mount computes with.
+        let now = |t: Option<SetTime>| {
+            t.map(|t| match t {
+                SetTime::Now => SetTime::At(self.clock.now()),
+                t => t,
+            })
+        };
+        let (atime, mtime) = (now(changes.atime), now(changes.mtime));
+        let times = atime.is_some() || mtime.is_some();
+        let staged_times = times && self.set_staged_times(caller, ino, atime, mtime)?;
         let exists = self.store.stat(&key).is_ok();
         if exists {
             if let Some(mode) = changes.mode {
@@ -37,23 +47,50 @@ impl CacheFs {
                     .set_owner(&key, changes.uid, changes.gid)
                     .map_err(|e| FsError::io(key.display(), e))?;
             }
-            if changes.atime.is_some() || changes.mtime.is_some() {
-                // "now" comes from our clock, like every other time the mount computes with.
-                let now = |t: Option<SetTime>| {
-                    t.map(|t| {
-                        if let SetTime::Now = t {
-                            SetTime::At(self.clock.now())
-                        } else {
-                            t
-                        }
-                    })
-                };
+            if times && !staged_times {
                 self.store
-                    .set_times(&key, now(changes.atime), now(changes.mtime))
+                    .set_times(&key, atime, mtime)
                     .map_err(|e| FsError::io(key.display(), e))?;
             }
         }
         self.getattr(ino, fh)
+    }
+
+    /// Times set by a writer on the entry it is writing (`futimens`, as `cp -a` and `tar x` do
+    /// after writing) go to its staged content and are published with it, instead of "now"
+    /// (SPEC §3). False when the caller has no staged write of `ino`: then they apply to the
+    /// entry as it is (`touch`).
+    fn set_staged_times(
+        &self,
+        caller: Caller,
+        ino: u64,
+        atime: Option<SetTime>,
+        mtime: Option<SetTime>,
+    ) -> FsResult<bool> {
+        let writer = self
+            .handles
+            .read()
+            .values()
+            .find_map(|handle| match &**handle {
+                Handle::Write(w) if w.ino == ino && w.pid == caller.pid => Some(handle.clone()),
+                _ => None,
+            });
+        let Some(handle) = writer else {
+            return Ok(false);
+        };
+        let Handle::Write(w) = &*handle else {
+            return Ok(false);
+        };
+        let mut state = w.state.lock();
+        if !state.dirty {
+            return Ok(false);
+        }
+        let Some(staging) = &state.staging else {
+            return Ok(false);
+        };
+        Store::set_file_times(&staging.file, atime, mtime)?;
+        state.times_set = true;
+        Ok(true)
     }
 
     /// The kernel carries out `open(O_TRUNC)` as an open followed by a truncate to 0 from the
@@ -99,6 +136,7 @@ impl CacheFs {
             .map_err(|e| FsError::io(key.display(), e))?;
         file.set_len(size)?;
         state.dirty = true;
+        state.times_set = false;
         Ok(())
     }
 
@@ -172,6 +210,7 @@ impl CacheFs {
             staging: None,
             truncated: truncate,
             dirty: false,
+            times_set: false,
             append,
             perm,
             owner,
@@ -280,6 +319,8 @@ impl CacheFs {
                 }
                 file.write_all_at(data, offset)?;
                 state.dirty = true;
+                // A write after the writer set the times: "now" applies again (SPEC §3).
+                state.times_set = false;
                 Ok(data.len() as u32)
             }
             Handle::Read { .. } | Handle::Dir { .. } => Err(errno(libc::EBADF)),
@@ -326,7 +367,7 @@ impl CacheFs {
         let staging = state.staging.take().expect("checked above");
         let published = self
             .store
-            .publish(staging, key, self.clock.now())
+            .publish(staging, key, (!state.times_set).then(|| self.clock.now()))
             .map_err(|e| FsError::io(key.display(), e))?;
         if let Ok(st) = Store::fstat(&published) {
             self.validity.lock().insert(st.version(), true);
@@ -334,6 +375,7 @@ impl CacheFs {
         }
         state.base = Some(published);
         state.truncated = false;
+        state.times_set = false;
         // No kernel notification is waited for: the writer's name is uncached (see
         // `coherence`), so its next `stat` or `cat` looks it up again and finds what it wrote.
         self.content_changed(ino);

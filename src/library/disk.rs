@@ -121,7 +121,7 @@ pub(crate) fn publish(path: &Path, bytes: &[u8], mtime: SystemTime) -> io::Resul
         store.discard(staging);
         return Err(e);
     }
-    let file = store.publish(staging, name, mtime)?;
+    let file = store.publish(staging, name, Some(mtime))?;
     Ok(Store::fstat(&file)?.version())
 }
 

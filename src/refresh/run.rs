@@ -152,7 +152,7 @@ fn publish(shared: &Shared, job: &Job, output: &[u8]) -> io::Result<bool> {
     }
     shared
         .store
-        .publish(staging, &job.key, shared.clock.now())?;
+        .publish(staging, &job.key, Some(shared.clock.now()))?;
     Ok(true)
 }
 
