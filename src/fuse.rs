@@ -23,12 +23,19 @@ use crate::stats::bump;
 use crate::store::{Kind, SetTime};
 
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
-#[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<CacheFs>,
     /// The kernel passthrough backing of each inode whose reads are passed through, with the
     /// generation of the pin it belongs to; one per inode while any of its opens uses it.
     backings: Mutex<HashMap<u64, (u64, BackingId)>>,
+    /// Called once the session ends (the kernel connection is gone).
+    on_destroy: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for FuseAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FuseAdapter").finish_non_exhaustive()
+    }
 }
 
 impl FuseAdapter {
@@ -36,13 +43,20 @@ impl FuseAdapter {
         FuseAdapter {
             fs,
             backings: Mutex::new(HashMap::new()),
+            on_destroy: None,
         }
+    }
+
+    /// Run `f` when the session ends: the mount was unmounted, by us or from outside.
+    pub fn on_destroy(mut self, f: Box<dyn FnOnce() + Send + Sync>) -> Self {
+        self.on_destroy = Some(f);
+        self
     }
 
     /// Answer an open as the filesystem decided: passthrough (registering the inode's
     /// backing file with the kernel on its first open), page cache, or direct I/O.
     fn reply_opened(&self, reply: ReplyOpen, opened: Opened) {
-        let noflush = if opened.read_only {
+        let noflush = if opened.noflush {
             FopenFlags::FOPEN_NOFLUSH
         } else {
             FopenFlags::empty()
@@ -73,8 +87,12 @@ impl FuseAdapter {
 }
 
 /// Created files are never passthrough (they are written through the daemon).
-fn create_flags(_opened: &Opened) -> FopenFlags {
-    FopenFlags::FOPEN_DIRECT_IO
+fn create_flags(opened: &Opened) -> FopenFlags {
+    if opened.noflush {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::FOPEN_DIRECT_IO
+    }
 }
 
 fn kind(kind: Kind) -> FileType {
@@ -177,6 +195,9 @@ impl Filesystem for FuseAdapter {
 
     fn destroy(&mut self) {
         self.fs.shutdown();
+        if let Some(f) = self.on_destroy.take() {
+            f();
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -193,6 +214,18 @@ impl Filesystem for FuseAdapter {
                 error!("cannot start a read-through thread: {e}");
             }
             return;
+        }
+        if matches!(&found, Err(e) if e.errno == libc::ENOENT) {
+            let ttl = self.fs.negative_ttl(parent.0, name);
+            if !ttl.is_zero() {
+                // A negative entry (node id 0): the kernel remembers "no such name" for
+                // `ttl`, so the write idiom's temp-file name costs no second lookup.
+                let none = FileAttr {
+                    ino: INodeNo(0),
+                    ..file_attr(&Attr::absent())
+                };
+                return reply.entry(&ttl, &none, Generation(0));
+            }
         }
         reply_entry(reply, "lookup", found);
     }

@@ -3,15 +3,15 @@
 //! stop on signals or when unmounted from outside.
 //!
 //! The session runs on fuser's background thread; the main thread waits for [`Event`]s from
-//! three helpers: the readiness probe, the signal thread, and a watch on the kernel connection
-//! that sees the mount go away. The mount is only ever unmounted here, by path, and never by
+//! the readiness probe, the signal thread, and the session's end (the adapter's `destroy`,
+//! once the kernel connection is gone). Nothing polls the connection: a poller of `/dev/fuse`
+//! is woken by every request. The mount is only ever unmounted here, by path, and never by
 //! fuser: fuser 0.18 unmounts again when its session ends (its "still mounted?" test is
 //! inverted), which fails with `EINVAL` after an external `umount` and could unmount a newer
 //! mount at the same path.
 
 mod checks;
 
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +19,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::io::Errno;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
@@ -237,11 +235,12 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
         Ok(s) => s,
         Err(e) => return reporter.fail(1, format_args!("cannot install signal handlers: {e}")),
     };
-    let session = match fuser::Session::new(
-        FuseAdapter::new(fs.clone()),
-        &mnt,
-        &fuse_config(read_only, allow_other),
-    ) {
+    let (events, inbox) = mpsc::channel();
+    let session_end = events.clone();
+    let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
+        let _ = session_end.send(Event::Ended);
+    }));
+    let session = match fuser::Session::new(adapter, &mnt, &fuse_config(read_only, allow_other)) {
         Ok(s) => s,
         Err(e) => {
             let hint = match e.raw_os_error() {
@@ -257,14 +256,6 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
             );
         }
     };
-    // Our own handle on the kernel connection, to see the mount go away.
-    let connection = match session.as_fd().try_clone_to_owned() {
-        Ok(fd) => fd,
-        Err(e) => {
-            drop(session);
-            return reporter.fail(1, format_args!("cannot watch the FUSE connection: {e}"));
-        }
-    };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
 
     if let Err(e) = spawn_gc_thread(config, &backing) {
@@ -278,10 +269,8 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
         spawn_watch_thread(fs.clone(), backing, watch_mode);
     }
 
-    let (events, inbox) = mpsc::channel();
     let unmounted = Arc::new(AtomicBool::new(false));
-    let helpers = spawn_signal_thread(signals, events.clone(), mnt.clone(), unmounted.clone())
-        .and_then(|()| spawn_connection_watch(connection, events.clone()));
+    let helpers = spawn_signal_thread(signals, events.clone(), mnt.clone(), unmounted.clone());
     if let Err(e) = helpers {
         unmount_self(&mnt);
         return reporter.fail(1, format_args!("cannot start a helper thread: {e}"));
@@ -424,28 +413,6 @@ fn spawn_signal_thread(
                     detach(&mnt);
                 }
                 std::process::exit(0);
-            }
-        })?;
-    Ok(())
-}
-
-/// Report [`Event::Ended`] when the kernel connection is torn down: the device then polls
-/// as `POLLERR`, whoever unmounted.
-fn spawn_connection_watch(connection: OwnedFd, events: Sender<Event>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("fuse-connection".into())
-        .spawn(move || loop {
-            let mut fds = [PollFd::new(&connection, PollFlags::empty())];
-            match poll(&mut fds, None) {
-                Ok(_) if !fds[0].revents().is_empty() => {
-                    let _ = events.send(Event::Ended);
-                    return;
-                }
-                Ok(_) | Err(Errno::INTR) => continue,
-                Err(e) => {
-                    warn!("cannot watch the FUSE connection: {e}");
-                    return;
-                }
             }
         })?;
     Ok(())

@@ -1,12 +1,21 @@
 //! Changes made in the backing dir behind the mount's back (another program, `cp`, a Python
-//! app) are pushed to the kernel as they happen, so the kernel may cache names and attributes
-//! for long and still never serve a stale byte. `notify` delivers the events: inotify, or a
-//! poll watcher for network filesystems where inotify sees nothing.
+//! app, another mount): the filesystem is told, so inodes pinned to old content move on and
+//! the kernel gets an attribute hint. Correctness does not hang on it (the kernel caches
+//! nothing past a second, see `fs::coherence`); it makes changes show sooner.
+//!
+//! inotify is read directly, with a narrow mask: no `IN_OPEN`, `IN_ACCESS` or `IN_MODIFY`, so
+//! the mount's own opens and writes cost no event, and events are taken in batches (one read
+//! every [`BATCH`] at most) so a storm of writes costs a few wake-ups a second, not one per
+//! event. `--watch poll` uses `notify`'s poll watcher, for network filesystems where inotify
+//! sees nothing.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use notify::event::{EventKind, Flag, ModifyKind};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use notify::event::{EventKind, Flag};
 use notify::{Event, RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
@@ -14,9 +23,26 @@ use crate::config::WatchMode;
 use crate::fs::CacheFs;
 use crate::store;
 
-/// Keeps the watcher alive; dropping it stops watching.
+/// At most one read of inotify events this often.
+const BATCH: Duration = Duration::from_millis(20);
+
+/// What is watched: changes of names and content, never opens, reads or partial writes.
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+}
+
+/// Keeps the watcher alive; dropping it stops a poll watcher (the inotify thread ends with
+/// the process).
 pub struct BackingWatch {
-    _watcher: Box<dyn Watcher + Send>,
+    _poll: Option<Box<dyn Watcher + Send>>,
 }
 
 impl std::fmt::Debug for BackingWatch {
@@ -26,55 +52,175 @@ impl std::fmt::Debug for BackingWatch {
 }
 
 /// Watch `root` recursively and tell `fs` about every change.
-pub fn start(fs: Arc<CacheFs>, root: &Path, mode: WatchMode) -> notify::Result<BackingWatch> {
-    let root_for_events = root.to_path_buf();
-    let handler = move |result: notify::Result<Event>| match result {
-        Ok(event) => on_event(&fs, &root_for_events, event),
-        Err(e) => {
-            // Lost events (e.g. the inotify queue overflowed): forget everything cached.
-            warn!("watching the backing dir: {e}; invalidating every cached name");
-            fs.backing_changed_everywhere();
+pub fn start(fs: Arc<CacheFs>, root: &Path, mode: WatchMode) -> std::io::Result<BackingWatch> {
+    match mode {
+        WatchMode::Inotify => {
+            let mut tree = Tree::new(root.to_path_buf())?;
+            std::thread::Builder::new()
+                .name("watch-inotify".into())
+                .spawn(move || tree.run(&fs))?;
+            Ok(BackingWatch { _poll: None })
         }
-    };
-    // Symlinks in the backing dir are never served, and following them could loop (`up -> ..`).
-    let config = notify::Config::default().with_follow_symlinks(false);
-    let mut watcher: Box<dyn Watcher + Send> = match mode {
-        WatchMode::Inotify => Box::new(notify::RecommendedWatcher::new(handler, config)?),
-        WatchMode::Poll(interval) => Box::new(notify::PollWatcher::new(
-            handler,
-            config.with_poll_interval(interval),
-        )?),
-    };
-    watcher.watch(root, RecursiveMode::Recursive)?;
-    Ok(BackingWatch { _watcher: watcher })
+        WatchMode::Poll(interval) => {
+            let root_for_events = root.to_path_buf();
+            let handler = move |result: notify::Result<Event>| match result {
+                Ok(event) => on_poll_event(&fs, &root_for_events, event),
+                Err(e) => {
+                    warn!("watching the backing dir: {e}; treating everything as changed");
+                    fs.backing_changed_everywhere();
+                }
+            };
+            // Symlinks in the backing dir are never served; following them could loop.
+            let config = notify::Config::default()
+                .with_follow_symlinks(false)
+                .with_poll_interval(interval);
+            let mut watcher = notify::PollWatcher::new(handler, config).map_err(io_error)?;
+            watcher
+                .watch(root, RecursiveMode::Recursive)
+                .map_err(io_error)?;
+            Ok(BackingWatch {
+                _poll: Some(Box::new(watcher)),
+            })
+        }
+    }
 }
 
-fn on_event(fs: &CacheFs, root: &Path, event: Event) {
+fn io_error(e: notify::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// A change of the entry at `rel`, unless the mount made it itself.
+fn entry_changed(fs: &CacheFs, rel: &Path) {
+    let name = rel.file_name().unwrap_or_default();
+    // Directories, scratch files and staging files are never pinned, and the kernel keeps
+    // nothing of them past a second: nothing to hurry along.
+    if !store::is_entry_name(name) || store::is_staging_name(name) {
+        return;
+    }
+    if fs.is_own_change(rel) {
+        return;
+    }
+    debug!(path = %rel.display(), "backing dir changed");
+    fs.backing_changed(rel);
+}
+
+fn on_poll_event(fs: &CacheFs, root: &Path, event: Event) {
     if event.need_rescan() || event.flag() == Some(Flag::Rescan) {
         fs.backing_changed_everywhere();
         return;
     }
     if matches!(event.kind, EventKind::Access(_)) {
-        return; // opens and reads change nothing
+        return;
     }
     for path in &event.paths {
-        let Ok(rel) = path.strip_prefix(root) else {
-            continue;
+        if let Ok(rel) = path.strip_prefix(root) {
+            entry_changed(fs, rel);
+        }
+    }
+}
+
+/// The inotify watches of a directory tree: one per directory, by path relative to the root.
+struct Tree {
+    inotify: Inotify,
+    root: PathBuf,
+    dirs: HashMap<WatchDescriptor, PathBuf>,
+}
+
+impl Tree {
+    fn new(root: PathBuf) -> std::io::Result<Tree> {
+        let mut tree = Tree {
+            inotify: Inotify::init()?,
+            root,
+            dirs: HashMap::new(),
         };
-        let name = rel.file_name().unwrap_or_default();
-        if store::is_staging_name(name) {
-            continue; // our own in-flight writes; their publish (a rename) is reported too
+        tree.add(Path::new(""))?;
+        Ok(tree)
+    }
+
+    /// Watch the directory `rel` and every directory below it.
+    fn add(&mut self, rel: &Path) -> std::io::Result<()> {
+        let path = self.root.join(rel);
+        let wd = self.inotify.watches().add(&path, mask())?;
+        self.dirs.insert(wd, rel.to_path_buf());
+        for item in std::fs::read_dir(&path)?.flatten() {
+            // `file_type` does not follow symlinks: a symlinked directory is never watched.
+            if item.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = rel.join(item.file_name());
+                if let Err(e) = self.add(&child) {
+                    debug!(dir = %child.display(), "not watched: {e}");
+                }
+            }
         }
-        // What this mount did itself (a publish, writes to a file it holds open) needs no
-        // telling: the kernel saw it happen.
-        let data_only = matches!(
-            event.kind,
-            EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_))
-        );
-        if fs.is_own_change(rel, data_only) {
-            continue;
+        Ok(())
+    }
+
+    /// Watch everything again (a directory moved, so the paths of the watches are wrong).
+    fn rebuild(&mut self) {
+        for wd in std::mem::take(&mut self.dirs).into_keys() {
+            let _ = self.inotify.watches().remove(wd);
         }
-        debug!(path = %rel.display(), kind = ?event.kind, "backing dir changed");
-        fs.backing_changed(&PathBuf::from(rel));
+        if let Err(e) = self.add(Path::new("")) {
+            warn!("watching the backing dir again: {e}");
+        }
+    }
+
+    fn run(&mut self, fs: &CacheFs) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let mut changed = HashSet::new();
+            let mut new_dirs = Vec::new();
+            let (mut rebuild, mut overflow) = (false, false);
+            let events = match self.inotify.read_events_blocking(&mut buffer) {
+                Ok(events) => events,
+                Err(e) => {
+                    warn!("watching the backing dir stopped: {e}");
+                    return;
+                }
+            };
+            for event in events {
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                if event.mask.contains(EventMask::IGNORED) {
+                    self.dirs.remove(&event.wd);
+                    continue;
+                }
+                let (Some(dir), Some(name)) = (self.dirs.get(&event.wd), event.name) else {
+                    continue;
+                };
+                let rel = dir.join(name);
+                if event.mask.contains(EventMask::ISDIR) {
+                    if event.mask.contains(EventMask::CREATE) {
+                        new_dirs.push(rel);
+                    } else if event
+                        .mask
+                        .intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO)
+                    {
+                        rebuild = true;
+                    }
+                } else {
+                    changed.insert(rel);
+                }
+            }
+            if overflow {
+                warn!("the backing dir's watch lost events; treating everything as changed");
+                fs.backing_changed_everywhere();
+            }
+            if rebuild {
+                self.rebuild();
+            } else {
+                for dir in new_dirs {
+                    if let Err(e) = self.add(&dir) {
+                        debug!(dir = %dir.display(), "not watched: {e}");
+                    }
+                }
+            }
+            for rel in changed {
+                entry_changed(fs, &rel);
+            }
+            // Let a burst of events gather: a storm costs a few reads a second.
+            std::thread::sleep(BATCH);
+        }
     }
 }

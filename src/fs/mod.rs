@@ -98,6 +98,11 @@ impl Attr {
         }
     }
 
+    /// What a negative entry carries (the kernel reads none of it).
+    pub fn absent() -> Attr {
+        Attr::synthetic(0, Kind::File, 0, 0, 0, SystemTime::UNIX_EPOCH)
+    }
+
     fn from_stat(ino: u64, st: &Stat) -> Attr {
         Attr {
             ino,
@@ -143,8 +148,9 @@ pub struct Opened {
     pub fh: u64,
     pub ino: u64,
     pub mode: OpenMode,
-    /// A read-only open: its `close` has nothing to report, so the kernel need not send flush.
-    pub read_only: bool,
+    /// Its `close` has nothing to report (a read-only open, or a scratch file, whose writes
+    /// reach the backing file as they come), so the kernel need not send `flush`.
+    pub noflush: bool,
 }
 
 /// Who is asking.
@@ -371,31 +377,12 @@ impl CacheFs {
     }
 
     /// Whether the change the watcher saw at `rel` is one this mount made itself: a file we
-    /// published (same device and inode, not changed since) or one open through the mount by
-    /// a writer (an entry's writer or any open of a scratch file; the kernel knows of its
-    /// writes). Those need no telling.
-    pub fn is_own_change(&self, rel: &Path, data_only: bool) -> bool {
-        if let Ok(st) = self.store.stat(rel) {
-            if self.published.lock().contains(&st.version()) {
-                return true;
-            }
-        }
-        if !data_only {
-            return false;
-        }
-        let (parent_rel, name) = store::split(rel);
-        let child = {
-            let nodes = self.nodes.read();
-            nodes
-                .resolve(parent_rel)
-                .and_then(|parent| nodes.find(parent, name))
-        };
-        let Some(ino) = child else { return false };
-        self.handles.read().values().any(|h| match &**h {
-            Handle::Scratch { ino: held, .. } => *held == ino,
-            Handle::Write(w) => w.ino == ino,
-            _ => false,
-        })
+    /// published (same device, inode, size and times). It needs no telling: the kernel saw it
+    /// happen.
+    pub fn is_own_change(&self, rel: &Path) -> bool {
+        self.store
+            .stat(rel)
+            .is_ok_and(|st| self.published.lock().contains(&st.version()))
     }
 
     /// Remember a version this mount published, for [`CacheFs::is_own_change`].
@@ -605,6 +592,17 @@ impl CacheFs {
             nodes.replace(parent, name);
         }
         nodes.bind(parent, name, kind)
+    }
+
+    /// How long the kernel may remember that `name` in `parent` does not exist: as long as
+    /// anything else, except where a lookup can make it exist (read-through) or its writer
+    /// is at work.
+    pub fn negative_ttl(&self, parent: u64, name: &OsStr) -> Duration {
+        if self.may_fill(parent, name) || self.coherence.is_writing(parent, name, self.clock.now())
+        {
+            return Duration::ZERO;
+        }
+        KERNEL_TTL
     }
 
     pub fn forget(&self, ino: u64, n: u64) {

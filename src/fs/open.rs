@@ -62,7 +62,7 @@ impl CacheFs {
             fh,
             ino,
             mode: OpenMode::DirectIo,
-            read_only: false,
+            noflush: false,
         })
     }
 
@@ -139,7 +139,7 @@ impl CacheFs {
             fh,
             ino,
             mode,
-            read_only: true,
+            noflush: true,
         })
     }
 
@@ -196,7 +196,7 @@ impl CacheFs {
             fh,
             ino,
             mode: OpenMode::DirectIo,
-            read_only: false,
+            noflush: true,
         })
     }
 

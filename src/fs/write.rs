@@ -287,7 +287,7 @@ impl CacheFs {
                 fh,
                 ino,
                 mode: OpenMode::DirectIo,
-                read_only: false,
+                noflush: false,
             },
         ))
     }
