@@ -89,7 +89,8 @@ fn reason_to_remove(
     if !store::is_entry_name(name) {
         // A future mtime is not old: age counts as zero, as for entries.
         let age = now.duration_since(found.stat.mtime).unwrap_or_default();
-        if age < SCRATCH_MAX_AGE {
+        // A file a writer holds (an idle writer, an editor's swap file) is not abandoned.
+        if age < SCRATCH_MAX_AGE || store.is_held(&found.key) {
             return None;
         }
         return Some(if store::is_staging_name(name) {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 
 /// Staging files start with this prefix; they are never shown, never entries, and gc may
 /// remove old ones.
@@ -349,7 +349,15 @@ impl Store {
             ) {
                 Ok(fd) => {
                     // The umask may have narrowed the mode; the entry keeps the mode asked for.
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))?;
+                    // The lock tells gc (ours or another process's) that a writer holds it.
+                    let ready = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))
+                        .and_then(|()| {
+                            rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
+                        });
+                    if let Err(e) = ready {
+                        let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty());
+                        return Err(e.into());
+                    }
                     return Ok(Staging {
                         dir,
                         name: name.into(),
@@ -373,31 +381,37 @@ impl Store {
         mtime: Option<SystemTime>,
     ) -> io::Result<File> {
         let (parent, name) = split(target);
-        if let Some(mtime) = mtime {
-            let ts = Timestamps {
-                last_access: timespec(mtime),
-                last_modification: timespec(mtime),
-            };
-            rustix::fs::futimens(&staging.file, &ts)?;
-        }
-        if self.sync_writes {
-            staging.file.sync_all()?;
-        }
-        let target_dir = self.open_at(parent, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty());
-        let result = match &target_dir {
-            Ok(dir) => rustix::fs::renameat(&staging.dir, staging.name.as_os_str(), dir, name)
-                .map_err(io::Error::from),
-            Err(e) => Err(io::Error::from_raw_os_error(
-                e.raw_os_error().unwrap_or(libc::EIO),
-            )),
+        let prepared = (|| -> io::Result<OwnedFd> {
+            if let Some(mtime) = mtime {
+                let ts = Timestamps {
+                    last_access: timespec(mtime),
+                    last_modification: timespec(mtime),
+                };
+                rustix::fs::futimens(&staging.file, &ts)?;
+            }
+            if self.sync_writes {
+                staging.file.sync_all()?;
+            }
+            let dir = self.open_at(parent, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+            rustix::fs::renameat(&staging.dir, staging.name.as_os_str(), &dir, name)?;
+            Ok(dir)
+        })();
+        let target_dir = match prepared {
+            Ok(dir) => dir,
+            Err(e) => {
+                // Nothing was published: no staging file may stay behind (a full disk must
+                // not get fuller).
+                let _ =
+                    rustix::fs::unlinkat(&staging.dir, staging.name.as_os_str(), AtFlags::empty());
+                return Err(e);
+            }
         };
-        if let Err(e) = result {
-            let _ = rustix::fs::unlinkat(&staging.dir, staging.name.as_os_str(), AtFlags::empty());
-            return Err(e);
-        }
+        // A published entry is no writer's staging any more.
+        let _ = rustix::fs::flock(&staging.file, FlockOperation::Unlock);
         if self.sync_writes {
-            if let Ok(dir) = &target_dir {
-                rustix::fs::fsync(dir)?;
+            // The entry is published whatever this says; only its durability is in doubt.
+            if let Err(e) = rustix::fs::fsync(&target_dir) {
+                tracing::warn!(key = %target.display(), "published, but the directory could not be synced: {e}");
             }
         }
         Ok(staging.file)
@@ -410,6 +424,24 @@ impl Store {
         mtime: Option<SetTime>,
     ) -> io::Result<()> {
         Ok(rustix::fs::futimens(file, &set_timestamps(atime, mtime))?)
+    }
+
+    /// Whether a file is held by a writer (a staging file of this or another cachetta
+    /// process, a scratch file open through a mount): it holds a `flock` on it. Such files are
+    /// never swept or removed as leftovers.
+    pub fn is_held(&self, rel: &Path) -> bool {
+        let Ok((file, _)) = self.open_file(rel, OFlags::RDONLY, Mode::empty()) else {
+            return false;
+        };
+        matches!(
+            rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive),
+            Err(rustix::io::Errno::WOULDBLOCK)
+        )
+    }
+
+    /// Mark a file open through the mount as held (see [`Store::is_held`]).
+    pub fn hold(file: &File) {
+        let _ = rustix::fs::flock(file, FlockOperation::NonBlockingLockShared);
     }
 
     /// Remove a staging file that will not be published.

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::Attr;
+use crate::error::FsError;
 use crate::store::{self, Staging, Store};
 
 /// One listed directory entry, snapshotted at `opendir`.
@@ -90,6 +91,10 @@ pub struct WriteState {
     /// The writer set the staged content's times after its last write: publish them, not
     /// "now".
     pub times_set: bool,
+    /// The first write or truncate that failed (a full disk, an I/O error, too large): the
+    /// staged content is incomplete, so every later write and close answers this errno and
+    /// nothing is ever published from this open (SPEC §3).
+    pub failed: Option<i32>,
     pub append: bool,
     /// Permission bits and owner for newly published content.
     pub perm: u32,
@@ -97,6 +102,19 @@ pub struct WriteState {
 }
 
 impl WriteState {
+    /// Remember the first failure, drop the staged content, and return the failure.
+    pub fn fail(&mut self, store: &Store, key: &Path, err: FsError) -> FsError {
+        if self.failed.is_none() {
+            self.failed = Some(err.errno);
+        }
+        if let Some(staging) = self.staging.take() {
+            store.discard(staging);
+        }
+        self.dirty = false;
+        tracing::warn!(key = %key.display(), errno = err.errno, "write failed: {}; nothing from this open will be published", err.message);
+        FsError::new(err.errno, err.message)
+    }
+
     /// The staging file, created on first use in `dir` (the entry's directory).
     pub fn staging(&mut self, store: &Store, dir: &Path) -> std::io::Result<&File> {
         if self.staging.is_none() {

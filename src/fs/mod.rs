@@ -750,6 +750,8 @@ impl CacheFs {
             // here, so it is never removed as invisible.
             match self.visible(&child) {
                 Ok((_, Seen::Dir | Seen::Entry(_))) => return Err(errno(libc::ENOTEMPTY)),
+                // A write in progress (a staging or scratch file someone holds): not a leftover.
+                _ if self.store.is_held(&child) => return Err(errno(libc::ENOTEMPTY)),
                 Ok(_) => invisible.push(child),
                 Err(e) if e.errno == libc::ENOENT => invisible.push(child),
                 Err(e) => return Err(e),

@@ -191,6 +191,7 @@ impl CacheFs {
             .store
             .open_file(key, oflags, mode)
             .map_err(|e| FsError::io(key.display(), e))?;
+        Store::hold(&file);
         let fh = self.add_handle(Handle::Scratch { ino, file });
         Ok(Opened {
             fh,

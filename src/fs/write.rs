@@ -127,14 +127,21 @@ impl CacheFs {
 
     /// Truncate (or extend) the staged content of an entry: a write, validated at close.
     fn stage_truncate(&self, state: &mut WriteState, key: &Path, size: u64) -> FsResult<()> {
-        if size > self.config.max_entry_bytes {
-            return Err(errno(libc::EFBIG));
+        if let Some(e) = state.failed {
+            return Err(errno(e));
         }
-        let dir = store::split(key).0.to_path_buf();
-        let file = state
-            .staging(&self.store, &dir)
-            .map_err(|e| FsError::io(key.display(), e))?;
-        file.set_len(size)?;
+        let staged = if size > self.config.max_entry_bytes {
+            Err(FsError::warn(libc::EFBIG, "larger than max_entry_bytes"))
+        } else {
+            let dir = store::split(key).0.to_path_buf();
+            state
+                .staging(&self.store, &dir)
+                .and_then(|file| file.set_len(size))
+                .map_err(|e| FsError::io(key.display(), e))
+        };
+        if let Err(e) = staged {
+            return Err(state.fail(&self.store, key, e));
+        }
         state.dirty = true;
         state.times_set = false;
         Ok(())
@@ -211,6 +218,7 @@ impl CacheFs {
             truncated: truncate,
             dirty: false,
             times_set: false,
+            failed: None,
             append,
             perm,
             owner,
@@ -302,22 +310,34 @@ impl CacheFs {
             Handle::Write(w) => {
                 w.untouched.store(false, Ordering::Release);
                 let mut state = w.state.lock();
+                if let Some(e) = state.failed {
+                    return Err(errno(e));
+                }
                 let key = self.path_of(w.ino).unwrap_or_default();
                 let dir = store::split(&key).0.to_path_buf();
                 let append = state.append;
-                let file = state
+                let max = self.config.max_entry_bytes;
+                let written = state
                     .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))?;
-                let offset = if append {
-                    file.metadata()?.len()
-                } else {
-                    offset
-                };
-                if offset.saturating_add(data.len() as u64) > self.config.max_entry_bytes {
-                    warn!(key = %key.display(), max = self.config.max_entry_bytes, "write refused: entry would exceed max_entry_bytes");
-                    return Err(FsError::warn(libc::EFBIG, "entry too large"));
+                    .map_err(|e| FsError::io(key.display(), e))
+                    .and_then(|file| {
+                        let offset = if append {
+                            file.metadata()?.len()
+                        } else {
+                            offset
+                        };
+                        if offset.saturating_add(data.len() as u64) > max {
+                            return Err(FsError::warn(
+                                libc::EFBIG,
+                                "the entry would exceed max_entry_bytes",
+                            ));
+                        }
+                        file.write_all_at(data, offset)
+                            .map_err(|e| FsError::io(key.display(), e))
+                    });
+                if let Err(e) = written {
+                    return Err(state.fail(&self.store, &key, e));
                 }
-                file.write_all_at(data, offset)?;
                 state.dirty = true;
                 // A write after the writer set the times: "now" applies again (SPEC §3).
                 state.times_set = false;
@@ -334,6 +354,13 @@ impl CacheFs {
             return Ok(());
         };
         let mut state = w.state.lock();
+        if let Some(e) = state.failed {
+            // Said once at the write that failed; every close answers it again.
+            return Err(FsError::new(
+                e,
+                "an earlier write failed; nothing was published",
+            ));
+        }
         if !state.dirty {
             return Ok(());
         }
@@ -362,13 +389,18 @@ impl CacheFs {
                 warn!(key = %key.display(), "write rejected: entry exceeds max_entry_bytes");
                 return Err(FsError::warn(libc::EFBIG, "entry too large"));
             }
-            Err(e) => return Err(FsError::io(key.display(), e)),
+            Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
         }
         let staging = state.staging.take().expect("checked above");
-        let published = self
-            .store
-            .publish(staging, key, (!state.times_set).then(|| self.clock.now()))
-            .map_err(|e| FsError::io(key.display(), e))?;
+        let published =
+            match self
+                .store
+                .publish(staging, key, (!state.times_set).then(|| self.clock.now()))
+            {
+                Ok(file) => file,
+                // The staging file is gone (publish removes it on failure); the entry is as it was.
+                Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
+            };
         if let Ok(st) = Store::fstat(&published) {
             self.validity.lock().insert(st.version(), true);
             self.remember_published(st.version());

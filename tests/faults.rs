@@ -1,0 +1,206 @@
+//! Faults (issue #11): a full disk, writes in progress that gc or `rmdir` must not touch. Every
+//! entry stays the old or the new content, no staging file is left behind, and the mount keeps
+//! working once the fault is gone.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+const STAGING_PREFIX: &str = ".cachetta-staging.";
+
+/// A small tmpfs mounted over a directory, unmounted (lazily) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert_success("mount tmpfs", &out);
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        force_unmount(&self.0);
+    }
+}
+
+fn staging_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(STAGING_PREFIX))
+        .collect()
+}
+
+/// Write `chunks` through one open (`O_TRUNC`) and close it: the first error of a write, and
+/// the result of the close.
+fn write_then_close(
+    path: &Path,
+    chunks: impl Iterator<Item = Vec<u8>>,
+) -> (Option<i32>, Option<i32>) {
+    let mut f = File::create(path).unwrap();
+    let mut write_error = None;
+    for chunk in chunks {
+        if let Err(e) = f.write_all(&chunk) {
+            write_error = e.raw_os_error();
+            break;
+        }
+    }
+    let close_error = close_fd(f).err().and_then(|e| e.raw_os_error());
+    (write_error, close_error)
+}
+
+#[test]
+fn a_full_disk_fails_write_and_close_with_enospc_and_publishes_nothing() {
+    if !require_fuse() {
+        return;
+    }
+    let b = Mount::new();
+    let _tmpfs = Tmpfs::mount(b.backing(), "3m");
+    let m = b.start();
+    let _no_forks = no_forks();
+    let old = b"{\"old\":true}".to_vec();
+    fs::write(m.path("x.json"), &old).unwrap();
+
+    // A 5 MiB JSON number: any prefix of it is valid JSON too.
+    let mut first = true;
+    let chunks = (0..80).map(|_| {
+        let mut chunk = if std::mem::take(&mut first) {
+            b"0.".to_vec()
+        } else {
+            Vec::new()
+        };
+        chunk.resize(chunk.len() + 64 * 1024, b'1');
+        chunk
+    });
+    let (write_error, close_error) = write_then_close(&m.path("x.json"), chunks);
+    assert_eq!(
+        write_error,
+        Some(libc::ENOSPC),
+        "a write fails for lack of space"
+    );
+    assert_eq!(
+        close_error,
+        Some(libc::ENOSPC),
+        "and the close says so again, not EINVAL"
+    );
+    assert_eq!(
+        fs::read(m.path("x.json")).unwrap(),
+        old,
+        "the old entry stays"
+    );
+    assert_eq!(fs::read(m.backing_path("x.json")).unwrap(), old);
+    assert!(
+        staging_files(&m.backing).is_empty(),
+        "{:?}",
+        staging_files(&m.backing)
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = rustix::fs::getxattr(&m.mnt, "user.cachetta.stats", &mut buf[..]).unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    assert_eq!(
+        stats["writes_rejected"], 0,
+        "a full disk is not a rejected write"
+    );
+
+    // A small write while the disk is full: fails too, the entry stays.
+    let filler = m.backing_path("filler");
+    let mut f = File::create(&filler).unwrap();
+    let block = vec![b'x'; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    drop(f);
+    let (write_error, close_error) =
+        write_then_close(&m.path("x.json"), std::iter::once(b"{\"a\":1}".to_vec()));
+    assert!(
+        write_error == Some(libc::ENOSPC) || close_error == Some(libc::ENOSPC),
+        "a 7-byte write on a full disk: write {write_error:?}, close {close_error:?}"
+    );
+    assert_eq!(close_error, Some(libc::ENOSPC));
+    assert_eq!(fs::read(m.path("x.json")).unwrap(), old);
+    assert!(staging_files(&m.backing).is_empty());
+
+    // Space again: the mount works as before.
+    fs::remove_file(&filler).unwrap();
+    fs::write(m.path("x.json"), b"{\"new\":1}").unwrap();
+    assert_entry(&m, "x.json", b"{\"new\":1}");
+}
+
+fn set_backing_age(m: &Mount, name: &str, age: Duration) {
+    set_path_mtime(&m.backing.join(name), SystemTime::now() - age).unwrap();
+}
+
+fn gc(m: &Mount) -> String {
+    let out = m.run(
+        env!("CARGO_BIN_EXE_cachetta"),
+        &["gc".as_ref(), "--backing".as_ref(), m.backing.as_os_str()],
+    );
+    assert_success("cachetta gc", &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn gc_leaves_alone_what_writers_hold_open_however_old() {
+    if !require_fuse() {
+        return;
+    }
+    let m = Mount::new().start();
+    // No `no_forks()` here: `cachetta gc` is spawned while the writer is open. The spawned
+    // child's close of its copy of the descriptor is a close like any other (SPEC §3).
+    // An idle writer of an entry: its staging file, aged two hours.
+    let mut writer = File::create(m.path("x.json")).unwrap();
+    writer.write_all(b"[1, 2").unwrap();
+    let staged = staging_files(&m.backing);
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    set_backing_age(&m, &staged[0], 2 * HOUR);
+    // An editor's swap file, open through the mount, aged two hours.
+    let mut swap = File::create(m.path(".x.json.swp")).unwrap();
+    swap.write_all(b"swap").unwrap();
+    set_backing_age(&m, ".x.json.swp", 2 * HOUR);
+    // And an abandoned scratch file nobody holds.
+    fs::write(m.backing_path("abandoned.tmp"), b"x").unwrap();
+    set_backing_age(&m, "abandoned.tmp", 2 * HOUR);
+
+    let swept = gc(&m);
+    assert!(swept.contains("abandoned.tmp"), "{swept}");
+    assert!(
+        m.backing_path(&staged[0]).exists(),
+        "gc removed a staging file in use: {swept}"
+    );
+    assert!(
+        m.backing_path(".x.json.swp").exists(),
+        "gc removed an open swap file: {swept}"
+    );
+    writer.write_all(b"]").unwrap();
+    close_fd(writer).unwrap();
+    assert_entry(&m, "x.json", b"[1, 2]");
+    drop(swap);
+}
+
+#[test]
+fn rmdir_never_removes_a_write_in_progress() {
+    if !require_fuse() {
+        return;
+    }
+    let m = Mount::new().start();
+    let _no_forks = no_forks();
+    fs::create_dir(m.path("d")).unwrap();
+    let mut writer = File::create(m.path("d/x.json")).unwrap();
+    writer.write_all(b"{\"v\":").unwrap();
+    assert_eq!(errno_of(fs::remove_dir(m.path("d"))), libc::ENOTEMPTY);
+    writer.write_all(b"1}").unwrap();
+    close_fd(writer).unwrap();
+    assert_entry(&m, "d/x.json", b"{\"v\":1}");
+}
