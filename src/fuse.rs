@@ -204,16 +204,11 @@ impl Filesystem for FuseAdapter {
         bump(&self.fs.requests().lookup);
         let found = self.fs.lookup(parent.0, name);
         if matches!(&found, Err(e) if e.errno == libc::ENOENT) && self.fs.may_fill(parent.0, name) {
-            // Read-through waits for a refresh command: on its own thread, so the workers
-            // stay free for every other request.
-            let (fs, name) = (self.fs.clone(), name.to_os_string());
-            let spawned = std::thread::Builder::new()
-                .name("fill".into())
-                .spawn(move || reply_entry(reply, "lookup", fs.lookup_filling(parent.0, &name)));
-            if let Err(e) = spawned {
-                error!("cannot start a read-through thread: {e}");
-            }
-            return;
+            // Read-through waits for a refresh command: the refresh worker replies when it
+            // ends, so the workers stay free for every other request.
+            return self.fs.lookup_filling(parent.0, name, move |result| {
+                reply_entry(reply, "lookup", result)
+            });
         }
         if matches!(&found, Err(e) if e.errno == libc::ENOENT) {
             let ttl = self.fs.negative_ttl(parent.0, name);

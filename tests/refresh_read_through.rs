@@ -615,3 +615,64 @@ refresh = '''sleep 30 & echo $! > {}; wait'''
         "the command's child {pid} outlived the unmount"
     );
 }
+
+/// The daemon's thread count, from `/proc`.
+fn threads_of(pid: u32) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_missed_lookups_costs_no_thread_each() {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount_with(|_| {
+        r#"
+max_refreshes = 2
+[[rule]]
+match = "flood/{n}.json"
+fill_on_miss = true
+refresh = "sleep 0.3; echo '{}'"
+refresh_timeout = "1s"
+"#
+        .into()
+    });
+    let pid = m.pid().unwrap();
+    let before = threads_of(pid);
+    let start = Arc::new(Barrier::new(201));
+    let lookups: Vec<_> = (0..200)
+        .map(|i| {
+            let (path, start) = (m.path(format!("flood/k{i}.json")), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                fs::metadata(path).is_ok()
+            })
+        })
+        .collect();
+    start.wait();
+    thread::sleep(Duration::from_millis(500));
+    let during = threads_of(pid);
+    // Every lookup gets its answer: the entry, or ENOENT once its `refresh_timeout` of
+    // waiting is over (2 commands at a time, 0.3 s each: most are still queued then).
+    let started = Instant::now();
+    let found = lookups
+        .into_iter()
+        .map(|l| l.join().unwrap())
+        .filter(|&found| found)
+        .count();
+    assert!(found >= 2, "only {found} lookups got their entry");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the lookups took {:?} to answer",
+        started.elapsed()
+    );
+    assert!(
+        during <= before + 4,
+        "200 waiting lookups took the daemon from {before} to {during} threads"
+    );
+}

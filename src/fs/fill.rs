@@ -39,22 +39,34 @@ impl CacheFs {
         settings.fill_on_miss && settings.refresh.is_some()
     }
 
-    /// Read-through: a lookup that missed runs the key's refresh (or joins the one running)
-    /// and waits for it, then answers with the new entry, or `ENOENT`.
-    pub fn lookup_filling(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
-        match self.lookup_quietly(parent, name) {
-            Err(e) if e.errno == libc::ENOENT => {
-                let key = self.child_path(parent, name)?;
-                match self.refresher.run_and_wait(&key, Reason::Miss) {
-                    Outcome::Published => self.lookup_quietly(parent, name),
-                    outcome => {
-                        debug!(key = %key.display(), ?outcome, "read-through gave no entry");
-                        Err(errno(libc::ENOENT))
-                    }
+    /// Read-through: a lookup that missed runs the key's refresh (or joins the one running),
+    /// and `reply` gets the new entry, or `ENOENT`, once it ends. No thread waits for it: the
+    /// refresh worker replies (so a flood of missed lookups costs no thread each).
+    pub fn lookup_filling(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &OsStr,
+        reply: impl FnOnce(FsResult<Entry>) + Send + 'static,
+    ) {
+        let key = match self.lookup_quietly(parent, name) {
+            Err(e) if e.errno == libc::ENOENT => match self.child_path(parent, name) {
+                Ok(key) => key,
+                Err(e) => return reply(Err(e)),
+            },
+            other => return reply(other),
+        };
+        let (fs, name, run_key) = (self.clone(), name.to_os_string(), key.clone());
+        let then = move |outcome: Outcome| {
+            reply(match outcome {
+                Outcome::Published => fs.lookup_quietly(parent, &name),
+                outcome => {
+                    debug!(key = %key.display(), ?outcome, "read-through gave no entry");
+                    Err(errno(libc::ENOENT))
                 }
-            }
-            other => other,
-        }
+            })
+        };
+        self.refresher
+            .run_then(&run_key, Reason::Miss, Box::new(then));
     }
 
     /// Before creating something in `dir`: a fill directory shown before it exists is made

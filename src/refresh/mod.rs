@@ -39,6 +39,7 @@ mod command;
 mod run;
 #[cfg(test)]
 mod tests;
+mod then;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
@@ -55,6 +56,8 @@ use crate::stats::{bump, Stats};
 use crate::store::{Store, ENTRY_SUFFIX};
 use command::Control;
 use run::Ran;
+pub use then::Then;
+use then::{Deadlines, Slot};
 
 /// Why a refresh runs; passed to the command as `CACHETTA_REASON`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +128,8 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the last worker exits.
     idle: Condvar,
+    /// When read-through callers stop waiting.
+    deadlines: Arc<Deadlines>,
 }
 
 #[derive(Default)]
@@ -153,12 +158,27 @@ struct Job {
     control: Mutex<Control>,
     outcome: Mutex<Option<Outcome>>,
     done: Condvar,
+    /// Callers that asked to be answered instead of waiting ([`Refresher::run_then`]).
+    then: Mutex<Vec<Slot>>,
 }
 
 impl Job {
     fn complete(&self, outcome: Outcome) {
-        *self.outcome.lock() = Some(outcome);
+        *self.outcome.lock() = Some(outcome.clone());
         self.done.notify_all();
+        for slot in std::mem::take(&mut *self.then.lock()) {
+            slot.answer(outcome.clone());
+        }
+    }
+
+    /// Answer `slot` with the outcome: now if there is one, else when it comes.
+    fn then(&self, slot: Slot) {
+        let mut waiting = self.then.lock();
+        if let Some(outcome) = self.outcome.lock().clone() {
+            drop(waiting);
+            return slot.answer(outcome);
+        }
+        waiting.push(slot);
     }
 }
 
@@ -196,6 +216,7 @@ impl Refresher {
                     ..State::default()
                 }),
                 idle: Condvar::new(),
+                deadlines: Arc::default(),
             }),
         }
     }
@@ -229,6 +250,29 @@ impl Refresher {
             }
         }
         outcome.clone().unwrap_or(Outcome::StillRunning)
+    }
+
+    /// Read-through without a waiting thread: start a refresh of `key`, or join the one queued
+    /// or running, and call `then` with its outcome when it ends (at once if refused), or with
+    /// [`Outcome::StillRunning`] after the key's `refresh_timeout`, as
+    /// [`Refresher::run_and_wait`] would return.
+    pub fn run_then(&self, key: &Path, reason: Reason, then: Then) {
+        match self.shared.begin(key, reason) {
+            Begin::Started(job) | Begin::Joined(job) => {
+                let timeout = self
+                    .shared
+                    .config
+                    .settings_for(key.as_os_str())
+                    .settings
+                    .refresh_timeout;
+                let slot = Slot::new(then);
+                if let Some(at) = Instant::now().checked_add(timeout) {
+                    self.shared.deadlines.add(at, slot.clone());
+                }
+                job.then(slot);
+            }
+            Begin::Refused(outcome) => then(outcome),
+        }
     }
 
     /// `rm` wins: forget `key`. A refresh of it that is queued is dropped; one that is running
@@ -375,6 +419,7 @@ impl Shared {
                 control: Mutex::new(Control::default()),
                 outcome: Mutex::new(None),
                 done: Condvar::new(),
+                then: Mutex::new(Vec::new()),
             });
             state.keys.entry(key.to_path_buf()).or_default().job = Some(job.clone());
             state.prune(now);
