@@ -139,6 +139,19 @@ fn fail(op: &str, err: FsError) -> Errno {
     Errno::from_i32(err.errno)
 }
 
+/// Run a request handler. A panic inside it is logged once and answered `EIO` (fuser answers
+/// a reply that is dropped unsent), and the worker thread lives on to serve the next request.
+fn guarded(op: &'static str, handler: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        error!(op, "request handler panicked ({why}); answered EIO");
+    }
+}
+
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -201,41 +214,49 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        bump(&self.fs.requests().lookup);
-        let found = self.fs.lookup(parent.0, name);
-        if matches!(&found, Err(e) if e.errno == libc::ENOENT) && self.fs.may_fill(parent.0, name) {
-            // Read-through waits for a refresh command: the refresh worker replies when it
-            // ends, so the workers stay free for every other request.
-            return self.fs.lookup_filling(parent.0, name, move |result| {
-                reply_entry(reply, "lookup", result)
-            });
-        }
-        if matches!(&found, Err(e) if e.errno == libc::ENOENT) {
-            let ttl = self.fs.negative_ttl(parent.0, name);
-            if !ttl.is_zero() {
-                // A negative entry (node id 0): the kernel remembers "no such name" for
-                // `ttl`, so the write idiom's temp-file name costs no second lookup.
-                let none = FileAttr {
-                    ino: INodeNo(0),
-                    ..file_attr(&Attr::absent())
-                };
-                return reply.entry(&ttl, &none, Generation(0));
+        guarded("lookup", move || {
+            bump(&self.fs.requests().lookup);
+            let found = self.fs.lookup(parent.0, name);
+            if matches!(&found, Err(e) if e.errno == libc::ENOENT)
+                && self.fs.may_fill(parent.0, name)
+            {
+                // Read-through waits for a refresh command: the refresh worker replies when it
+                // ends, so the workers stay free for every other request.
+                return self.fs.lookup_filling(parent.0, name, move |result| {
+                    reply_entry(reply, "lookup", result)
+                });
             }
-        }
-        reply_entry(reply, "lookup", found);
+            if matches!(&found, Err(e) if e.errno == libc::ENOENT) {
+                let ttl = self.fs.negative_ttl(parent.0, name);
+                if !ttl.is_zero() {
+                    // A negative entry (node id 0): the kernel remembers "no such name" for
+                    // `ttl`, so the write idiom's temp-file name costs no second lookup.
+                    let none = FileAttr {
+                        ino: INodeNo(0),
+                        ..file_attr(&Attr::absent())
+                    };
+                    return reply.entry(&ttl, &none, Generation(0));
+                }
+            }
+            reply_entry(reply, "lookup", found);
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        bump(&self.fs.requests().forget);
-        self.fs.forget(ino.0, nlookup);
+        guarded("forget", move || {
+            bump(&self.fs.requests().forget);
+            self.fs.forget(ino.0, nlookup);
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        bump(&self.fs.requests().getattr);
-        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-            Err(err) => reply.error(fail("getattr", err)),
-        }
+        guarded("getattr", move || {
+            bump(&self.fs.requests().getattr);
+            match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+                Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+                Err(err) => reply.error(fail("getattr", err)),
+            }
+        });
     }
 
     fn setattr(
@@ -256,27 +277,31 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        bump(&self.fs.requests().setattr);
-        let changes = Changes {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: set_time(atime),
-            mtime: set_time(mtime),
-        };
-        match self
-            .fs
-            .setattr(caller(req), ino.0, fh.map(|f| f.0), changes)
-        {
-            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-            Err(err) => reply.error(fail("setattr", err)),
-        }
+        guarded("setattr", move || {
+            bump(&self.fs.requests().setattr);
+            let changes = Changes {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: set_time(atime),
+                mtime: set_time(mtime),
+            };
+            match self
+                .fs
+                .setattr(caller(req), ino.0, fh.map(|f| f.0), changes)
+            {
+                Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+                Err(err) => reply.error(fail("setattr", err)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        bump(&self.fs.requests().readlink);
-        reply.error(Errno::EINVAL);
+        guarded("readlink", move || {
+            bump(&self.fs.requests().readlink);
+            reply.error(Errno::EINVAL);
+        });
     }
 
     fn mknod(
@@ -289,31 +314,43 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        bump(&self.fs.requests().mknod);
-        reply.error(Errno::from_i32(self.fs.refuse_special().errno));
+        guarded("mknod", move || {
+            bump(&self.fs.requests().mknod);
+            reply.error(Errno::from_i32(self.fs.refuse_special().errno));
+        });
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        bump(&self.fs.requests().mkdir);
-        reply_entry(reply, "mkdir", self.fs.mkdir(parent.0, name, mode, umask));
+        guarded("mkdir", move || {
+            bump(&self.fs.requests().mkdir);
+            reply_entry(
+                reply,
+                "mkdir",
+                self.fs.mkdir(caller(req), parent.0, name, mode, umask),
+            );
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        bump(&self.fs.requests().unlink);
-        reply_empty(reply, "unlink", self.fs.unlink(parent.0, name));
+        guarded("unlink", move || {
+            bump(&self.fs.requests().unlink);
+            reply_empty(reply, "unlink", self.fs.unlink(parent.0, name));
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        bump(&self.fs.requests().rmdir);
-        reply_empty(reply, "rmdir", self.fs.rmdir(parent.0, name));
+        guarded("rmdir", move || {
+            bump(&self.fs.requests().rmdir);
+            reply_empty(reply, "rmdir", self.fs.rmdir(parent.0, name));
+        });
     }
 
     fn symlink(
@@ -324,8 +361,10 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        bump(&self.fs.requests().symlink);
-        reply.error(Errno::from_i32(self.fs.refuse_special().errno));
+        guarded("symlink", move || {
+            bump(&self.fs.requests().symlink);
+            reply.error(Errno::from_i32(self.fs.refuse_special().errno));
+        });
     }
 
     fn rename(
@@ -338,13 +377,15 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().rename);
-        reply_empty(
-            reply,
-            "rename",
-            self.fs
-                .rename(parent.0, name, newparent.0, newname, flags.bits()),
-        );
+        guarded("rename", move || {
+            bump(&self.fs.requests().rename);
+            reply_empty(
+                reply,
+                "rename",
+                self.fs
+                    .rename(parent.0, name, newparent.0, newname, flags.bits()),
+            );
+        });
     }
 
     fn link(
@@ -355,16 +396,20 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        bump(&self.fs.requests().link);
-        reply.error(Errno::from_i32(self.fs.refuse_special().errno));
+        guarded("link", move || {
+            bump(&self.fs.requests().link);
+            reply.error(Errno::from_i32(self.fs.refuse_special().errno));
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        bump(&self.fs.requests().open);
-        match self.fs.open(caller(req), ino.0, flags.0) {
-            Ok(opened) => self.reply_opened(reply, opened),
-            Err(err) => reply.error(fail("open", err)),
-        }
+        guarded("open", move || {
+            bump(&self.fs.requests().open);
+            match self.fs.open(caller(req), ino.0, flags.0) {
+                Ok(opened) => self.reply_opened(reply, opened),
+                Err(err) => reply.error(fail("open", err)),
+            }
+        });
     }
 
     fn read(
@@ -378,11 +423,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        bump(&self.fs.requests().read);
-        match self.fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(err) => reply.error(fail("read", err)),
-        }
+        guarded("read", move || {
+            bump(&self.fs.requests().read);
+            match self.fs.read(fh.0, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(err) => reply.error(fail("read", err)),
+            }
+        });
     }
 
     fn write(
@@ -397,11 +444,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        bump(&self.fs.requests().write);
-        match self.fs.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(err) => reply.error(fail("write", err)),
-        }
+        guarded("write", move || {
+            bump(&self.fs.requests().write);
+            match self.fs.write(fh.0, offset, data) {
+                Ok(n) => reply.written(n),
+                Err(err) => reply.error(fail("write", err)),
+            }
+        });
     }
 
     fn flush(
@@ -412,8 +461,10 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().flush);
-        reply_empty(reply, "flush", self.fs.flush(fh.0));
+        guarded("flush", move || {
+            bump(&self.fs.requests().flush);
+            reply_empty(reply, "flush", self.fs.flush(fh.0));
+        });
     }
 
     fn release(
@@ -426,15 +477,17 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().release);
-        if let Some((ino, generation)) = self.fs.release(fh.0) {
-            // The last open of a pin: the kernel no longer needs its backing.
-            let mut backings = self.backings.lock();
-            if backings.get(&ino).is_some_and(|(g, _)| *g == generation) {
-                backings.remove(&ino);
+        guarded("release", move || {
+            bump(&self.fs.requests().release);
+            if let Some((ino, generation)) = self.fs.release(fh.0) {
+                // The last open of a pin: the kernel no longer needs its backing.
+                let mut backings = self.backings.lock();
+                if backings.get(&ino).is_some_and(|(g, _)| *g == generation) {
+                    backings.remove(&ino);
+                }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn fsync(
@@ -445,16 +498,20 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().fsync);
-        reply_empty(reply, "fsync", self.fs.fsync(fh.0));
+        guarded("fsync", move || {
+            bump(&self.fs.requests().fsync);
+            reply_empty(reply, "fsync", self.fs.fsync(fh.0));
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        bump(&self.fs.requests().opendir);
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(err) => reply.error(fail("opendir", err)),
-        }
+        guarded("opendir", move || {
+            bump(&self.fs.requests().opendir);
+            match self.fs.opendir(ino.0) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(err) => reply.error(fail("opendir", err)),
+            }
+        });
     }
 
     fn readdir(
@@ -465,14 +522,16 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        bump(&self.fs.requests().readdir);
-        let result = self.fs.readdir(fh.0, offset, |next, ino, item_kind, name| {
-            reply.add(INodeNo(ino), next, kind(item_kind), name)
+        guarded("readdir", move || {
+            bump(&self.fs.requests().readdir);
+            let result = self.fs.readdir(fh.0, offset, |next, ino, item_kind, name| {
+                reply.add(INodeNo(ino), next, kind(item_kind), name)
+            });
+            match result {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(fail("readdir", err)),
+            }
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(fail("readdir", err)),
-        }
     }
 
     fn readdirplus(
@@ -483,21 +542,23 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        bump(&self.fs.requests().readdirplus);
-        let result = self.fs.readdirplus(fh.0, offset, |next, name, e| {
-            reply.add(
-                INodeNo(e.attr.ino),
-                next,
-                name,
-                &e.ttl,
-                &file_attr(&e.attr),
-                Generation(0),
-            )
+        guarded("readdirplus", move || {
+            bump(&self.fs.requests().readdirplus);
+            let result = self.fs.readdirplus(fh.0, offset, |next, name, e| {
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    next,
+                    name,
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                )
+            });
+            match result {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(fail("readdirplus", err)),
+            }
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(fail("readdirplus", err)),
-        }
     }
 
     fn releasedir(
@@ -508,9 +569,11 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().releasedir);
-        self.fs.releasedir(fh.0);
-        reply.ok();
+        guarded("releasedir", move || {
+            bump(&self.fs.requests().releasedir);
+            self.fs.releasedir(fh.0);
+            reply.ok();
+        });
     }
 
     fn fsyncdir(
@@ -521,25 +584,29 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().fsyncdir);
-        reply.ok();
+        guarded("fsyncdir", move || {
+            bump(&self.fs.requests().fsyncdir);
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        bump(&self.fs.requests().statfs);
-        match self.fs.statfs() {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
-            ),
-            Err(err) => reply.error(fail("statfs", err)),
-        }
+        guarded("statfs", move || {
+            bump(&self.fs.requests().statfs);
+            match self.fs.statfs() {
+                Ok(s) => reply.statfs(
+                    s.f_blocks,
+                    s.f_bfree,
+                    s.f_bavail,
+                    s.f_files,
+                    s.f_ffree,
+                    s.f_bsize as u32,
+                    s.f_namemax as u32,
+                    s.f_frsize as u32,
+                ),
+                Err(err) => reply.error(fail("statfs", err)),
+            }
+        });
     }
 
     fn setxattr(
@@ -552,33 +619,43 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        bump(&self.fs.requests().setxattr);
-        reply_empty(
-            reply,
-            "setxattr",
-            self.fs.setxattr(ino.0, name, value, flags),
-        );
+        guarded("setxattr", move || {
+            bump(&self.fs.requests().setxattr);
+            reply_empty(
+                reply,
+                "setxattr",
+                self.fs.setxattr(ino.0, name, value, flags),
+            );
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        bump(&self.fs.requests().getxattr);
-        reply_xattr(reply, "getxattr", size, self.fs.getxattr(ino.0, name));
+        guarded("getxattr", move || {
+            bump(&self.fs.requests().getxattr);
+            reply_xattr(reply, "getxattr", size, self.fs.getxattr(ino.0, name));
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        bump(&self.fs.requests().listxattr);
-        reply_xattr(reply, "listxattr", size, self.fs.listxattr(ino.0));
+        guarded("listxattr", move || {
+            bump(&self.fs.requests().listxattr);
+            reply_xattr(reply, "listxattr", size, self.fs.listxattr(ino.0));
+        });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        bump(&self.fs.requests().removexattr);
-        reply_empty(reply, "removexattr", self.fs.removexattr(ino.0, name));
+        guarded("removexattr", move || {
+            bump(&self.fs.requests().removexattr);
+            reply_empty(reply, "removexattr", self.fs.removexattr(ino.0, name));
+        });
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        bump(&self.fs.requests().access);
-        // The backing files' own permissions decide when the operation itself runs.
-        reply.ok();
+        guarded("access", move || {
+            bump(&self.fs.requests().access);
+            // The backing files' own permissions decide when the operation itself runs.
+            reply.ok();
+        });
     }
 
     /// No ioctl is ours: every Python `open()` asks `TCGETS` (isatty), and the answer is the
@@ -594,8 +671,10 @@ impl Filesystem for FuseAdapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        bump(&self.fs.requests().ioctl);
-        reply.error(Errno::ENOTTY);
+        guarded("ioctl", move || {
+            bump(&self.fs.requests().ioctl);
+            reply.error(Errno::ENOTTY);
+        });
     }
 
     fn create(
@@ -608,19 +687,34 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        bump(&self.fs.requests().create);
-        match self
-            .fs
-            .create(caller(req), parent.0, name, mode, umask, flags)
-        {
-            Ok((e, opened)) => reply.created(
-                &e.ttl,
-                &file_attr(&e.attr),
-                Generation(0),
-                FileHandle(opened.fh),
-                create_flags(&opened),
-            ),
-            Err(err) => reply.error(fail("create", err)),
-        }
+        guarded("create", move || {
+            bump(&self.fs.requests().create);
+            match self
+                .fs
+                .create(caller(req), parent.0, name, mode, umask, flags)
+            {
+                Ok((e, opened)) => reply.created(
+                    &e.ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    create_flags(&opened),
+                ),
+                Err(err) => reply.error(fail("create", err)),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_is_caught_and_the_thread_goes_on() {
+        let mut after = false;
+        guarded("test", || panic!("a bug in a handler"));
+        guarded("test", || after = true);
+        assert!(after);
     }
 }

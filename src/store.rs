@@ -113,12 +113,34 @@ pub struct Version {
     pub ctime: SystemTime,
 }
 
+/// A file time as `SystemTime`. Times too far out to represent (a corrupt or hostile
+/// timestamp such as `i64::MIN` seconds) are clamped, never a panic.
 fn system_time(secs: i64, nsecs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsecs as u64)
+    if secs >= FAR_SECS as i64 {
+        return far_future();
     }
+    if secs <= -(FAR_SECS as i64) {
+        return far_past();
+    }
+    let nanos = Duration::from_nanos(nsecs.clamp(0, 999_999_999) as u64);
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+/// About 10,000 years, in seconds.
+const FAR_SECS: u64 = 315_000_000_000;
+
+/// The latest and earliest times we compute with (about ±10,000 years): far enough for any
+/// real file, near enough that adding a duration to them never overflows.
+fn far_future() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(FAR_SECS)
+}
+
+fn far_past() -> SystemTime {
+    UNIX_EPOCH - Duration::from_secs(FAR_SECS)
 }
 
 fn timespec(t: SystemTime) -> rustix::fs::Timespec {
@@ -766,6 +788,17 @@ pub fn copy_contents(from: &File, to: &File) -> io::Result<u64> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn file_times_out_of_range_are_clamped_never_a_panic() {
+        assert_eq!(system_time(i64::MIN, 0), far_past());
+        assert_eq!(system_time(i64::MAX, 999_999_999), far_future());
+        assert_eq!(
+            system_time(-1, 500_000_000),
+            UNIX_EPOCH - Duration::from_millis(500)
+        );
+        assert_eq!(system_time(0, -5), UNIX_EPOCH);
+    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

@@ -204,3 +204,113 @@ fn rmdir_never_removes_a_write_in_progress() {
     close_fd(writer).unwrap();
     assert_entry(&m, "d/x.json", b"{\"v\":1}");
 }
+
+#[test]
+fn with_allow_other_another_user_owns_what_they_make_and_cannot_read_what_is_not_theirs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !require_fuse() {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let b = Mount::new().args(&["--allow-other"]);
+    // Let the other user reach the mountpoint, and create in the root (like /tmp).
+    fs::set_permissions(b.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let b = b.prepare(|backing| {
+        fs::set_permissions(backing, fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(backing.join("secret.json"), b"{}").unwrap();
+        fs::set_permissions(
+            backing.join("secret.json"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    });
+    let m = b.start();
+    let as_nobody = |script: &str| {
+        let _fork = forking();
+        Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&m.mnt)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody("cat secret.json");
+    assert!(!out.status.success(), "nobody read a 0600 entry of root's");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(
+        r#"set -e
+mkdir mine
+echo '{"a":1}' > mine/x.json
+echo '{"a":2}' > mine/x.json
+python3 -c '
+import os, tempfile
+fd, tmp = tempfile.mkstemp(dir="mine", suffix=".tmp")
+os.write(fd, b"[3]"); os.close(fd)
+os.replace(tmp, "mine/y.json")'
+cat mine/x.json mine/y.json"#,
+    );
+    assert_success("nobody's writes in a directory of their own", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"a\":2}\n[3]");
+    for rel in ["mine", "mine/x.json", "mine/y.json"] {
+        let meta = fs::metadata(m.backing_path(rel)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (NOBODY, NOBODY),
+            "{rel} belongs to its maker"
+        );
+    }
+}
+
+#[test]
+fn files_with_absurd_timestamps_are_judged_without_a_panic() {
+    if !require_fuse() {
+        return;
+    }
+    let b = Mount::new();
+    // tmpfs keeps any 64-bit time (ext4 would clamp it).
+    let _tmpfs = Tmpfs::mount(b.backing(), "4m");
+    let m = b.start();
+    fs::create_dir(m.backing_path("olddir")).unwrap();
+    for (name, secs) in [
+        ("past.json", i64::MIN),
+        ("future.json", i64::MAX),
+        ("olddir", i64::MIN),
+    ] {
+        let path = m.backing_path(name);
+        if !path.is_dir() {
+            fs::write(&path, b"{}").unwrap();
+        }
+        let c = cstring(&path);
+        let t = libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        };
+        let times = [t, t];
+        // SAFETY: `c` is a valid path and `times` two valid timespecs, both outliving the call.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+        check_rc(rc).unwrap();
+    }
+    // The one in the distant past is expired; the one in the future is fresh (clock skew).
+    let mut listed = m.list("");
+    listed.sort();
+    assert_eq!(listed, names(&["future.json", "olddir"]));
+    let out = m.run("ls", &["-la", "olddir", "."]);
+    assert_success("ls -la", &out);
+    assert_eq!(errno_of(fs::metadata(m.path("past.json"))), libc::ENOENT);
+    assert_eq!(fs::read(m.path("future.json")).unwrap(), b"{}");
+    let out = m.run("getfattr", &["-d", "future.json"]);
+    assert_success("getfattr", &out);
+    for args in [&["ls", "--all"][..], &["gc", "--dry-run"][..]] {
+        let mut full: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        full.extend(["--backing".as_ref(), m.backing.as_os_str()]);
+        let out = m.run(env!("CARGO_BIN_EXE_cachetta"), &full);
+        assert_success(&format!("cachetta {}", args.join(" ")), &out);
+    }
+    assert!(!m.stderr().contains("panicked"), "{}", m.stderr());
+}

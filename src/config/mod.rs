@@ -242,14 +242,28 @@ impl Config {
 /// A duration as in the config file: humantime (`90s`, `1h 30m`, `7d`) or bare seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|_| format!("duration {s:?} is too large"));
+            .map_err(|_| format!("duration {s:?} is too large"))?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 90s, 15m, 1h 30m, 7d)"))?
+    };
+    capped(d).map_err(|e| format!("duration {s:?} {e}"))
+}
+
+/// The longest duration any setting takes: 100 years (of 365.25 days, as humantime's `100y`).
+/// Longer is surely a typo, and keeping every duration this short means no time arithmetic
+/// can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+fn capped(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        Err("is over the 100-year maximum".into())
+    } else {
+        Ok(d)
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 90s, 15m, 1h 30m, 7d)"))
 }
 
 /// A size as in the config file: a byte count, or a number with `KiB`, `MiB`, `GiB`, `TiB`
@@ -735,7 +749,8 @@ fn duration(v: &Value) -> Result<Duration, String> {
     match v {
         Value::Integer(n) => u64::try_from(*n)
             .map(Duration::from_secs)
-            .map_err(|_| format!("duration {n} is negative")),
+            .map_err(|_| format!("duration {n} is negative"))
+            .and_then(|d| capped(d).map_err(|e| format!("duration {n} {e}"))),
         Value::String(s) => parse_duration(s),
         _ => Err(type_error(
             "a duration such as \"90s\" or \"1h 30m\", or whole seconds",

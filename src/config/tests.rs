@@ -631,3 +631,16 @@ fn fill_dirs_are_the_literal_prefixes_of_fill_on_miss_rules() {
         .collect();
     assert_eq!(c.fill_dirs(), want);
 }
+
+#[test]
+fn durations_over_a_hundred_years_are_errors() {
+    assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+    for text in ["101y", "100000y", "18446744073709551615"] {
+        let err = parse_duration(text).unwrap_err();
+        assert!(err.contains("100-year maximum"), "{text}: {err}");
+    }
+    let err = parse("refresh_timeout = 9999999999999")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("100-year maximum"), "{err}");
+}

@@ -707,19 +707,40 @@ impl CacheFs {
         }))
     }
 
-    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> FsResult<Entry> {
+    pub fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<Entry> {
         self.writable()?;
         let key = self.child_path(parent, name)?;
         self.materialize_fill_dir(store::split(&key).0)?;
-        let st = self
+        let mut st = self
             .store
             .mkdir(&key, mode & !umask)
             .map_err(|e| FsError::io(key.display(), e))?;
+        if let Some((uid, gid)) = self.owner_for(caller) {
+            // With --allow-other, a directory someone makes is theirs, as on any filesystem.
+            self.store
+                .set_owner(&key, Some(uid), Some(gid))
+                .map_err(|e| FsError::io(key.display(), e))?;
+            st = self.store.stat(&key)?;
+        }
         let ino = self.nodes.write().bind(parent, name, Kind::Dir);
         Ok(Entry {
             attr: Attr::from_stat(ino, &st),
             ttl: self.grant(parent, name, ino, KERNEL_TTL),
         })
+    }
+
+    /// Whom a file the caller creates must belong to, when the daemon (root, serving other
+    /// users with `--allow-other`) would otherwise make it root's.
+    fn owner_for(&self, caller: Caller) -> Option<(u32, u32)> {
+        (rustix::process::geteuid().is_root() && caller.uid != 0)
+            .then_some((caller.uid, caller.gid))
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {

@@ -43,7 +43,7 @@ impl CacheFs {
         at: &(u64, OsString),
     ) -> FsResult<Opened> {
         if !store::is_entry_name(key.file_name().unwrap_or_default()) {
-            return self.open_scratch(ino, key, flags, None);
+            return self.open_scratch(ino, key, flags, None, None);
         }
         let mut state = self.start_write(
             caller,
@@ -179,6 +179,7 @@ impl CacheFs {
         key: &Path,
         flags: i32,
         create: Option<u32>,
+        owner: Option<(u32, u32)>,
     ) -> FsResult<Opened> {
         let mut oflags = OFlags::from_bits_retain(
             (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC)) as u32,
@@ -187,10 +188,15 @@ impl CacheFs {
             oflags |= OFlags::CREATE | OFlags::from_bits_retain((flags & libc::O_EXCL) as u32);
         }
         let mode = Mode::from_raw_mode(create.unwrap_or(0));
-        let (file, _) = self
-            .store
-            .open_file(key, oflags, mode)
-            .map_err(|e| FsError::io(key.display(), e))?;
+        let file = match (create, owner) {
+            // Created for someone else (--allow-other): theirs, and only if it is new.
+            (Some(_), Some((uid, gid))) => self.create_owned(key, oflags, mode, uid, gid),
+            _ => self
+                .store
+                .open_file(key, oflags, mode)
+                .map(|(file, _)| file),
+        }
+        .map_err(|e| FsError::io(key.display(), e))?;
         Store::hold(&file);
         let fh = self.add_handle(Handle::Scratch { ino, file });
         Ok(Opened {
@@ -199,6 +205,38 @@ impl CacheFs {
             mode: OpenMode::DirectIo,
             noflush: true,
         })
+    }
+
+    /// Open `key`, creating it for `uid`:`gid` if it does not exist (an existing file keeps
+    /// its owner).
+    fn create_owned(
+        &self,
+        key: &Path,
+        oflags: OFlags,
+        mode: Mode,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<File> {
+        let existing = oflags & !(OFlags::CREATE | OFlags::EXCL);
+        loop {
+            if !oflags.contains(OFlags::EXCL) {
+                match self.store.open_file(key, existing, mode) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    other => return other.map(|(file, _)| file),
+                }
+            }
+            match self.store.open_file(key, oflags | OFlags::EXCL, mode) {
+                Ok((file, _)) => {
+                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+                    return Ok(file);
+                }
+                // Created by someone else meanwhile: open that one.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EEXIST) && !oflags.contains(OFlags::EXCL) => {
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {

@@ -310,7 +310,7 @@ fn read_only_refuses_changes_with_erofs() {
     assert_eq!(errno_of(fs.open(ME, ino, libc::O_WRONLY)), libc::EROFS);
     assert_eq!(errno_of(fs.unlink(ROOT, OsStr::new("x.json"))), libc::EROFS);
     assert_eq!(
-        errno_of(fs.mkdir(ROOT, OsStr::new("d"), 0o755, 0)),
+        errno_of(fs.mkdir(ME, ROOT, OsStr::new("d"), 0o755, 0)),
         libc::EROFS
     );
     assert!(fs.open(ME, ino, libc::O_RDONLY).is_ok());

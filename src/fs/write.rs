@@ -245,7 +245,7 @@ impl CacheFs {
             let ino = self.bind_created(parent, name);
             let opened = match self.writer_enter(ino) {
                 Ok(at) => self
-                    .open_scratch(ino, &key, flags, Some(perm))
+                    .open_scratch(ino, &key, flags, Some(perm), self.owner_for(caller))
                     .inspect_err(|_| self.writer_exit(ino, &at)),
                 Err(e) => Err(e),
             };
