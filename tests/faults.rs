@@ -314,3 +314,29 @@ fn files_with_absurd_timestamps_are_judged_without_a_panic() {
     }
     assert!(!m.stderr().contains("panicked"), "{}", m.stderr());
 }
+
+#[test]
+fn a_scratch_file_renamed_onto_an_entry_while_open_publishes_only_what_was_validated() {
+    if !require_fuse() {
+        return;
+    }
+    let m = Mount::new().start();
+    let _no_forks = no_forks();
+    let mut f = File::create(m.path("x.json.tmp")).unwrap();
+    f.write_all(b"[1]").unwrap();
+    fs::rename(m.path("x.json.tmp"), m.path("x.json")).unwrap();
+    // The writer goes on writing through its descriptor: none of it reaches the entry.
+    f.write_all(b", 2]").unwrap();
+    close_fd(f).unwrap();
+    assert_entry(&m, "x.json", b"[1]");
+    assert!(!m.backing_path("x.json.tmp").exists());
+    // Invalid content is refused the same way, and the entry stays.
+    let mut f = File::create(m.path("y.tmp")).unwrap();
+    f.write_all(b"[oops").unwrap();
+    assert_eq!(
+        errno_of(fs::rename(m.path("y.tmp"), m.path("x.json"))),
+        libc::EINVAL
+    );
+    close_fd(f).unwrap();
+    assert_entry(&m, "x.json", b"[1]");
+}

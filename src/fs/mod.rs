@@ -814,6 +814,22 @@ impl CacheFs {
             .store
             .stat(&from)
             .map_err(|e| FsError::io(from.display(), e))?;
+        if st.kind == Kind::File
+            && store::is_entry_name(newname)
+            && !store::is_entry_name(name)
+            && self.is_open_scratch(parent, name)
+        {
+            // Someone still holds the scratch file open and could change it after it was
+            // validated, or write on into the entry: publish a validated copy instead.
+            if flags & libc::RENAME_NOREPLACE != 0 && self.store.stat(&to).is_ok() {
+                return Err(errno(libc::EEXIST));
+            }
+            self.publish_copy(&from, &to)?;
+            self.nodes
+                .write()
+                .rename((parent, name), (newparent, newname));
+            return Ok(());
+        }
         if st.kind == Kind::File && store::is_entry_name(newname) {
             self.check_rename_content(&from, &to)?;
             if !store::is_entry_name(name) {
@@ -838,6 +854,74 @@ impl CacheFs {
         self.nodes
             .write()
             .rename((parent, name), (newparent, newname));
+        Ok(())
+    }
+
+    /// Whether a scratch file is open through the mount.
+    fn is_open_scratch(&self, parent: u64, name: &OsStr) -> bool {
+        let Some(ino) = self.nodes.read().find(parent, name) else {
+            return false;
+        };
+        self.handles
+            .read()
+            .values()
+            .any(|h| matches!(&**h, Handle::Scratch { ino: held, .. } if *held == ino))
+    }
+
+    /// Rename a scratch file that is still open onto an entry: its content as of now is
+    /// copied into a staging file, validated there, and published with the scratch file's
+    /// times and `user.*` attributes; then the scratch name goes. Later writes through the open
+    /// descriptor reach only the old scratch file.
+    fn publish_copy(&self, from: &Path, to: &Path) -> FsResult<()> {
+        let io = |e| FsError::io(format!("{} -> {}", from.display(), to.display()), e);
+        let (source, st) = self
+            .store
+            .open_file(from, OFlags::RDONLY, Mode::empty())
+            .map_err(io)?;
+        let staging = self
+            .store
+            .create_staging(store::split(to).0, st.perm as u32)
+            .map_err(io)?;
+        let copied = store::copy_contents(&source, &staging.file).and_then(|_| {
+            store::copy_user_xattrs(&source, &staging.file);
+            Store::set_file_times(
+                &staging.file,
+                Some(SetTime::At(st.atime)),
+                Some(SetTime::At(st.mtime)),
+            )
+        });
+        if let Err(e) = copied {
+            self.store.discard(staging);
+            return Err(io(e));
+        }
+        let verdict = store::file_is_valid_json(&staging.file, self.config.max_entry_bytes);
+        let rejected = match verdict {
+            Ok(true) => None,
+            Ok(false) => Some((libc::EINVAL, "not valid JSON")),
+            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
+                Some((libc::EFBIG, "larger than max_entry_bytes"))
+            }
+            Err(e) => {
+                self.store.discard(staging);
+                return Err(io(e));
+            }
+        };
+        if let Some((errno, why)) = rejected {
+            self.store.discard(staging);
+            bump(&self.stats.writes_rejected);
+            warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
+            return Err(FsError::warn(errno, why.to_string()));
+        }
+        let published = self.store.publish(staging, to, None).map_err(io)?;
+        if let Ok(now) = Store::fstat(&published) {
+            self.validity.lock().insert(now.version(), true);
+            self.remember_published(now.version());
+        }
+        bump(&self.stats.writes_ok);
+        // The name the kernel renamed away: gone here too (its open descriptor lives on).
+        if let Err(e) = self.store.unlink(from) {
+            warn!(from = %from.display(), "the renamed scratch file stayed behind: {e}");
+        }
         Ok(())
     }
 
