@@ -340,3 +340,128 @@ fn a_scratch_file_renamed_onto_an_entry_while_open_publishes_only_what_was_valid
     close_fd(f).unwrap();
     assert_entry(&m, "x.json", b"[1]");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Children of `pid` that are zombies (exited, never reaped).
+fn zombie_children(pid: u32) -> Vec<String> {
+    let mut zombies = Vec::new();
+    for proc_dir in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(proc_dir.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) && fields.first() == Some(&"Z") {
+            zombies.push(stat);
+        }
+    }
+    zombies
+}
+
+#[test]
+fn hostile_refresh_commands_cost_no_memory_leave_no_zombie_and_stale_content_stays() {
+    if !require_fuse() {
+        return;
+    }
+    let b = Mount::new();
+    let escaped = b.root().join("escaped.pid");
+    let config = format!(
+        r#"
+duration = "1s"
+stale = "1h"
+refresh_timeout = "2s"
+refresh_backoff = "1h"
+max_entry_bytes = "100MiB"
+[[rule]]
+match = "hang.json"
+refresh = "sleep 100"
+[[rule]]
+match = "escape.json"
+refresh = "setsid sh -c 'echo $$ > {}; exec sleep 100' & echo '{{\"escaped\":1}}'"
+[[rule]]
+match = "flood.json"
+refresh = "head -c 1073741824 /dev/zero | tr '\\0' 1"
+[[rule]]
+match = "garbage.json"
+refresh = "echo 'not json at all'"
+[[rule]]
+match = "fails.json"
+refresh = "echo oops >&2; exit 3"
+"#,
+        escaped.display()
+    );
+    let keys = ["hang", "escape", "flood", "garbage", "fails"];
+    let mut b = b.config(&config);
+    for key in keys {
+        b = b.backing_file_aged(
+            format!("{key}.json"),
+            format!("{{\"old\":\"{key}\"}}"),
+            10 * MINUTE,
+        );
+    }
+    let m = b.start();
+    let pid = m.pid().unwrap();
+    let idle = rss_kib(pid);
+    let started = std::time::Instant::now();
+    // Each read is answered at once with the stale content, and starts the refresh.
+    for key in keys {
+        let got = fs::read(m.path(format!("{key}.json"))).unwrap();
+        assert_eq!(got, format!("{{\"old\":\"{key}\"}}").as_bytes(), "{key}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stale reads waited"
+    );
+    let attr = |key: &str, name: &str| -> Option<String> {
+        let mut buf = vec![0u8; 4096];
+        let n = rustix::fs::getxattr(&m.path(format!("{key}.json")), name, &mut buf[..]).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let mut peak = idle;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            peak = peak.max(rss_kib(pid));
+            keys.iter()
+                .all(|k| attr(k, "user.cachetta.refreshing").as_deref() == Some("false"))
+        }),
+        "refreshes still running: {:?}",
+        keys.map(|k| attr(k, "user.cachetta.refreshing"))
+    );
+    // The escaped command's own output counted; the process it left is no child of ours.
+    assert_eq!(
+        fs::read(m.path("escape.json")).unwrap(),
+        b"{\"escaped\":1}\n"
+    );
+    for key in ["hang", "flood", "garbage", "fails"] {
+        let got = fs::read(m.path(format!("{key}.json"))).unwrap();
+        assert_eq!(
+            got,
+            format!("{{\"old\":\"{key}\"}}").as_bytes(),
+            "{key} lost its content"
+        );
+        let error = attr(key, "user.cachetta.refresh_error");
+        assert!(error.is_some(), "{key}: no refresh_error");
+    }
+    assert!(
+        peak < idle + 64 * 1024,
+        "daemon RSS went from {idle} KiB to {peak} KiB"
+    );
+    assert_eq!(zombie_children(pid), Vec::<String>::new());
+    if let Ok(text) = fs::read_to_string(&escaped) {
+        if let Ok(escaped_pid) = text.trim().parse::<i32>() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(escaped_pid, libc::SIGKILL) };
+        }
+    }
+}

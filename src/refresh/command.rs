@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -53,9 +53,17 @@ pub struct Invocation<'a> {
     pub env: &'a [(OsString, OsString)],
     /// The command's stdin; `None` is `/dev/null`.
     pub stdin: Option<File>,
-    /// `Some(limit)`: capture stdout, failing past `limit` bytes. `None`: stdout to `/dev/null`.
-    pub stdout_limit: Option<u64>,
+    /// Where stdout goes, streamed (never held in memory). `None`: `/dev/null`.
+    pub stdout: Option<Sink>,
     pub timeout: Duration,
+}
+
+/// A file that takes a command's stdout as it comes, up to `limit` bytes; past that the command
+/// is killed ([`Ended::OutputTooLarge`]).
+#[derive(Debug)]
+pub struct Sink {
+    pub file: File,
+    pub limit: u64,
 }
 
 /// How a command ended.
@@ -73,7 +81,8 @@ pub enum Ended {
 #[derive(Debug)]
 pub struct Finished {
     pub ended: Ended,
-    pub stdout: Vec<u8>,
+    /// How many bytes of stdout went to the sink.
+    pub stdout_bytes: u64,
     /// The first [`STDERR_KEPT`] bytes of stderr.
     pub stderr: Vec<u8>,
 }
@@ -81,7 +90,8 @@ pub struct Finished {
 /// Run a command to its end. Whatever happens, when this returns no process of the command's
 /// group is left running and the shell has been reaped: when the shell exits, anything it left
 /// behind in its group is killed too, so that nothing holds the output pipe open or outlives
-/// the refresh. (A command that really wants a long-lived process can `setsid` it.)
+/// the refresh. (A command that really wants a long-lived process can `setsid` it; the output
+/// is what is in the pipe when the shell has exited, whoever still holds the pipe open.)
 pub fn run(inv: Invocation<'_>, control: &Mutex<Control>) -> io::Result<Finished> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -89,7 +99,7 @@ pub fn run(inv: Invocation<'_>, control: &Mutex<Control>) -> io::Result<Finished
         .current_dir(inv.cwd)
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .stdin(inv.stdin.map_or_else(Stdio::null, Stdio::from))
-        .stdout(if inv.stdout_limit.is_some() {
+        .stdout(if inv.stdout.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -104,7 +114,7 @@ pub fn run(inv: Invocation<'_>, control: &Mutex<Control>) -> io::Result<Finished
         if ctl.cancelled {
             return Ok(Finished {
                 ended: Ended::Cancelled,
-                stdout: Vec::new(),
+                stdout_bytes: 0,
                 stderr: Vec::new(),
             });
         }
@@ -114,43 +124,45 @@ pub fn run(inv: Invocation<'_>, control: &Mutex<Control>) -> io::Result<Finished
     };
     let pgid = Pid::from_child(&child);
 
-    let result = watch(&mut child, pgid, inv.stdout_limit, inv.timeout);
+    let result = watch(&mut child, pgid, inv.stdout, inv.timeout);
     // Whatever `watch` saw, make sure the group is gone, then reap the shell. The group id is
     // forgotten before reaping, so no one can signal a reused id afterwards.
     kill_group(pgid);
     control.lock().pgid = None;
     let status = child.wait();
-    let (ended, stdout, stderr) = result?;
+    let (ended, stdout_bytes, stderr) = result?;
     let ended = match ended {
         Some(ended) => ended,
         None => Ended::Exited(status?),
     };
     Ok(Finished {
         ended,
-        stdout,
+        stdout_bytes,
         stderr,
     })
 }
 
-/// Capture the pipes until the shell exited and both pipes are closed, or the deadline passed,
-/// or stdout went past its limit. `None` means the shell exited in time.
+/// Capture the pipes until the shell exited and the pipes are drained (closed, or empty), or
+/// the deadline passed, or stdout went past its limit. `None` means the shell exited in time.
 ///
 /// Waits with `poll` on a pidfd and the two pipes at once: no signal handler, no sleep loop, and
 /// the shell stays unreaped (so its group id stays ours) until [`run`] reaps it.
 fn watch(
     child: &mut Child,
     pgid: Pid,
-    stdout_limit: Option<u64>,
+    mut sink: Option<Sink>,
     timeout: Duration,
-) -> io::Result<(Option<Ended>, Vec<u8>, Vec<u8>)> {
-    let deadline = Instant::now() + timeout;
+) -> io::Result<(Option<Ended>, u64, Vec<u8>)> {
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3_155_760_000));
     let pidfd: OwnedFd = rustix::process::pidfd_open(pgid, PidfdFlags::empty())?;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
-    let mut stdout = Vec::new();
+    let mut stdout = 0u64;
     let mut stderr = Vec::new();
     let mut exited = false;
-    let limit = stdout_limit.unwrap_or(0);
+    let mut chunk = vec![0u8; 64 * 1024];
 
     loop {
         if exited && out.is_none() && err.is_none() {
@@ -172,14 +184,24 @@ fn watch(
             if let Some(err) = &err {
                 fds.push(PollFd::from_borrowed_fd(err.as_fd(), wanted));
             }
-            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            });
+            // Once the shell is gone (and its group killed), what is left in the pipes is read
+            // without waiting: a process that escaped the group (`setsid`) may hold them open
+            // for ever, and its later output is not the command's.
+            let timeout = if exited {
+                Timespec::default()
+            } else {
+                Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                })
+            };
             match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
+            }
+            if exited && fds.iter().all(|fd| fd.revents().is_empty()) {
+                return Ok((None, stdout, stderr));
             }
             let mut ready = fds.iter().map(|fd| !fd.revents().is_empty());
             let pid_ready = !exited && ready.next().unwrap_or(false);
@@ -194,12 +216,16 @@ fn watch(
         }
         // One read per readiness, so a flooding pipe cannot starve the deadline or the other.
         if out_ready {
-            if let Some(pipe) = &mut out {
-                let keep = (limit as usize).saturating_add(1);
-                if read_some(pipe, &mut stdout, keep)? {
-                    out = None;
-                } else if stdout.len() as u64 > limit {
-                    return Ok((Some(Ended::OutputTooLarge), stdout, stderr));
+            if let (Some(pipe), Some(sink)) = (&mut out, &mut sink) {
+                match read_chunk(pipe, &mut chunk)? {
+                    0 => out = None,
+                    n => {
+                        stdout += n as u64;
+                        if stdout > sink.limit {
+                            return Ok((Some(Ended::OutputTooLarge), stdout, stderr));
+                        }
+                        sink.file.write_all(&chunk[..n])?;
+                    }
                 }
             }
         }
@@ -209,6 +235,16 @@ fn watch(
                     err = None;
                 }
             }
+        }
+    }
+}
+
+/// One `read` from a pipe known to be readable; 0 at end of file.
+fn read_chunk(pipe: &mut impl Read, chunk: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match pipe.read(chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }

@@ -3,17 +3,17 @@
 //! [`super`]; running a process is in [`super::command`].
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Seek, Write};
+use std::io::{self, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
 use tracing::debug;
 
-use super::command::{self, Ended, Invocation};
+use super::command::{self, Ended, Invocation, Sink};
 use super::{Job, Outcome, Reason, Shared};
 use crate::stats::bump;
-use crate::store::{self, is_valid_json, Store, ENTRY_SUFFIX};
+use crate::store::{self, Staging, Store, ENTRY_SUFFIX};
 
 /// What a run produced, before bookkeeping.
 pub(super) struct Ran {
@@ -37,45 +37,77 @@ pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
     let limit = shared.config.max_entry_bytes;
     debug!(key = %job.key.display(), reason = job.reason.as_str(), "refresh started");
 
+    // The output streams into a staging file as it comes: nothing of it is held in memory,
+    // however large, and the condition reads it from there.
+    let staging = match stage(shared, &job.key) {
+        Ok(staging) => staging,
+        Err(e) => return failed(format!("cannot stage the output: {e}"), Vec::new()),
+    };
+    let sink = match staging.file.try_clone() {
+        Ok(file) => file,
+        Err(e) => {
+            return discard(
+                shared,
+                staging,
+                failed(format!("cannot stage the output: {e}"), Vec::new()),
+            )
+        }
+    };
     let run = command::run(
         Invocation {
             command: refresh,
             cwd,
             env: &env,
             stdin: None,
-            stdout_limit: Some(limit),
+            stdout: Some(Sink { file: sink, limit }),
             timeout,
         },
         &job.control,
     );
     let finished = match run {
         Ok(finished) => finished,
-        Err(e) => return failed(format!("cannot run the command: {e}"), Vec::new()),
+        Err(e) => {
+            let ran = failed(format!("cannot run the command: {e}"), Vec::new());
+            return discard(shared, staging, ran);
+        }
     };
     let stderr = finished.stderr;
-    match finished.ended {
-        Ended::Cancelled => return cancelled(),
-        Ended::TimedOut => return failed(timed_out("", timeout), stderr),
-        Ended::OutputTooLarge => {
-            return failed(
-                format!("output larger than max_entry_bytes ({limit} bytes)"),
-                stderr,
-            )
-        }
-        Ended::Exited(status) if !status.success() => {
-            return failed(with_stderr(command::describe(status), &stderr), stderr)
-        }
-        Ended::Exited(_) => {}
+    debug!(key = %job.key.display(), bytes = finished.stdout_bytes, "refresh output staged");
+    let ended = match finished.ended {
+        Ended::Cancelled => Some(cancelled()),
+        Ended::TimedOut => Some(failed(timed_out("", timeout), stderr.clone())),
+        Ended::OutputTooLarge => Some(failed(
+            format!("output larger than max_entry_bytes ({limit} bytes)"),
+            stderr.clone(),
+        )),
+        Ended::Exited(status) if !status.success() => Some(failed(
+            with_stderr(command::describe(status), &stderr),
+            stderr.clone(),
+        )),
+        Ended::Exited(_) => None,
+    };
+    if let Some(ran) = ended {
+        return discard(shared, staging, ran);
     }
-    let output = finished.stdout;
-    if !is_valid_json(&output) {
-        return failed("output is not valid JSON".into(), stderr);
+    if !store::file_is_valid_json(&staging.file, limit).unwrap_or(false) {
+        return discard(
+            shared,
+            staging,
+            failed("output is not valid JSON".into(), stderr),
+        );
     }
 
     if let Some(condition) = &settings.condition {
-        let stdin = match output_as_file(&output) {
+        let stdin = match staging
+            .file
+            .try_clone()
+            .and_then(|mut f| f.rewind().map(|()| f))
+        {
             Ok(file) => file,
-            Err(e) => return failed(format!("cannot pass output to condition: {e}"), stderr),
+            Err(e) => {
+                let ran = failed(format!("cannot pass output to condition: {e}"), stderr);
+                return discard(shared, staging, ran);
+            }
         };
         let run = command::run(
             Invocation {
@@ -83,36 +115,40 @@ pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
                 cwd,
                 env: &env,
                 stdin: Some(stdin),
-                stdout_limit: None,
+                stdout: None,
                 timeout,
             },
             &job.control,
         );
         let finished = match run {
             Ok(finished) => finished,
-            Err(e) => return failed(format!("cannot run condition: {e}"), Vec::new()),
+            Err(e) => {
+                let ran = failed(format!("cannot run condition: {e}"), Vec::new());
+                return discard(shared, staging, ran);
+            }
         };
         let stderr = finished.stderr;
-        match finished.ended {
-            Ended::Cancelled => return cancelled(),
-            Ended::TimedOut => return failed(timed_out("condition ", timeout), stderr),
-            Ended::OutputTooLarge => return failed("condition output too large".into(), stderr),
-            Ended::Exited(status) if status.success() => {}
+        let decided = match finished.ended {
+            Ended::Cancelled => Some(cancelled()),
+            Ended::TimedOut => Some(failed(timed_out("condition ", timeout), stderr)),
+            Ended::OutputTooLarge => Some(failed("condition output too large".into(), stderr)),
+            Ended::Exited(status) if status.success() => None,
             // A condition that exits non-zero says "don't cache this".
-            Ended::Exited(status) if status.code().is_some() => {
-                return Ran {
-                    outcome: Outcome::Declined,
-                    stderr,
-                }
-            }
+            Ended::Exited(status) if status.code().is_some() => Some(Ran {
+                outcome: Outcome::Declined,
+                stderr,
+            }),
             Ended::Exited(status) => {
                 let what = format!("condition {}", command::describe(status));
-                return failed(with_stderr(what, &stderr), stderr);
+                Some(failed(with_stderr(what, &stderr), stderr))
             }
+        };
+        if let Some(ran) = decided {
+            return discard(shared, staging, ran);
         }
     }
 
-    match publish(shared, job, &output) {
+    match publish(shared, job, staging) {
         Ok(true) => Ran {
             outcome: Outcome::Published,
             stderr,
@@ -122,25 +158,38 @@ pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
     }
 }
 
-/// Stage `output` beside the entry (creating missing directories) and publish it, unless
-/// the refresh has been cancelled. False when cancelled.
-fn publish(shared: &Shared, job: &Job, output: &[u8]) -> io::Result<bool> {
-    let (dir, _) = store::split(&job.key);
+/// A staging file for the output of `key`'s refresh: in the entry's directory, or at the
+/// backing root while that directory does not exist yet (a refresh that fails creates no
+/// directory; one that succeeds creates it at publish).
+fn stage(shared: &Shared, key: &Path) -> io::Result<Staging> {
+    let (dir, _) = store::split(key);
     // The entry keeps its mode when it exists.
     let perm = shared
         .store
-        .stat(&job.key)
+        .stat(key)
         .map_or(0o644, |st| u32::from(st.perm));
-    let mut staging = match shared.store.create_staging(dir, perm) {
+    match shared.store.create_staging(dir, perm) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            shared.store.mkdir_all(dir)?;
-            shared.store.create_staging(dir, perm)?
+            shared.store.create_staging(Path::new(""), perm)
         }
-        other => other?,
-    };
-    if let Err(e) = staging.file.write_all(output) {
-        shared.store.discard(staging);
-        return Err(e);
+        other => other,
+    }
+}
+
+fn discard(shared: &Shared, staging: Staging, ran: Ran) -> Ran {
+    shared.store.discard(staging);
+    ran
+}
+
+/// Publish the staged output as the entry (creating missing directories), unless the refresh
+/// has been cancelled. False when cancelled.
+fn publish(shared: &Shared, job: &Job, staging: Staging) -> io::Result<bool> {
+    let (dir, _) = store::split(&job.key);
+    if shared.store.stat(dir).is_err() {
+        if let Err(e) = shared.store.mkdir_all(dir) {
+            shared.store.discard(staging);
+            return Err(e);
+        }
     }
     // Checked and published under the refresh's control lock, which `cancel` takes too:
     // either the cancel comes first and nothing is published, or the publish is complete
@@ -184,16 +233,6 @@ fn environment(
         env.push(var(&capture.to_ascii_uppercase(), value));
     }
     env
-}
-
-/// The output as a file for the condition's stdin: a memfd, so the condition can seek, read it
-/// at its own pace or not at all, and nothing touches the disk.
-fn output_as_file(output: &[u8]) -> io::Result<std::fs::File> {
-    let fd = rustix::fs::memfd_create("cachetta-refresh-output", rustix::fs::MemfdFlags::CLOEXEC)?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(output)?;
-    file.rewind()?;
-    Ok(file)
 }
 
 fn failed(error: String, stderr: Vec<u8>) -> Ran {
