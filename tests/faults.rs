@@ -425,7 +425,7 @@ refresh = "echo oops >&2; exit 3"
     );
     let attr = |key: &str, name: &str| -> Option<String> {
         let mut buf = vec![0u8; 4096];
-        let n = rustix::fs::getxattr(&m.path(format!("{key}.json")), name, &mut buf[..]).ok()?;
+        let n = rustix::fs::getxattr(m.path(format!("{key}.json")), name, &mut buf[..]).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     };
     let mut peak = idle;
