@@ -22,6 +22,10 @@ use crate::store::{self, Stat, Store, STAGING_PREFIX};
 /// may belong to a write in progress.
 pub const SCRATCH_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// A staging file nobody holds is a leftover once it is this old (its writer locks it within
+/// microseconds of creating it).
+pub const STAGING_MAX_AGE: Duration = Duration::from_secs(10);
+
 /// Why a file was (or would be) removed.
 pub const REASON_EXPIRED: &str = "expired";
 pub const REASON_SCRATCH: &str = "scratch";
@@ -89,11 +93,20 @@ fn reason_to_remove(
     if !store::is_entry_name(name) {
         // A future mtime is not old: age counts as zero, as for entries.
         let age = now.duration_since(found.stat.mtime).unwrap_or_default();
+        let staging = store::is_staging_name(name);
+        // A staging file's writer locks it the moment it creates it, so one nobody holds for
+        // a little while is a leftover of a killed daemon. Scratch files are the user's: an
+        // hour, as SPEC §4 says.
+        let max_age = if staging {
+            STAGING_MAX_AGE
+        } else {
+            SCRATCH_MAX_AGE
+        };
         // A file a writer holds (an idle writer, an editor's swap file) is not abandoned.
-        if age < SCRATCH_MAX_AGE || store.is_held(&found.key) {
+        if age < max_age || store.is_held(&found.key) {
             return None;
         }
-        return Some(if store::is_staging_name(name) {
+        return Some(if staging {
             REASON_STAGING
         } else {
             REASON_SCRATCH
@@ -210,10 +223,12 @@ mod tests {
         put(dir, "notes.txt", "x", 3600);
         put(dir, "young.txt", "x", 3599);
         put(dir, "sub/.cachetta-staging.1.2.tmp", "{\"half", 7200);
-        put(dir, ".cachetta-staging.9.9.tmp", "{\"half", 60);
+        put(dir, ".cachetta-staging.9.9.tmp", "{\"half", 5);
+        put(dir, ".cachetta-staging.8.8.tmp", "{\"half", 60);
         std::fs::create_dir_all(dir.join("empty/dir")).unwrap();
         std::os::unix::fs::symlink("expired.json", dir.join("link.json")).unwrap();
         vec![
+            (".cachetta-staging.8.8.tmp".into(), REASON_STAGING),
             ("expired.json".into(), REASON_EXPIRED),
             ("notes.txt".into(), REASON_SCRATCH),
             ("sub/.cachetta-staging.1.2.tmp".into(), REASON_STAGING),

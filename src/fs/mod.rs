@@ -1006,4 +1006,6 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

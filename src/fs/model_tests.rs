@@ -1,0 +1,344 @@
+//! A model test (proptest), in the spirit of mountpoint-s3's reftests: random sequences of
+//! operations on [`CacheFs`] with a manual clock, through the mount's ways in (O_TRUNC writes,
+//! temp file + rename, `rm`, `touch -d`) and behind its back (writes, deletes, corruption in the
+//! backing dir), with clock jumps both ways. After every step the filesystem must agree with a
+//! small reference model judged by `policy`: the listing, each lookup, the bytes read, and
+//! `user.cachetta.state`.
+//!
+//! `PROPTEST_CASES` raises the number of cases (default 2,000); failures shrink and are kept in
+//! `proptest-regressions/` as regression cases.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::config::{Config, Overrides};
+use crate::policy::{self, Timing};
+
+const KEYS: [&str; 3] = ["a.json", "b.json", "c.json"];
+const TIMING: Timing = Timing {
+    duration: Duration::from_secs(60),
+    stale: Duration::from_secs(30),
+};
+const ME: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 7,
+};
+
+#[derive(Debug, Clone)]
+enum Body {
+    Valid(u16),
+    Invalid,
+}
+
+impl Body {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Body::Valid(n) => format!("{{\"n\":{n}}}").into_bytes(),
+            Body::Invalid => b"{\"n\":".to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `open(O_WRONLY|O_TRUNC)`, write, close.
+    Truncating(usize, Body),
+    /// A temp file written and closed, then renamed onto the key.
+    Renaming(usize, Body),
+    Remove(usize),
+    /// `touch -d '<secs> seconds ago'`.
+    Touch(usize, u16),
+    /// The clock jumps by this many seconds (either way).
+    Jump(i16),
+    /// Behind the mount's back: a write with mtime now.
+    External(usize, Body),
+    ExternalDelete(usize),
+}
+
+fn body() -> impl Strategy<Value = Body> {
+    prop_oneof![4 => any::<u16>().prop_map(Body::Valid), 1 => Just(Body::Invalid)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0..KEYS.len();
+    prop_oneof![
+        3 => (key.clone(), body()).prop_map(|(k, b)| Op::Truncating(k, b)),
+        3 => (key.clone(), body()).prop_map(|(k, b)| Op::Renaming(k, b)),
+        1 => key.clone().prop_map(Op::Remove),
+        1 => (key.clone(), 0..200u16).prop_map(|(k, s)| Op::Touch(k, s)),
+        2 => (-100..100i16).prop_map(Op::Jump),
+        2 => (key.clone(), body()).prop_map(|(k, b)| Op::External(k, b)),
+        1 => key.prop_map(Op::ExternalDelete),
+    ]
+}
+
+/// What the backing dir holds, as far as the model knows.
+#[derive(Debug, Default)]
+struct Model {
+    files: BTreeMap<&'static str, (Vec<u8>, SystemTime)>,
+}
+
+impl Model {
+    fn state(&self, key: &str, now: SystemTime) -> Option<&'static str> {
+        let (bytes, mtime) = self.files.get(key)?;
+        if serde_json::from_slice::<serde_json::Value>(bytes).is_err() {
+            return None;
+        }
+        let state = policy::evaluate(*mtime, now, TIMING).state;
+        state.is_visible().then(|| state.as_str())
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    fs: Arc<CacheFs>,
+    model: Model,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            "duration = \"60s\"\nstale = \"30s\"\n",
+            Path::new("model.toml"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let fs = CacheFs::new(Arc::new(config), store, clock.clone(), false);
+        World {
+            dir,
+            clock,
+            fs,
+            model: Model::default(),
+        }
+    }
+
+    fn backing(&self, key: &str) -> std::path::PathBuf {
+        self.dir.path().join(key)
+    }
+
+    /// A lookup as the kernel makes it before touching a name.
+    fn lookup(&self, key: &str) -> FsResult<Entry> {
+        self.fs.lookup(ROOT, OsStr::new(key))
+    }
+
+    /// Open an existing name for writing the way the kernel does, retrying once on `ESTALE`.
+    fn open_for_writing(&self, key: &str, flags: i32) -> FsResult<Opened> {
+        let ino = self.lookup(key)?.attr.ino;
+        match self.fs.open(ME, ino, flags) {
+            Err(e) if e.errno == libc::ESTALE => {
+                let ino = self.lookup(key)?.attr.ino;
+                self.fs.open(ME, ino, flags)
+            }
+            other => other,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let now = self.clock.now();
+        match op {
+            Op::Truncating(k, body) => {
+                let key = KEYS[*k];
+                let visible = self.model.state(key, now).is_some();
+                let opened = if visible {
+                    let o = self
+                        .open_for_writing(key, libc::O_WRONLY | libc::O_TRUNC)
+                        .map_err(|e| TestCaseError::fail(format!("open {key}: {e}")))?;
+                    // The kernel's follow-up truncate of O_TRUNC, from the opening process.
+                    self.fs
+                        .setattr(
+                            ME,
+                            o.ino,
+                            None,
+                            Changes {
+                                size: Some(0),
+                                ..Changes::default()
+                            },
+                        )
+                        .map_err(|e| TestCaseError::fail(format!("truncate {key}: {e}")))?;
+                    o
+                } else {
+                    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+                    self.fs
+                        .create(ME, ROOT, OsStr::new(key), 0o644, 0o022, flags)
+                        .map_err(|e| TestCaseError::fail(format!("create {key}: {e}")))?
+                        .1
+                };
+                self.fs.write(opened.fh, 0, &body.bytes()).unwrap();
+                let closed = self.fs.flush(opened.fh);
+                self.fs.release(opened.fh);
+                match body {
+                    Body::Valid(_) => {
+                        prop_assert!(closed.is_ok(), "close of {key}: {closed:?}");
+                        self.model.files.insert(key, (body.bytes(), now));
+                    }
+                    Body::Invalid => {
+                        prop_assert_eq!(closed.map_err(|e| e.errno), Err(libc::EINVAL));
+                    }
+                }
+            }
+            Op::Renaming(k, body) => {
+                let key = KEYS[*k];
+                let tmp = format!("{key}.tmp");
+                let _ = self.lookup(&tmp);
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+                let (_, opened) = self
+                    .fs
+                    .create(ME, ROOT, OsStr::new(&tmp), 0o644, 0o022, flags)
+                    .map_err(|e| TestCaseError::fail(format!("create {tmp}: {e}")))?;
+                self.fs.write(opened.fh, 0, &body.bytes()).unwrap();
+                self.fs.flush(opened.fh).unwrap();
+                self.fs.release(opened.fh);
+                let renamed = self
+                    .fs
+                    .rename(ROOT, OsStr::new(&tmp), ROOT, OsStr::new(key), 0);
+                match body {
+                    Body::Valid(_) => {
+                        prop_assert!(renamed.is_ok(), "rename onto {key}: {renamed:?}");
+                        // A renamed scratch file keeps its own mtime: the time of its write.
+                        let mtime = std::fs::metadata(self.backing(key))
+                            .unwrap()
+                            .modified()
+                            .unwrap();
+                        self.model.files.insert(key, (body.bytes(), mtime));
+                    }
+                    Body::Invalid => {
+                        prop_assert_eq!(renamed.map_err(|e| e.errno), Err(libc::EINVAL));
+                        self.fs.unlink(ROOT, OsStr::new(&tmp)).unwrap();
+                    }
+                }
+            }
+            Op::Remove(k) => {
+                let key = KEYS[*k];
+                // `rm` looks the name up first: a hidden entry is "no such file".
+                if self.lookup(key).is_ok() {
+                    self.fs.unlink(ROOT, OsStr::new(key)).unwrap();
+                    self.model.files.remove(key);
+                }
+            }
+            Op::Touch(k, secs) => {
+                let key = KEYS[*k];
+                if let Ok(entry) = self.lookup(key) {
+                    let at = now - Duration::from_secs(u64::from(*secs));
+                    let changes = Changes {
+                        mtime: Some(SetTime::At(at)),
+                        ..Changes::default()
+                    };
+                    let _ = self.fs.setattr(ME, entry.attr.ino, None, changes);
+                    if let Some(file) = self.model.files.get_mut(key) {
+                        file.1 = at;
+                    }
+                }
+            }
+            Op::Jump(secs) => {
+                let by = Duration::from_secs(secs.unsigned_abs().into());
+                if *secs >= 0 {
+                    self.clock.advance(by);
+                } else {
+                    self.clock.set(now - by);
+                }
+            }
+            Op::External(k, body) => {
+                let key = KEYS[*k];
+                let path = self.backing(key);
+                std::fs::write(&path, body.bytes()).unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(now)
+                    .unwrap();
+                self.fs.backing_changed(Path::new(key));
+                self.model.files.insert(key, (body.bytes(), now));
+            }
+            Op::ExternalDelete(k) => {
+                let key = KEYS[*k];
+                let _ = std::fs::remove_file(self.backing(key));
+                self.fs.backing_changed(Path::new(key));
+                self.model.files.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// The filesystem and the model agree on everything a user can see.
+    fn check(&self) -> Result<(), TestCaseError> {
+        let now = self.clock.now();
+        let fh = self.fs.opendir(ROOT).unwrap();
+        let mut listed = Vec::new();
+        self.fs
+            .readdir(fh, 0, |_, _, _, name| {
+                listed.push(name.to_string_lossy().into_owned());
+                false
+            })
+            .unwrap();
+        self.fs.releasedir(fh);
+        listed.retain(|n| n != "." && n != "..");
+        listed.sort();
+        let want: Vec<String> = KEYS
+            .iter()
+            .filter(|k| self.model.state(k, now).is_some())
+            .map(|k| k.to_string())
+            .collect();
+        prop_assert_eq!(&listed, &want, "listing");
+        for key in KEYS {
+            let found = self.lookup(key);
+            match self.model.state(key, now) {
+                None => prop_assert_eq!(
+                    found.map(|_| ()).map_err(|e| e.errno),
+                    Err(libc::ENOENT),
+                    "{} should be hidden",
+                    key
+                ),
+                Some(state) => {
+                    let entry =
+                        found.map_err(|e| TestCaseError::fail(format!("lookup {key}: {e}")))?;
+                    let opened = self.fs.open(ME, entry.attr.ino, libc::O_RDONLY);
+                    let opened =
+                        opened.map_err(|e| TestCaseError::fail(format!("open {key}: {e}")))?;
+                    let bytes = self.fs.read(opened.fh, 0, 1 << 16).unwrap();
+                    self.fs.release(opened.fh);
+                    prop_assert_eq!(&bytes, &self.model.files[key].0, "bytes of {}", key);
+                    let got = self
+                        .fs
+                        .getxattr(entry.attr.ino, OsStr::new("user.cachetta.state"))
+                        .unwrap();
+                    prop_assert_eq!(String::from_utf8_lossy(&got), state, "state of {}", key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn the_filesystem_agrees_with_its_model(ops in proptest::collection::vec(op(), 1..25)) {
+        let mut world = World::new();
+        world.check()?;
+        for op in &ops {
+            world.apply(op)?;
+            world.check()?;
+        }
+    }
+}
