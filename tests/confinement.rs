@@ -147,3 +147,89 @@ fn dot_dot_inside_the_mount_stays_inside_the_mount() {
         libc::ENOENT
     );
 }
+
+/// A directory of the backing dir swapped with a symlink to the outside, again and again
+/// (`renameat2(RENAME_EXCHANGE)`), while readers walk the mount: not one byte from outside is
+/// ever served (SPEC §2; every path is resolved with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`).
+#[test]
+fn a_directory_swapped_with_a_symlink_in_a_loop_never_serves_the_outside() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    if !require_fuse() {
+        return;
+    }
+    let b = Mount::new();
+    let outside = b.root().join("outside");
+    fs::create_dir(outside.join("d")).unwrap();
+    fs::write(outside.join("d/x.json"), SECRET).unwrap();
+    let m = b
+        .backing_file("d/x.json", "{\"inside\":true}")
+        .prepare(|dir| symlink(outside.join("d"), dir.join("swap")).unwrap())
+        .start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, z) = (cstring(&m.backing_path("d")), cstring(&m.backing_path("swap")));
+    let swapper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: both are valid NUL-terminated paths that outlive the call.
+                let rc = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        z.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                check_rc(rc).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (path, stop) = (m.path("d/x.json"), stop.clone());
+            let listing = m.path("d");
+            std::thread::spawn(move || -> (u64, Vec<String>) {
+                let (mut reads, mut leaks) = (0, Vec::new());
+                let until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < until {
+                    if let Ok(bytes) = fs::read(&path) {
+                        reads += 1;
+                        if bytes == SECRET {
+                            leaks.push("d/x.json served the outside file".into());
+                        }
+                    }
+                    if let Ok(items) = fs::read_dir(&listing) {
+                        for item in items.flatten() {
+                            if let Ok(bytes) = fs::read(item.path()) {
+                                if bytes == SECRET {
+                                    leaks.push(format!("{} leaked", item.path().display()));
+                                }
+                            }
+                        }
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+                (reads, leaks)
+            })
+        })
+        .collect();
+    let mut leaks = Vec::new();
+    let mut reads = 0;
+    for r in readers {
+        let (n, l) = r.join().unwrap();
+        reads += n;
+        leaks.extend(l);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(leaks.is_empty(), "{leaks:?}");
+    assert!(swaps > 100, "only {swaps} swaps");
+    assert!(reads > 10, "only {reads} reads got through");
+    assert_eq!(fs::read(outside.join("d/x.json")).unwrap(), SECRET);
+}

@@ -58,8 +58,12 @@ enum Op {
     Touch(usize, u16),
     /// The clock jumps by this many seconds (either way).
     Jump(i16),
-    /// Behind the mount's back: a write with mtime now.
+    /// `open(O_WRONLY|O_APPEND)` of a visible entry, a space appended, close.
+    Append(usize),
+    /// Behind the mount's back: a write in place with mtime now.
     External(usize, Body),
+    /// Behind the mount's back: a new file renamed over the key, mtime now.
+    ExternalReplace(usize, Body),
     ExternalDelete(usize),
 }
 
@@ -75,7 +79,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key.clone().prop_map(Op::Remove),
         1 => (key.clone(), 0..200u16).prop_map(|(k, s)| Op::Touch(k, s)),
         2 => (-100..100i16).prop_map(Op::Jump),
+        1 => key.clone().prop_map(Op::Append),
         2 => (key.clone(), body()).prop_map(|(k, b)| Op::External(k, b)),
+        1 => (key.clone(), body()).prop_map(|(k, b)| Op::ExternalReplace(k, b)),
         1 => key.prop_map(Op::ExternalDelete),
     ]
 }
@@ -259,6 +265,35 @@ impl World {
                     .unwrap()
                     .set_modified(now)
                     .unwrap();
+                self.fs.backing_changed(Path::new(key));
+                self.model.files.insert(key, (body.bytes(), now));
+            }
+            Op::Append(k) => {
+                let key = KEYS[*k];
+                if self.model.state(key, now).is_some() {
+                    let opened = self
+                        .open_for_writing(key, libc::O_WRONLY | libc::O_APPEND)
+                        .map_err(|e| TestCaseError::fail(format!("open {key}: {e}")))?;
+                    self.fs.write(opened.fh, 0, b" ").unwrap();
+                    let closed = self.fs.flush(opened.fh);
+                    self.fs.release(opened.fh);
+                    prop_assert!(closed.is_ok(), "append to {key}: {closed:?}");
+                    let file = self.model.files.get_mut(key).expect("visible");
+                    file.0.push(b' ');
+                    file.1 = now;
+                }
+            }
+            Op::ExternalReplace(k, body) => {
+                let key = KEYS[*k];
+                let tmp = self.dir.path().join(format!(".{key}.outside"));
+                std::fs::write(&tmp, body.bytes()).unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&tmp)
+                    .unwrap()
+                    .set_modified(now)
+                    .unwrap();
+                std::fs::rename(&tmp, self.backing(key)).unwrap();
                 self.fs.backing_changed(Path::new(key));
                 self.model.files.insert(key, (body.bytes(), now));
             }
