@@ -64,6 +64,10 @@ impl FuseAdapter {
         let fh = FileHandle(opened.fh);
         match &opened.mode {
             OpenMode::DirectIo => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO | noflush),
+            OpenMode::PageCache { keep: true } => {
+                reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE | noflush)
+            }
+            OpenMode::PageCache { keep: false } => reply.opened(fh, noflush),
             OpenMode::Passthrough { file, generation } => {
                 let mut backings = self.backings.lock();
                 if let Some((_, id)) = backings.get(&opened.ino).filter(|(g, _)| g == generation) {

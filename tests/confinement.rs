@@ -168,7 +168,10 @@ fn a_directory_swapped_with_a_symlink_in_a_loop_never_serves_the_outside() {
         .prepare(|dir| symlink(outside.join("d"), dir.join("swap")).unwrap())
         .start();
     let stop = Arc::new(AtomicBool::new(false));
-    let (a, z) = (cstring(&m.backing_path("d")), cstring(&m.backing_path("swap")));
+    let (a, z) = (
+        cstring(&m.backing_path("d")),
+        cstring(&m.backing_path("swap")),
+    );
     let swapper = {
         let stop = stop.clone();
         std::thread::spawn(move || {

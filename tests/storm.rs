@@ -73,7 +73,16 @@ fn write_renaming(path: &Path, tag: &str, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn seeded_mount() -> Mount {
+    seeded(true)
+}
+
+/// The keys seeded in the backing dir; `passthrough: false` is an ordinary user's mount (reads
+/// through the daemon and the kernel's page cache).
+fn seeded(passthrough: bool) -> Mount {
     let mut b = Mount::new();
+    if !passthrough {
+        b = b.env("CACHETTA_PASSTHROUGH", "0");
+    }
     for k in 0..KEYS {
         b = b.backing_file(key(k), value(k, 99, 0));
     }
@@ -110,10 +119,19 @@ impl Outcome {
 
 #[test]
 fn a_storm_of_writers_and_readers_never_stalls_fails_or_tears() {
+    storm_test(true);
+}
+
+#[test]
+fn a_storm_without_passthrough_never_stalls_fails_or_tears() {
+    storm_test(false);
+}
+
+fn storm_test(passthrough: bool) {
     if !require_fuse() {
         return;
     }
-    let m = Arc::new(seeded_mount());
+    let m = Arc::new(seeded(passthrough));
     // A fork in another test thread would close copies of our writers' descriptors.
     let _no_forks = no_forks();
     const THREADS: usize = 16;
@@ -176,10 +194,19 @@ fn a_storm_of_writers_and_readers_never_stalls_fails_or_tears() {
 
 #[test]
 fn a_writer_reads_its_own_write_at_once_while_others_hold_old_versions_open() {
+    read_your_writes_test(true);
+}
+
+#[test]
+fn without_passthrough_a_writer_reads_its_own_write_at_once() {
+    read_your_writes_test(false);
+}
+
+fn read_your_writes_test(passthrough: bool) {
     if !require_fuse() {
         return;
     }
-    let m = Arc::new(seeded_mount());
+    let m = Arc::new(seeded(passthrough));
     let _no_forks = no_forks();
     const WRITERS: usize = 8;
     const WRITES: usize = 60;

@@ -9,6 +9,7 @@ mod daemon;
 mod dataset;
 mod ops;
 mod report;
+mod soak;
 mod workloads;
 
 use std::fs;
@@ -53,6 +54,13 @@ struct Args {
     /// Rounds per workload (default 7, or 3 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Instead of the workloads: the soak (100,000 keys written, read and removed in a loop;
+    /// RSS must stay flat and the inode table return to its baseline). Not run in CI.
+    #[arg(long)]
+    soak: bool,
+    /// How long the soak runs.
+    #[arg(long, default_value_t = 10)]
+    soak_minutes: u64,
 }
 
 fn main() -> ExitCode {
@@ -129,15 +137,25 @@ fn run(args: Args) -> Result<()> {
         run_dir: &work,
         extra_args: &args.daemon_args,
     };
+    if args.soak {
+        return soak::run(&spec, &work, &layout.config, args.soak_minutes);
+    }
     let mut bench = Bench::new(&layout, spec, plan);
     type Step<'a> = (&'static str, fn(&mut Bench<'a>) -> Result<()>);
-    let steps: [Step; 12] = [
+    let steps: [Step; 15] = [
         ("round trip", Bench::round_trip),
         ("hot read", |b| b.hot_read(Variant::Default)),
         ("hot read no passthrough", |b| {
             b.hot_read(Variant::NoPassthrough)
         }),
-        ("hot read threads", Bench::hot_read_threads),
+        ("hot read threads", |b| b.hot_read_threads(Variant::Default)),
+        ("hot read threads no passthrough", |b| {
+            b.hot_read_threads(Variant::NoPassthrough)
+        }),
+        ("cold stat", |b| b.cold_stat(Variant::Default)),
+        ("cold stat no passthrough", |b| {
+            b.cold_stat(Variant::NoPassthrough)
+        }),
         ("stat", Bench::stat_all),
         ("ls -l", Bench::list_long),
         ("sequential warm", |b| b.sequential(false)),

@@ -5,6 +5,7 @@
 //! Per-op workloads take each round's median latency; bulk workloads (a whole directory, a
 //! whole file) take each round's total time. The table shows the median over rounds.
 
+mod cold;
 mod storm;
 
 use std::path::{Path, PathBuf};
@@ -257,10 +258,13 @@ impl<'a> Bench<'a> {
     }
 
     /// The hot read from several threads at once: operations per second in all.
-    pub fn hot_read_threads(&mut self) -> Result<()> {
+    pub fn hot_read_threads(&mut self, variant: Variant) -> Result<()> {
         let threads = self.plan.threads;
-        let name = format!("hot 4 KiB read, {threads} threads (ops/s)");
-        let d = self.mount(Variant::Default)?;
+        let name = format!(
+            "hot 4 KiB read, {threads} threads (ops/s){}",
+            variant.suffix()
+        );
+        let d = self.mount(variant)?;
         let run_for = self.plan.thread_run;
         let native = Layout::hot(self.native());
         let mounted = Layout::hot(&d.mnt);

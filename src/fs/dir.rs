@@ -140,8 +140,9 @@ impl CacheFs {
                 }
                 continue;
             }
-            let listed_id = (item.attr.dev, item.attr.backing_ino);
-            let child = self.bind_found(*ino, &item.name, listed_id, item.attr.kind);
+            let id = (item.attr.dev, item.attr.backing_ino);
+            let version = item.attr.version();
+            let child = self.bind_found(*ino, &item.name, item.attr.kind, id, version);
             let mut entry = match self.pinned_attr(child, &dir.join(&item.name)) {
                 Ok(Some(pinned)) => pinned,
                 _ => Entry {
@@ -153,6 +154,7 @@ impl CacheFs {
                 },
             };
             entry.ttl = self.grant(*ino, &item.name, child, entry.ttl);
+            let entry = self.describe(entry);
             if add(next, &item.name, &entry) {
                 self.forget(child, 1);
                 break;

@@ -8,6 +8,7 @@ mod fill;
 mod handles;
 mod nodes;
 mod open;
+mod page_cache;
 mod pins;
 mod write;
 mod xattr;
@@ -41,6 +42,7 @@ use handles::Handle;
 pub use handles::Listed;
 use nodes::Nodes;
 pub use nodes::ROOT;
+use page_cache::PageCache;
 use pins::Pins;
 
 /// The longest the kernel may cache a name or attributes: changes made behind the mount's
@@ -98,6 +100,18 @@ impl Attr {
         }
     }
 
+    /// The version of a backing file these attributes describe (`None` for directories and
+    /// for what has no backing file yet).
+    fn version(&self) -> Option<Version> {
+        (self.kind == Kind::File && self.backing_ino != 0).then_some(Version {
+            dev: self.dev,
+            ino: self.backing_ino,
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        })
+    }
+
     /// What a negative entry carries (the kernel reads none of it).
     pub fn absent() -> Attr {
         Attr::synthetic(0, Kind::File, 0, 0, 0, SystemTime::UNIX_EPOCH)
@@ -131,13 +145,18 @@ pub struct Entry {
 
 /// How the kernel is to do I/O on an open file.
 ///
-/// Never through the page cache: the kernel keeps one size per inode, which a writer's
-/// direct writes move under page-cached readers of the same inode (cutting their reads short
-/// or padding them with zeros). Passthrough and direct I/O read the handle's own file.
+/// The kernel keeps one size per inode, which a writer's direct writes move under page-cached
+/// readers of the same inode (cutting their reads short or padding them with zeros). So the
+/// page cache is used only for inodes no writer can open and whose size the kernel was only
+/// ever told one value of (see `page_cache`); otherwise passthrough or direct I/O, which read
+/// the handle's own file.
 #[derive(Debug, Clone)]
 pub enum OpenMode {
     /// Every read and write comes to the daemon (staged writes, or no passthrough).
     DirectIo,
+    /// Reads go through the kernel's page cache (no passthrough, and safe: see `page_cache`);
+    /// `keep`: the pages the kernel has are of this version (`FOPEN_KEEP_CACHE`).
+    PageCache { keep: bool },
     /// Reads go straight to this backing file in the kernel; `generation` names the pin.
     Passthrough { file: Arc<File>, generation: u64 },
 }
@@ -192,6 +211,8 @@ pub struct CacheFs {
     pins: Mutex<Pins>,
     /// What the kernel may cache of each name (reply-time coherence).
     coherence: Coherence,
+    /// Which entry inodes the kernel may read through its page cache.
+    page_cache: PageCache,
     passthrough: AtomicBool,
     watching: AtomicBool,
     invalidator: OnceLock<Invalidator>,
@@ -269,6 +290,7 @@ impl CacheFs {
                 nodes: RwLock::new(Nodes::default()),
                 pins: Mutex::new(Pins::default()),
                 coherence: Coherence::default(),
+                page_cache: PageCache::default(),
                 passthrough: AtomicBool::new(false),
                 watching: AtomicBool::new(false),
                 invalidator: OnceLock::new(),
@@ -560,17 +582,36 @@ impl CacheFs {
             }
             Err(e) => return Err(e),
         };
-        let ino = self.bind_found(parent, name, (st.dev, st.ino), st.kind);
-        Ok(Entry {
+        let version = (st.kind == Kind::File).then(|| st.version());
+        let ino = self.bind_found(parent, name, st.kind, (st.dev, st.ino), version);
+        Ok(self.describe(Entry {
             attr: Attr::from_stat(ino, &st),
             ttl: self.grant(parent, name, ino, self.ttl(seen)),
-        })
+        }))
     }
 
-    /// Bind a name found holding backing file `id` (a lookup, a listing) to its inode, or to
-    /// a fresh one when the old inode cannot serve it: pinned to other content (its readers
-    /// keep that), or unfit for the name's writers (see `coherence`).
-    fn bind_found(&self, parent: u64, name: &OsStr, id: pins::FileId, kind: Kind) -> u64 {
+    /// Every reply with attributes goes through here: what the kernel was told of a file.
+    fn describe(&self, entry: Entry) -> Entry {
+        if entry.attr.kind == Kind::File {
+            self.page_cache
+                .reported(entry.attr.ino, entry.attr.version());
+        }
+        entry
+    }
+
+    /// Bind a name found holding the backing file `st` (a lookup, a listing) to its inode, or
+    /// to a fresh one when the old inode cannot serve it: pinned to other content (its readers
+    /// keep that), unfit for the name's writers (see `coherence`), or already described to the
+    /// kernel as another version while nobody writes the name (a fresh inode keeps the page
+    /// cache usable for the new version; see `page_cache`).
+    fn bind_found(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        kind: Kind,
+        id: pins::FileId,
+        version: Option<Version>,
+    ) -> u64 {
         let bound = self.nodes.read().find(parent, name);
         let fresh = bound.is_some_and(|ino| {
             let pinned = self
@@ -578,13 +619,13 @@ impl CacheFs {
                 .lock()
                 .get(ino)
                 .map(|pin| (pin.id, pin.passthrough));
-            let writing = || self.coherence.is_writing(parent, name, self.clock.now());
+            let now = self.clock.now();
+            let writing = self.coherence.is_writing(parent, name, now);
             match pinned {
                 Some((pinned_id, _)) if pinned_id != id => true,
-                Some((_, true)) if writing() => true,
-                _ => self
-                    .coherence
-                    .unfit_for_writers(parent, name, ino, self.clock.now()),
+                Some((_, true)) if writing => true,
+                _ if writing => self.coherence.unfit_for_writers(parent, name, ino, now),
+                _ => version.is_some_and(|v| self.page_cache.described_otherwise(ino, &v)),
             }
         });
         let mut nodes = self.nodes.write();
@@ -608,10 +649,15 @@ impl CacheFs {
     pub fn forget(&self, ino: u64, n: u64) {
         if self.nodes.write().forget(ino, n) {
             self.coherence.forget(ino);
+            self.page_cache.forget(ino);
         }
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Entry> {
+        self.attributes(ino, fh).map(|e| self.describe(e))
+    }
+
+    fn attributes(&self, ino: u64, fh: Option<u64>) -> FsResult<Entry> {
         let key = self.path_of(ino)?;
         // Stat the name first, then look for a pin: a pin made after the stat is always of
         // content at least as new, so this never reports newer attributes over an older pin.

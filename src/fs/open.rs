@@ -1,6 +1,6 @@
 //! Opening, reading and releasing files: reads of entries pin one version per inode (kernel
-//! passthrough where it can, direct I/O from the hot set where it cannot), writes of entries
-//! are staged, scratch files pass through.
+//! passthrough where it can; else the kernel's page cache where that is safe, or direct I/O
+//! from the hot set), writes of entries are staged, scratch files pass through.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -80,11 +80,15 @@ impl CacheFs {
             .ok_or_else(|| errno(libc::ENOENT))?;
         let entry = store::is_entry_name(&name);
         let now = self.clock.now();
-        let admitted = !entry || self.coherence.writer_enter(parent, &name, ino, now);
+        // `coherence.writer_enter` starts the name's uncached time even when it refuses, so the
+        // retry always finds the name uncached; an inode with pages in the kernel's cache is
+        // refused as well (a writer would move the size those pages are read up to).
+        let counted = entry && self.coherence.writer_enter(parent, &name, ino, now);
+        let admitted = (!entry || counted) && !(entry && self.page_cache.has_pages(ino));
         if admitted && self.pins.lock().writer_enter(ino) {
             return Ok((parent, name));
         }
-        if admitted {
+        if counted {
             self.coherence.writer_exit(parent, &name, now);
         }
         self.nodes.write().replace(parent, &name);
@@ -129,7 +133,10 @@ impl CacheFs {
                 generation: acquired.generation,
             }
         } else {
-            OpenMode::DirectIo
+            match self.page_cache_open(ino, &st) {
+                Some(keep) => OpenMode::PageCache { keep },
+                None => OpenMode::DirectIo,
+            }
         };
         let fh = self.add_handle(Handle::Read {
             ino,
@@ -141,6 +148,19 @@ impl CacheFs {
             mode,
             noflush: true,
         })
+    }
+
+    /// Whether this read-open of `ino` (pinned to `st`) may read through the kernel's page
+    /// cache, and keep the pages it has: never while the name is being written or a writer has
+    /// the inode open (see `page_cache`).
+    fn page_cache_open(&self, ino: u64, st: &Stat) -> Option<bool> {
+        let (parent, name) = self.nodes.read().name_of(ino)?;
+        if self.coherence.is_writing(parent, &name, self.clock.now())
+            || self.pins.lock().has_writer(ino)
+        {
+            return None;
+        }
+        self.page_cache.open(ino, st.version())
     }
 
     /// Bind a name that is being created to a fresh inode: whatever inode the name had may

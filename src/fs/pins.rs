@@ -106,6 +106,11 @@ impl Pins {
         true
     }
 
+    /// Whether a writer (or a scratch file's opener) has the inode open.
+    pub fn has_writer(&self, ino: u64) -> bool {
+        self.writers.contains_key(&ino)
+    }
+
     pub fn writer_exit(&mut self, ino: u64) {
         if let Some(n) = self.writers.get_mut(&ino) {
             *n -= 1;

@@ -257,13 +257,11 @@ impl CacheFs {
                 }
             };
             let st = self.store.stat(&key)?;
-            return Ok((
-                Entry {
-                    attr: Attr::from_stat(ino, &st),
-                    ttl: self.grant(parent, name, ino, KERNEL_TTL),
-                },
-                opened,
-            ));
+            let entry = Entry {
+                attr: Attr::from_stat(ino, &st),
+                ttl: self.grant(parent, name, ino, KERNEL_TTL),
+            };
+            return Ok((self.describe(entry), opened));
         }
         let mut state = self.start_write(caller, &key, true, perm, flags & libc::O_APPEND != 0)?;
         if state.base.is_some() && flags & libc::O_EXCL != 0 {
@@ -287,10 +285,10 @@ impl CacheFs {
         // ttl 0: until published, the name is not visible to anyone else, and once published
         // its writer must see it at once.
         Ok((
-            Entry {
+            self.describe(Entry {
                 attr: entry.attr,
                 ttl: Duration::ZERO,
-            },
+            }),
             Opened {
                 fh,
                 ino,
