@@ -84,7 +84,7 @@ impl CacheFs {
         // retry always finds the name uncached; an inode with pages in the kernel's cache is
         // refused as well (a writer would move the size those pages are read up to).
         let counted = entry && self.coherence.writer_enter(parent, &name, ino, now);
-        let admitted = (!entry || counted) && !(entry && self.page_cache.has_pages(ino));
+        let admitted = !entry || (counted && !self.page_cache.has_pages(ino));
         if admitted && self.pins.lock().writer_enter(ino) {
             return Ok((parent, name));
         }
