@@ -894,6 +894,9 @@ impl CacheFs {
                 if now.ino == st.ino {
                     self.validity.lock().insert(now.version(), true);
                     self.remember_published(now.version());
+                    if let Some(ino) = self.nodes.read().find(parent, name) {
+                        self.page_cache.renamed(ino, now.version());
+                    }
                 }
             }
         }

@@ -49,6 +49,20 @@ impl PageCache {
         }
     }
 
+    /// `ino` was renamed onto an entry and now is `version`: the kernel made that change
+    /// itself (its size is what it wrote, the new name is its own rename), so it starts afresh
+    /// as one version, and the next lookup of the name need not bind a fresh inode.
+    pub fn renamed(&self, ino: u64, version: Version) {
+        self.inner.lock().insert(
+            ino,
+            Known {
+                reported: Some(version),
+                mixed: false,
+                cached: None,
+            },
+        );
+    }
+
     /// Whether a reply already described `ino` as something other than `version` (then a
     /// lookup should bind a fresh inode for `version`).
     pub fn described_otherwise(&self, ino: u64, version: &Version) -> bool {
