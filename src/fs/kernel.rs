@@ -1,0 +1,78 @@
+//! What the kernel is told, and changes made behind the mount's back: inodes pinned to old
+//! content move on, and attribute hints go to the kernel (never waited for; see
+//! `crate::invalidate`).
+
+use super::*;
+
+impl CacheFs {
+    /// Hint to the kernel that `ino`'s attributes changed. Never waited for.
+    pub(super) fn invalidate_attributes(&self, ino: u64) {
+        if let Some(invalidator) = self.invalidator.get() {
+            invalidator.attributes(ino);
+        }
+    }
+
+    /// The name of `ino` now holds other content while `ino` is pinned to the old one: the
+    /// name moves to a fresh inode at its next lookup. A process whose kernel entry for the
+    /// name has expired (every name being written, and every name within a second) finds the
+    /// fresh inode; holders of `ino` keep reading the old content whole.
+    pub(super) fn rotate(&self, ino: u64) {
+        let mut nodes = self.nodes.write();
+        if let Some((parent, name)) = nodes.bound_name(ino) {
+            nodes.replace(parent, &name);
+        }
+    }
+
+    /// `ino`'s content or attributes changed under it.
+    pub(super) fn content_changed(&self, ino: u64) {
+        let pinned = self.pins.lock().get(ino).is_some();
+        if pinned {
+            self.rotate(ino);
+        }
+        self.invalidate_attributes(ino);
+    }
+
+    /// Something at `rel` (relative to the backing root) changed behind the mount's back
+    /// (another program, or a refresh that published): pinned inodes move on, and the kernel
+    /// is told the attributes of the directory and the file changed.
+    pub fn backing_changed(&self, rel: &Path) {
+        let (parent_rel, name) = store::split(rel);
+        let (parent, child) = {
+            let nodes = self.nodes.read();
+            let Some(parent) = nodes.resolve(parent_rel) else {
+                return;
+            };
+            (parent, nodes.find(parent, name))
+        };
+        self.invalidate_attributes(parent);
+        if let Some(child) = child {
+            self.content_changed(child);
+        }
+    }
+
+    /// Whether the change the watcher saw at `rel` is one this mount made itself: a file we
+    /// published (same device, inode, size and times). It needs no telling: the kernel saw it
+    /// happen.
+    pub fn is_own_change(&self, rel: &Path) -> bool {
+        self.store
+            .stat(rel)
+            .is_ok_and(|st| self.published.lock().contains(&st.version()))
+    }
+
+    /// Remember a version this mount published, for [`CacheFs::is_own_change`].
+    pub(super) fn remember_published(&self, version: Version) {
+        let mut published = self.published.lock();
+        if published.len() >= PUBLISHED_REMEMBERED {
+            published.pop_front();
+        }
+        published.push_back(version);
+    }
+
+    /// Events were lost: every pinned inode moves on and every attribute is suspect.
+    pub fn backing_changed_everywhere(&self) {
+        let (_, inodes) = self.nodes.read().everything();
+        for ino in inodes {
+            self.content_changed(ino);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Changes to the namespace: `mkdir`, `unlink`, `rmdir` and `rename` (validated when it
+//! publishes an entry).
+
+use super::*;
+
+impl CacheFs {
+    pub fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<Entry> {
+        self.writable()?;
+        let key = self.child_path(parent, name)?;
+        self.materialize_fill_dir(store::split(&key).0)?;
+        let mut st = self
+            .store
+            .mkdir(&key, mode & !umask)
+            .map_err(|e| FsError::io(key.display(), e))?;
+        if let Some((uid, gid)) = self.owner_for(caller) {
+            // With --allow-other, a directory someone makes is theirs, as on any filesystem.
+            self.store
+                .set_owner(&key, Some(uid), Some(gid))
+                .map_err(|e| FsError::io(key.display(), e))?;
+            st = self.store.stat(&key)?;
+        }
+        let ino = self.nodes.write().bind(parent, name, Kind::Dir);
+        Ok(Entry {
+            attr: Attr::from_stat(ino, &st),
+            ttl: self.grant(parent, name, ino, KERNEL_TTL),
+        })
+    }
+
+    /// Whom a file the caller creates must belong to, when the daemon (root, serving other
+    /// users with `--allow-other`) would otherwise make it root's.
+    pub(super) fn owner_for(&self, caller: Caller) -> Option<(u32, u32)> {
+        (rustix::process::geteuid().is_root() && caller.uid != 0)
+            .then_some((caller.uid, caller.gid))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        let key = self.child_path(parent, name)?;
+        // rm wins over a refresh of the same key running now.
+        self.refresher.cancel(&key);
+        self.store
+            .unlink(&key)
+            .map_err(|e| FsError::io(key.display(), e))?;
+        self.nodes.write().remove(parent, name);
+        Ok(())
+    }
+
+    /// Remove a directory whose visible content is empty, with whatever invisible files
+    /// (expired, corrupt, scratch, leftovers) it still holds.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        let key = self.child_path(parent, name)?;
+        let items = self
+            .store
+            .read_dir(&key)
+            .map_err(|e| FsError::io(key.display(), e))?;
+        let mut invisible = Vec::new();
+        for item in items {
+            let child = key.join(&item.name);
+            // Judged as opened: a valid entry being replaced right now never looks corrupt
+            // here, so it is never removed as invisible.
+            match self.visible(&child) {
+                Ok((_, Seen::Dir | Seen::Entry(_))) => return Err(errno(libc::ENOTEMPTY)),
+                // A write in progress (a staging or scratch file someone holds): not a leftover.
+                _ if self.store.is_held(&child) => return Err(errno(libc::ENOTEMPTY)),
+                Ok(_) => invisible.push(child),
+                Err(e) if e.errno == libc::ENOENT => invisible.push(child),
+                Err(e) => return Err(e),
+            }
+        }
+        for child in invisible {
+            if let Err(e) = self.store.unlink(&child) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    return Err(FsError::io(child.display(), e));
+                }
+            }
+        }
+        self.store
+            .rmdir(&key)
+            .map_err(|e| FsError::io(key.display(), e))?;
+        self.nodes.write().remove(parent, name);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.writable()?;
+        if flags & !(libc::RENAME_NOREPLACE) != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(newparent, newname)?;
+        self.materialize_fill_dir(store::split(&to).0)?;
+        if store::is_staging_name(newname) {
+            return Err(errno(libc::EPERM));
+        }
+        let st = self
+            .store
+            .stat(&from)
+            .map_err(|e| FsError::io(from.display(), e))?;
+        if st.kind == Kind::File
+            && store::is_entry_name(newname)
+            && !store::is_entry_name(name)
+            && self.is_open_scratch(parent, name)
+        {
+            // Someone still holds the scratch file open and could change it after it was
+            // validated, or write on into the entry: publish a validated copy instead.
+            if flags & libc::RENAME_NOREPLACE != 0 && self.store.stat(&to).is_ok() {
+                return Err(errno(libc::EEXIST));
+            }
+            self.publish_copy(&from, &to)?;
+            self.nodes
+                .write()
+                .rename((parent, name), (newparent, newname));
+            return Ok(());
+        }
+        if st.kind == Kind::File && store::is_entry_name(newname) {
+            self.check_rename_content(&from, &to)?;
+            if !store::is_entry_name(name) {
+                // Publishing a scratch file is a write. It keeps its own mtime: the time of
+                // its last write, or the time its writer set (`rsync -a`, SPEC §3).
+                bump(&self.stats.writes_ok);
+            }
+        }
+        self.store
+            .rename(&from, &to, flags & libc::RENAME_NOREPLACE != 0)
+            .map_err(|e| FsError::io(format!("{} -> {}", from.display(), to.display()), e))?;
+        if st.kind == Kind::File && store::is_entry_name(newname) {
+            // Just validated: the next lookup need not parse it again (the rename itself
+            // changed its ctime, so the version is taken now).
+            if let Ok(now) = self.store.stat(&to) {
+                if now.ino == st.ino {
+                    self.validity.lock().insert(now.version(), true);
+                    self.remember_published(now.version());
+                    if let Some(ino) = self.nodes.read().find(parent, name) {
+                        self.page_cache.renamed(ino, now.version());
+                    }
+                }
+            }
+        }
+        self.nodes
+            .write()
+            .rename((parent, name), (newparent, newname));
+        Ok(())
+    }
+
+    /// Whether a scratch file is open through the mount.
+    pub(super) fn is_open_scratch(&self, parent: u64, name: &OsStr) -> bool {
+        let Some(ino) = self.nodes.read().find(parent, name) else {
+            return false;
+        };
+        self.handles
+            .read()
+            .values()
+            .any(|h| matches!(&**h, Handle::Scratch { ino: held, .. } if *held == ino))
+    }
+
+    /// Rename a scratch file that is still open onto an entry: its content as of now is
+    /// copied into a staging file, validated there, and published with the scratch file's
+    /// times and `user.*` attributes; then the scratch name goes. Later writes through the open
+    /// descriptor reach only the old scratch file.
+    pub(super) fn publish_copy(&self, from: &Path, to: &Path) -> FsResult<()> {
+        let io = |e| FsError::io(format!("{} -> {}", from.display(), to.display()), e);
+        let (source, st) = self
+            .store
+            .open_file(from, OFlags::RDONLY, Mode::empty())
+            .map_err(io)?;
+        let staging = self
+            .store
+            .create_staging(store::split(to).0, st.perm as u32)
+            .map_err(io)?;
+        let copied = store::copy_contents(&source, &staging.file).and_then(|_| {
+            store::copy_user_xattrs(&source, &staging.file);
+            Store::set_file_times(
+                &staging.file,
+                Some(SetTime::At(st.atime)),
+                Some(SetTime::At(st.mtime)),
+            )
+        });
+        if let Err(e) = copied {
+            self.store.discard(staging);
+            return Err(io(e));
+        }
+        let verdict = store::file_is_valid_json(&staging.file, self.config.max_entry_bytes);
+        let rejected = match verdict {
+            Ok(true) => None,
+            Ok(false) => Some((libc::EINVAL, "not valid JSON")),
+            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
+                Some((libc::EFBIG, "larger than max_entry_bytes"))
+            }
+            Err(e) => {
+                self.store.discard(staging);
+                return Err(io(e));
+            }
+        };
+        if let Some((errno, why)) = rejected {
+            self.store.discard(staging);
+            bump(&self.stats.writes_rejected);
+            warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
+            return Err(FsError::warn(errno, why.to_string()));
+        }
+        let published = self.store.publish(staging, to, None).map_err(io)?;
+        if let Ok(now) = Store::fstat(&published) {
+            self.validity.lock().insert(now.version(), true);
+            self.remember_published(now.version());
+        }
+        bump(&self.stats.writes_ok);
+        // The name the kernel renamed away: gone here too (its open descriptor lives on).
+        if let Err(e) = self.store.unlink(from) {
+            warn!(from = %from.display(), "the renamed scratch file stayed behind: {e}");
+        }
+        Ok(())
+    }
+
+    /// A file renamed onto an entry name must be valid JSON within `max_entry_bytes`.
+    pub(super) fn check_rename_content(&self, from: &Path, to: &Path) -> FsResult<()> {
+        let (file, _) = self
+            .store
+            .open_file(from, OFlags::RDONLY, Mode::empty())
+            .map_err(|e| FsError::io(from.display(), e))?;
+        let reject = |errno, why: &str| {
+            bump(&self.stats.writes_rejected);
+            warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
+            Err(FsError::warn(errno, why.to_string()))
+        };
+        match store::file_is_valid_json(&file, self.config.max_entry_bytes) {
+            Ok(true) => Ok(()),
+            Ok(false) => reject(libc::EINVAL, "not valid JSON"),
+            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
+                reject(libc::EFBIG, "larger than max_entry_bytes")
+            }
+            Err(e) => Err(FsError::io(from.display(), e)),
+        }
+    }
+}
