@@ -1,0 +1,165 @@
+//! What is in a backing file: JSON validation (streamed, never a whole entry in memory),
+//! reading with a limit, and copying content and `user.*` attributes into a staging file.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+
+/// Whether `bytes` is one complete JSON value in UTF-8 (surrounding whitespace allowed).
+pub fn is_valid_json(bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Whether a file holds one complete JSON value in UTF-8, read in chunks from offset 0 (a
+/// large entry is never held in memory whole). `EFBIG` past `limit` bytes.
+pub fn file_is_valid_json(file: &File, limit: u64) -> io::Result<bool> {
+    let checked = Utf8Checked {
+        file,
+        pos: 0,
+        limit,
+        pending: [0; 4],
+        pending_len: 0,
+        invalid: false,
+    };
+    // A small entry gets a small buffer: most entries are a few KiB.
+    let size = file.metadata().map_or(0, |m| m.len());
+    let capacity = (size as usize).saturating_add(1).clamp(4096, 256 * 1024);
+    let mut reader = io::BufReader::with_capacity(capacity, checked);
+    let parsed = serde_json::from_reader::<_, serde::de::IgnoredAny>(&mut reader);
+    let checked = reader.into_inner();
+    if let Err(e) = &parsed {
+        if let Some(kind) = e.io_error_kind() {
+            if checked.pos > limit {
+                return Err(io::Error::from_raw_os_error(libc::EFBIG));
+            }
+            return Err(io::Error::from(kind));
+        }
+    }
+    Ok(parsed.is_ok() && !checked.invalid && checked.pending_len == 0)
+}
+
+/// Reads a file from offset 0 and checks, on the way, that the bytes are UTF-8 (serde_json's
+/// streaming parser does not look inside strings it skips).
+struct Utf8Checked<'a> {
+    file: &'a File,
+    pos: u64,
+    limit: u64,
+    /// The start of a character cut by the end of the last chunk.
+    pending: [u8; 4],
+    pending_len: usize,
+    invalid: bool,
+}
+
+impl Utf8Checked<'_> {
+    fn check(&mut self, mut bytes: &[u8]) {
+        while self.pending_len > 0 && !bytes.is_empty() && !self.invalid {
+            self.pending[self.pending_len] = bytes[0];
+            self.pending_len += 1;
+            bytes = &bytes[1..];
+            match std::str::from_utf8(&self.pending[..self.pending_len]) {
+                Ok(_) => self.pending_len = 0,
+                Err(e) if e.error_len().is_some() || self.pending_len == 4 => self.invalid = true,
+                Err(_) => {}
+            }
+        }
+        if self.invalid || self.pending_len > 0 {
+            return;
+        }
+        if let Err(e) = std::str::from_utf8(bytes) {
+            match e.error_len() {
+                Some(_) => self.invalid = true,
+                None => {
+                    let rest = &bytes[e.valid_up_to()..];
+                    self.pending[..rest.len()].copy_from_slice(rest);
+                    self.pending_len = rest.len();
+                }
+            }
+        }
+    }
+}
+
+impl io::Read for Utf8Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        if self.pos > self.limit {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        }
+        self.check(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read a whole file from offset 0, failing with `EFBIG` past `limit` bytes.
+pub fn read_all(file: &File, limit: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        if buf.len() as u64 + n as u64 > limit {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Copy the `user.*` extended attributes of `from` onto `to` (best effort: a filesystem
+/// without user xattrs has none to copy).
+pub fn copy_user_xattrs(from: &File, to: &File) {
+    let Ok(len) = rustix::fs::flistxattr_query(from) else {
+        return;
+    };
+    let mut names = vec![0u8; len];
+    let Ok(n) = rustix::fs::flistxattr(from, &mut names[..]) else {
+        return;
+    };
+    for name in names[..n]
+        .split(|&b| b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
+        let name = OsStr::from_bytes(name);
+        let Ok(len) = rustix::fs::fgetxattr_query(from, name) else {
+            continue;
+        };
+        let mut value = vec![0u8; len];
+        if let Ok(n) = rustix::fs::fgetxattr(from, name, &mut value[..]) {
+            let _ = rustix::fs::fsetxattr(to, name, &value[..n], rustix::fs::XattrFlags::empty());
+        }
+    }
+}
+
+/// Copy all of `from` into `to` (both from offset 0), in the kernel where it can.
+pub fn copy_contents(from: &File, to: &File) -> io::Result<u64> {
+    let mut off_in = 0u64;
+    let mut off_out = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), 1 << 30)
+        {
+            Ok(0) => return Ok(off_out),
+            Ok(_) => {}
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS)
+                if off_out == 0 =>
+            {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut pos = 0u64;
+                loop {
+                    let n = from.read_at(&mut buf, pos)?;
+                    if n == 0 {
+                        return Ok(pos);
+                    }
+                    to.write_all_at(&buf[..n], pos)?;
+                    pos += n as u64;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

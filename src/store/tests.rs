@@ -1,0 +1,161 @@
+//! Tests of `store`.
+
+use super::stat::{far_future, far_past, system_time};
+use super::*;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, UNIX_EPOCH};
+
+#[test]
+fn file_times_out_of_range_are_clamped_never_a_panic() {
+    assert_eq!(system_time(i64::MIN, 0), far_past());
+    assert_eq!(system_time(i64::MAX, 999_999_999), far_future());
+    assert_eq!(
+        system_time(-1, 500_000_000),
+        UNIX_EPOCH - Duration::from_millis(500)
+    );
+    assert_eq!(system_time(0, -5), UNIX_EPOCH);
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn json_validation_accepts_any_value_and_rejects_garbage() {
+    assert!(is_valid_json(b"{\"a\":1}\n"));
+    assert!(is_valid_json(b" 3 "));
+    assert!(is_valid_json(b"\"x\""));
+    assert!(!is_valid_json(b""));
+    assert!(!is_valid_json(b"{\"a\":1"));
+    assert!(!is_valid_json(b"{} {}"));
+    assert!(!is_valid_json(b"\"\xff\""));
+}
+
+#[test]
+fn entry_names_end_in_json_and_staging_names_are_not_entries() {
+    assert!(is_entry_name(OsStr::new("x.json")));
+    assert!(!is_entry_name(OsStr::new("x.json.tmp")));
+    assert!(!is_entry_name(OsStr::new(".cachetta-staging.1.2.json")));
+    assert!(is_staging_name(OsStr::new(".cachetta-staging.1.2.tmp")));
+}
+
+#[test]
+fn symlinks_are_never_followed_in_any_component() {
+    let (dir, store) = store();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.json"),
+        dir.path().join("s.json"),
+    )
+    .unwrap();
+    assert!(store.stat(Path::new("link/secret.json")).is_err());
+    assert!(store
+        .open_file(Path::new("link/secret.json"), OFlags::RDONLY, Mode::empty())
+        .is_err());
+    assert_eq!(store.stat(Path::new("s.json")).unwrap().kind, Kind::Other);
+    let err = store
+        .open_file(Path::new("s.json"), OFlags::RDONLY, Mode::empty())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert!(store.stat(Path::new("../x")).is_err());
+}
+
+#[test]
+fn publish_replaces_atomically_and_sets_mtime() {
+    let (dir, store) = store();
+    std::fs::write(dir.path().join("x.json"), "{\"old\":1}").unwrap();
+    let (old, _) = store
+        .open_file(Path::new("x.json"), OFlags::RDONLY, Mode::empty())
+        .unwrap();
+    let mut staging = store.create_staging(Path::new(""), 0o640).unwrap();
+    staging.file.write_all(b"{\"new\":2}").unwrap();
+    let mtime = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    store
+        .publish(staging, Path::new("x.json"), Some(mtime))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("x.json")).unwrap(),
+        b"{\"new\":2}"
+    );
+    assert_eq!(read_all(&old, 100).unwrap(), b"{\"old\":1}");
+    let st = store.stat(Path::new("x.json")).unwrap();
+    assert_eq!(st.mtime, mtime);
+    assert_eq!(st.perm, 0o640);
+    let names: Vec<_> = store
+        .read_dir(Path::new(""))
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, vec![OsString::from("x.json")]);
+}
+
+#[test]
+fn streamed_validation_agrees_with_whole_buffer_validation() {
+    let big_string = format!("\"{}\"", "é€😀".repeat(100_000));
+    let cases: Vec<Vec<u8>> = vec![
+        b"{\"a\":1}\n".to_vec(),
+        b"  [1, 2]  ".to_vec(),
+        b"".to_vec(),
+        b"{\"a\":".to_vec(),
+        b"\"\xff\"".to_vec(),
+        b"{\"\xe2\x82\":1}".to_vec(),
+        b"\"ok\xc3\"".to_vec(),
+        b"[1] x".to_vec(),
+        big_string.clone().into_bytes(),
+        {
+            let mut cut = big_string.into_bytes();
+            cut.insert(300_001, 0xff);
+            cut
+        },
+    ];
+    for bytes in cases {
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(&bytes, 0).unwrap();
+        let streamed = file_is_valid_json(&file, u64::MAX).unwrap();
+        assert_eq!(
+            streamed,
+            is_valid_json(&bytes),
+            "{:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+        );
+    }
+    let file = tempfile::tempfile().unwrap();
+    file.write_all_at(&vec![b' '; 1000], 0).unwrap();
+    assert_eq!(
+        file_is_valid_json(&file, 999).unwrap_err().raw_os_error(),
+        Some(libc::EFBIG)
+    );
+}
+
+#[test]
+fn read_all_stops_past_the_limit() {
+    let (dir, store) = store();
+    std::fs::write(dir.path().join("big"), vec![b'x'; 100]).unwrap();
+    let (f, _) = store
+        .open_file(Path::new("big"), OFlags::RDONLY, Mode::empty())
+        .unwrap();
+    assert_eq!(
+        read_all(&f, 99).unwrap_err().raw_os_error(),
+        Some(libc::EFBIG)
+    );
+    assert_eq!(read_all(&f, 100).unwrap().len(), 100);
+}
+
+#[test]
+fn fifo_is_not_opened() {
+    let (dir, store) = store();
+    let path = dir.path().join("p.json");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let err = store
+        .open_file(Path::new("p.json"), OFlags::RDONLY, Mode::empty())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+}
