@@ -2,6 +2,7 @@
 
 //! Expected digests and texts come from running Python cachetta 0.7.0's `hash`.
 
+use super::python_json::write_float;
 use super::*;
 use serde_json::json;
 
