@@ -9,18 +9,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
-use crate::error::{FsError, Level};
-use crate::fs::{Attr, CacheFs, Caller, Changes, Entry, OpenMode, Opened};
+use crate::fs::{Attr, CacheFs, Changes, OpenMode, Opened};
 use crate::stats::bump;
-use crate::store::{Kind, SetTime};
 
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
 pub struct FuseAdapter {
@@ -90,102 +88,8 @@ impl FuseAdapter {
     }
 }
 
-/// Created files are never passthrough (they are written through the daemon).
-fn create_flags(opened: &Opened) -> FopenFlags {
-    if opened.noflush {
-        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-    } else {
-        FopenFlags::FOPEN_DIRECT_IO
-    }
-}
-
-fn kind(kind: Kind) -> FileType {
-    match kind {
-        Kind::Dir => FileType::Directory,
-        Kind::File | Kind::Other => FileType::RegularFile,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
-}
-
-fn fail(op: &str, err: FsError) -> Errno {
-    match err.level {
-        Level::Quiet => debug!(op, errno = err.errno, "{}", err.message),
-        Level::Warn => warn!(op, errno = err.errno, "{}", err.message),
-        Level::Error => error!(op, errno = err.errno, "{}", err.message),
-    }
-    Errno::from_i32(err.errno)
-}
-
-/// Run a request handler. A panic inside it is logged once and answered `EIO` (fuser answers
-/// a reply that is dropped unsent), and the worker thread lives on to serve the next request.
-fn guarded(op: &'static str, handler: impl FnOnce()) {
-    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        error!(op, "request handler panicked ({why}); answered EIO");
-    }
-}
-
-fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
-    t.map(|t| match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(at) => SetTime::At(at),
-    })
-}
-
-fn reply_entry(reply: ReplyEntry, op: &str, result: Result<Entry, FsError>) {
-    match result {
-        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-        Err(err) => reply.error(fail(op, err)),
-    }
-}
-
-fn reply_empty(reply: ReplyEmpty, op: &str, result: Result<(), FsError>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(err) => reply.error(fail(op, err)),
-    }
-}
-
-/// The xattr size protocol: size 0 asks for the length; too small a buffer is `ERANGE`.
-fn reply_xattr(reply: ReplyXattr, op: &str, size: u32, result: Result<Vec<u8>, FsError>) {
-    match result {
-        Ok(value) if size == 0 => reply.size(value.len() as u32),
-        Ok(value) if value.len() > size as usize => reply.error(Errno::ERANGE),
-        Ok(value) => reply.data(&value),
-        Err(err) => reply.error(fail(op, err)),
-    }
-}
+mod reply;
+use reply::*;
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -711,14 +615,4 @@ impl Filesystem for FuseAdapter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panicking_handler_is_caught_and_the_thread_goes_on() {
-        let mut after = false;
-        guarded("test", || panic!("a bug in a handler"));
-        guarded("test", || after = true);
-        assert!(after);
-    }
-}
+mod tests;
