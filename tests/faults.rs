@@ -20,6 +20,9 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         fs::create_dir_all(at).unwrap();
+        // Forks hold `forking()`: a fork copies other tests' open writers, and the child's
+        // exec closes the copies, which publishes what they staged (SPEC §3).
+        let _fork = forking();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)

@@ -21,12 +21,18 @@ impl CacheFs {
         if !valid {
             warn!(key = %key.display(), "corrupt entry hidden: not valid JSON (or over max_entry_bytes)");
         }
+        self.remember_validity(version, valid);
+        valid
+    }
+
+    /// Remember whether a content version is valid JSON (bounded: the memory of a long-running
+    /// daemon must not grow with every entry ever written).
+    pub(super) fn remember_validity(&self, version: Version, valid: bool) {
         let mut cache = self.validity.lock();
         if cache.len() >= VALIDITY_CACHE_MAX {
             cache.clear();
         }
         cache.insert(version, valid);
-        valid
     }
 
     /// How the mount shows the backing file `key` with metadata `st`.

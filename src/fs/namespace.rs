@@ -143,7 +143,7 @@ impl CacheFs {
             // changed its ctime, so the version is taken now).
             if let Ok(now) = self.store.stat(&to) {
                 if now.ino == st.ino {
-                    self.validity.lock().insert(now.version(), true);
+                    self.remember_validity(now.version(), true);
                     self.remember_published(now.version());
                     if let Some(ino) = self.nodes.read().find(parent, name) {
                         self.page_cache.renamed(ino, now.version());
@@ -214,7 +214,7 @@ impl CacheFs {
         }
         let published = self.store.publish(staging, to, None).map_err(io)?;
         if let Ok(now) = Store::fstat(&published) {
-            self.validity.lock().insert(now.version(), true);
+            self.remember_validity(now.version(), true);
             self.remember_published(now.version());
         }
         bump(&self.stats.writes_ok);

@@ -400,7 +400,7 @@ impl CacheFs {
                 Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
             };
         if let Ok(st) = Store::fstat(&published) {
-            self.validity.lock().insert(st.version(), true);
+            self.remember_validity(st.version(), true);
             self.remember_published(st.version());
         }
         state.base = Some(published);
