@@ -121,8 +121,8 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", move || {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        guarded("lookup", req, move || {
             bump(&self.fs.requests().lookup);
             let found = self.fs.lookup(parent.0, name);
             if matches!(&found, Err(e) if e.errno == libc::ENOENT)
@@ -150,15 +150,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        guarded("forget", move || {
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        guarded("forget", req, move || {
             bump(&self.fs.requests().forget);
             self.fs.forget(ino.0, nlookup);
         });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", move || {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        guarded("getattr", req, move || {
             bump(&self.fs.requests().getattr);
             match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
                 Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
@@ -185,7 +185,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", move || {
+        guarded("setattr", req, move || {
             bump(&self.fs.requests().setattr);
             let changes = Changes {
                 mode,
@@ -205,8 +205,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        guarded("readlink", move || {
+    fn readlink(&self, req: &Request, _ino: INodeNo, reply: ReplyData) {
+        guarded("readlink", req, move || {
             bump(&self.fs.requests().readlink);
             reply.error(Errno::EINVAL);
         });
@@ -214,7 +214,7 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         _parent: INodeNo,
         _name: &OsStr,
         _mode: u32,
@@ -222,7 +222,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mknod", move || {
+        guarded("mknod", req, move || {
             bump(&self.fs.requests().mknod);
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
@@ -237,7 +237,7 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mkdir", move || {
+        guarded("mkdir", req, move || {
             bump(&self.fs.requests().mkdir);
             reply_entry(
                 reply,
@@ -247,15 +247,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", move || {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("unlink", req, move || {
             bump(&self.fs.requests().unlink);
             reply_empty(reply, "unlink", self.fs.unlink(parent.0, name));
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", move || {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("rmdir", req, move || {
             bump(&self.fs.requests().rmdir);
             reply_empty(reply, "rmdir", self.fs.rmdir(parent.0, name));
         });
@@ -263,13 +263,13 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         _parent: INodeNo,
         _name: &OsStr,
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        guarded("symlink", move || {
+        guarded("symlink", req, move || {
             bump(&self.fs.requests().symlink);
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
@@ -277,7 +277,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -285,7 +285,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("rename", move || {
+        guarded("rename", req, move || {
             bump(&self.fs.requests().rename);
             reply_empty(
                 reply,
@@ -298,20 +298,20 @@ impl Filesystem for FuseAdapter {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _newparent: INodeNo,
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        guarded("link", move || {
+        guarded("link", req, move || {
             bump(&self.fs.requests().link);
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", move || {
+        guarded("open", req, move || {
             bump(&self.fs.requests().open);
             match self.fs.open(caller(req), ino.0, flags.0) {
                 Ok(opened) => self.reply_opened(reply, opened),
@@ -322,7 +322,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -331,7 +331,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", move || {
+        guarded("read", req, move || {
             bump(&self.fs.requests().read);
             match self.fs.read(fh.0, offset, size) {
                 Ok(data) => reply.data(&data),
@@ -342,7 +342,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -352,7 +352,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", move || {
+        guarded("write", req, move || {
             bump(&self.fs.requests().write);
             match self.fs.write(fh.0, offset, data) {
                 Ok(n) => reply.written(n),
@@ -363,13 +363,13 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        guarded("flush", move || {
+        guarded("flush", req, move || {
             bump(&self.fs.requests().flush);
             reply_empty(reply, "flush", self.fs.flush(fh.0));
         });
@@ -377,7 +377,7 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -385,7 +385,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", move || {
+        guarded("release", req, move || {
             bump(&self.fs.requests().release);
             if let Some((ino, generation)) = self.fs.release(fh.0) {
                 // The last open of a pin: the kernel no longer needs its backing.
@@ -400,20 +400,20 @@ impl Filesystem for FuseAdapter {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", move || {
+        guarded("fsync", req, move || {
             bump(&self.fs.requests().fsync);
             reply_empty(reply, "fsync", self.fs.fsync(fh.0));
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", move || {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        guarded("opendir", req, move || {
             bump(&self.fs.requests().opendir);
             match self.fs.opendir(ino.0) {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -424,13 +424,13 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", move || {
+        guarded("readdir", req, move || {
             bump(&self.fs.requests().readdir);
             let result = self.fs.readdir(fh.0, offset, |next, ino, item_kind, name| {
                 reply.add(INodeNo(ino), next, kind(item_kind), name)
@@ -444,13 +444,13 @@ impl Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        guarded("readdirplus", move || {
+        guarded("readdirplus", req, move || {
             bump(&self.fs.requests().readdirplus);
             let result = self.fs.readdirplus(fh.0, offset, |next, name, e| {
                 reply.add(
@@ -471,13 +471,13 @@ impl Filesystem for FuseAdapter {
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("releasedir", move || {
+        guarded("releasedir", req, move || {
             bump(&self.fs.requests().releasedir);
             self.fs.releasedir(fh.0);
             reply.ok();
@@ -486,20 +486,20 @@ impl Filesystem for FuseAdapter {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsyncdir", move || {
+        guarded("fsyncdir", req, move || {
             bump(&self.fs.requests().fsyncdir);
             reply.ok();
         });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", move || {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        guarded("statfs", req, move || {
             bump(&self.fs.requests().statfs);
             match self.fs.statfs() {
                 Ok(s) => reply.statfs(
@@ -519,7 +519,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -527,7 +527,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guarded("setxattr", move || {
+        guarded("setxattr", req, move || {
             bump(&self.fs.requests().setxattr);
             reply_empty(
                 reply,
@@ -537,29 +537,29 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", move || {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        guarded("getxattr", req, move || {
             bump(&self.fs.requests().getxattr);
             reply_xattr(reply, "getxattr", size, self.fs.getxattr(ino.0, name));
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", move || {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        guarded("listxattr", req, move || {
             bump(&self.fs.requests().listxattr);
             reply_xattr(reply, "listxattr", size, self.fs.listxattr(ino.0));
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", move || {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("removexattr", req, move || {
             bump(&self.fs.requests().removexattr);
             reply_empty(reply, "removexattr", self.fs.removexattr(ino.0, name));
         });
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", move || {
+    fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        guarded("access", req, move || {
             bump(&self.fs.requests().access);
             // The backing files' own permissions decide when the operation itself runs.
             reply.ok();
@@ -570,7 +570,7 @@ impl Filesystem for FuseAdapter {
     /// ordinary "not a terminal", with nothing logged.
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
@@ -579,7 +579,7 @@ impl Filesystem for FuseAdapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        guarded("ioctl", move || {
+        guarded("ioctl", req, move || {
             bump(&self.fs.requests().ioctl);
             reply.error(Errno::ENOTTY);
         });
@@ -595,7 +595,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", move || {
+        guarded("create", req, move || {
             bump(&self.fs.requests().create);
             match self
                 .fs

@@ -68,7 +68,14 @@ pub(super) fn fail(op: &str, err: FsError) -> Errno {
 
 /// Run a request handler. A panic inside it is logged once and answered `EIO` (fuser answers
 /// a reply that is dropped unsent), and the worker thread lives on to serve the next request.
-pub(super) fn guarded(op: &'static str, handler: impl FnOnce()) {
+pub(super) fn guarded(op: &'static str, req: &Request, handler: impl FnOnce()) {
+    // One span per request, so `-vv` logs can be followed request by request.
+    let _span = tracing::debug_span!("request", op, id = req.unique().0, pid = req.pid()).entered();
+    caught(op, handler);
+}
+
+/// Run `handler`; a panic is logged once (the reply it drops answers `EIO`).
+pub(super) fn caught(op: &'static str, handler: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
         let why = panic
             .downcast_ref::<&str>()

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn a_panicking_handler_is_caught_and_the_thread_goes_on() {
     let mut after = false;
-    guarded("test", || panic!("a bug in a handler"));
-    guarded("test", || after = true);
+    caught("test", || panic!("a bug in a handler"));
+    caught("test", || after = true);
     assert!(after);
 }
