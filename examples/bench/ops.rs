@@ -174,3 +174,14 @@ pub fn statfs(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `stat` of every path, timed as one.
+pub fn stat_all(paths: &[std::path::PathBuf]) -> Result<f64> {
+    Ok(time_once(|| {
+        for p in paths {
+            fs::metadata(p)?;
+        }
+        Ok(())
+    })?
+    .0)
+}

@@ -8,7 +8,7 @@
 mod cold;
 mod storm;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
@@ -16,8 +16,8 @@ use anyhow::{bail, ensure, Result};
 use crate::daemon::{getxattr, Daemon, DaemonSpec, Requests};
 use crate::dataset::{set_age, small_json, Layout, SMALL, STALE_DURATION};
 use crate::ops::{
-    atomic_write, drop_caches, list_long, read_whole, real_ls_l, statfs, threaded_reads, time_each,
-    time_once, ListPhases,
+    atomic_write, drop_caches, list_long, read_whole, real_ls_l, stat_all, statfs, threaded_reads,
+    time_each, time_once, ListPhases,
 };
 use crate::report::{fmt_secs, max, median, percentile, CounterLine, Row, Unit};
 
@@ -295,15 +295,6 @@ impl<'a> Bench<'a> {
         let d = self.mount(Variant::Default)?;
         let native = self.layout.entry_paths(self.native());
         let mounted = self.layout.entry_paths(&d.mnt);
-        let stat_all = |paths: &[PathBuf]| -> Result<f64> {
-            Ok(time_once(|| {
-                for p in paths {
-                    std::fs::metadata(p)?;
-                }
-                Ok(())
-            })?
-            .0)
-        };
         stat_all(&native)?;
         stat_all(&mounted)?;
         let mut requests = Requests::default();

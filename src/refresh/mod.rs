@@ -236,13 +236,7 @@ impl Refresher {
             Begin::Started(job) | Begin::Joined(job) => job,
             Begin::Refused(outcome) => return outcome,
         };
-        let timeout = self
-            .shared
-            .config
-            .settings_for(key.as_os_str())
-            .settings
-            .refresh_timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = self.wait_ends(key);
         let mut outcome = job.outcome.lock();
         while outcome.is_none() {
             if job.done.wait_until(&mut outcome, deadline).timed_out() {
@@ -252,6 +246,13 @@ impl Refresher {
         outcome.clone().unwrap_or(Outcome::StillRunning)
     }
 
+    /// When a read-through caller of `key` stops waiting: its `refresh_timeout` from now.
+    fn wait_ends(&self, key: &Path) -> Instant {
+        let settings = self.shared.config.settings_for(key.as_os_str()).settings;
+        // Durations are capped at 100 years (config), so this cannot overflow.
+        Instant::now() + settings.refresh_timeout
+    }
+
     /// Read-through without a waiting thread: start a refresh of `key`, or join the one queued
     /// or running, and call `then` with its outcome when it ends (at once if refused), or with
     /// [`Outcome::StillRunning`] after the key's `refresh_timeout`, as
@@ -259,16 +260,8 @@ impl Refresher {
     pub fn run_then(&self, key: &Path, reason: Reason, then: Then) {
         match self.shared.begin(key, reason) {
             Begin::Started(job) | Begin::Joined(job) => {
-                let timeout = self
-                    .shared
-                    .config
-                    .settings_for(key.as_os_str())
-                    .settings
-                    .refresh_timeout;
                 let slot = Slot::new(then);
-                if let Some(at) = Instant::now().checked_add(timeout) {
-                    self.shared.deadlines.add(at, slot.clone());
-                }
+                self.shared.deadlines.add(self.wait_ends(key), slot.clone());
                 job.then(slot);
             }
             Begin::Refused(outcome) => then(outcome),

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{alternate, Bench, Variant};
 use crate::daemon::Requests;
-use crate::ops::time_once;
+use crate::ops::stat_all;
 use crate::report::{Row, Unit};
 
 fn forget_dentries() -> Result<()> {
@@ -25,13 +25,7 @@ impl<'a> Bench<'a> {
         let mounted = self.layout.entry_paths(&d.mnt);
         let stat_all = |paths: &[PathBuf]| -> Result<f64> {
             forget_dentries()?;
-            Ok(time_once(|| {
-                for p in paths {
-                    fs::metadata(p)?;
-                }
-                Ok(())
-            })?
-            .0)
+            stat_all(paths)
         };
         stat_all(&native)?;
         stat_all(&mounted)?;
