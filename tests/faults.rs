@@ -381,7 +381,7 @@ fn hostile_refresh_commands_cost_no_memory_leave_no_zombie_and_stale_content_sta
     let escaped = b.root().join("escaped.pid");
     let config = format!(
         r#"
-duration = "1s"
+duration = "5m"
 stale = "1h"
 refresh_timeout = "2s"
 refresh_backoff = "1h"
@@ -460,7 +460,12 @@ refresh = "echo oops >&2; exit 3"
         peak < idle + 64 * 1024,
         "daemon RSS went from {idle} KiB to {peak} KiB"
     );
-    assert_eq!(zombie_children(pid), Vec::<String>::new());
+    // A refresh's shell is reaped as it ends (one may be between its exit and its reaping).
+    assert!(
+        eventually(Duration::from_secs(5), || zombie_children(pid).is_empty()),
+        "zombies: {:?}",
+        zombie_children(pid)
+    );
     if let Ok(text) = fs::read_to_string(&escaped) {
         if let Ok(escaped_pid) = text.trim().parse::<i32>() {
             // SAFETY: kill has no memory-safety preconditions.
