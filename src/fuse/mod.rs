@@ -122,7 +122,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", req, move || {
+        guarded("lookup", req, parent.0, move || {
             bump(&self.fs.requests().lookup);
             let found = self.fs.lookup(parent.0, name);
             if matches!(&found, Err(e) if e.errno == libc::ENOENT)
@@ -151,14 +151,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
-        guarded("forget", req, move || {
+        guarded("forget", req, ino.0, move || {
             bump(&self.fs.requests().forget);
             self.fs.forget(ino.0, nlookup);
         });
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", req, move || {
+        guarded("getattr", req, ino.0, move || {
             bump(&self.fs.requests().getattr);
             match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
                 Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
@@ -185,7 +185,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", req, move || {
+        guarded("setattr", req, ino.0, move || {
             bump(&self.fs.requests().setattr);
             let changes = Changes {
                 mode,
@@ -206,7 +206,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, req: &Request, _ino: INodeNo, reply: ReplyData) {
-        guarded("readlink", req, move || {
+        guarded("readlink", req, _ino.0, move || {
             bump(&self.fs.requests().readlink);
             reply.error(Errno::EINVAL);
         });
@@ -222,7 +222,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mknod", req, move || {
+        guarded("mknod", req, _parent.0, move || {
             bump(&self.fs.requests().mknod);
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
@@ -237,7 +237,7 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mkdir", req, move || {
+        guarded("mkdir", req, parent.0, move || {
             bump(&self.fs.requests().mkdir);
             reply_entry(
                 reply,
@@ -248,14 +248,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", req, move || {
+        guarded("unlink", req, parent.0, move || {
             bump(&self.fs.requests().unlink);
             reply_empty(reply, "unlink", self.fs.unlink(parent.0, name));
         });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", req, move || {
+        guarded("rmdir", req, parent.0, move || {
             bump(&self.fs.requests().rmdir);
             reply_empty(reply, "rmdir", self.fs.rmdir(parent.0, name));
         });
@@ -269,7 +269,7 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        guarded("symlink", req, move || {
+        guarded("symlink", req, _parent.0, move || {
             bump(&self.fs.requests().symlink);
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
@@ -285,7 +285,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("rename", req, move || {
+        guarded("rename", req, parent.0, move || {
             bump(&self.fs.requests().rename);
             reply_empty(
                 reply,
@@ -304,14 +304,14 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        guarded("link", req, move || {
+        guarded("link", req, _ino.0, move || {
             bump(&self.fs.requests().link);
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", req, move || {
+        guarded("open", req, ino.0, move || {
             bump(&self.fs.requests().open);
             match self.fs.open(caller(req), ino.0, flags.0) {
                 Ok(opened) => self.reply_opened(reply, opened),
@@ -331,7 +331,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", req, move || {
+        guarded("read", req, _ino.0, move || {
             bump(&self.fs.requests().read);
             match self.fs.read(fh.0, offset, size) {
                 Ok(data) => reply.data(&data),
@@ -352,7 +352,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", req, move || {
+        guarded("write", req, _ino.0, move || {
             bump(&self.fs.requests().write);
             match self.fs.write(fh.0, offset, data) {
                 Ok(n) => reply.written(n),
@@ -369,7 +369,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        guarded("flush", req, move || {
+        guarded("flush", req, _ino.0, move || {
             bump(&self.fs.requests().flush);
             reply_empty(reply, "flush", self.fs.flush(fh.0));
         });
@@ -385,7 +385,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", req, move || {
+        guarded("release", req, _ino.0, move || {
             bump(&self.fs.requests().release);
             if let Some((ino, generation)) = self.fs.release(fh.0) {
                 // The last open of a pin: the kernel no longer needs its backing.
@@ -406,14 +406,14 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", req, move || {
+        guarded("fsync", req, _ino.0, move || {
             bump(&self.fs.requests().fsync);
             reply_empty(reply, "fsync", self.fs.fsync(fh.0));
         });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", req, move || {
+        guarded("opendir", req, ino.0, move || {
             bump(&self.fs.requests().opendir);
             match self.fs.opendir(ino.0) {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -430,7 +430,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", req, move || {
+        guarded("readdir", req, _ino.0, move || {
             bump(&self.fs.requests().readdir);
             let result = self.fs.readdir(fh.0, offset, |next, ino, item_kind, name| {
                 reply.add(INodeNo(ino), next, kind(item_kind), name)
@@ -450,7 +450,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        guarded("readdirplus", req, move || {
+        guarded("readdirplus", req, _ino.0, move || {
             bump(&self.fs.requests().readdirplus);
             let result = self.fs.readdirplus(fh.0, offset, |next, name, e| {
                 reply.add(
@@ -477,7 +477,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("releasedir", req, move || {
+        guarded("releasedir", req, _ino.0, move || {
             bump(&self.fs.requests().releasedir);
             self.fs.releasedir(fh.0);
             reply.ok();
@@ -492,14 +492,14 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsyncdir", req, move || {
+        guarded("fsyncdir", req, _ino.0, move || {
             bump(&self.fs.requests().fsyncdir);
             reply.ok();
         });
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", req, move || {
+        guarded("statfs", req, _ino.0, move || {
             bump(&self.fs.requests().statfs);
             match self.fs.statfs() {
                 Ok(s) => reply.statfs(
@@ -527,7 +527,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guarded("setxattr", req, move || {
+        guarded("setxattr", req, ino.0, move || {
             bump(&self.fs.requests().setxattr);
             reply_empty(
                 reply,
@@ -538,28 +538,28 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", req, move || {
+        guarded("getxattr", req, ino.0, move || {
             bump(&self.fs.requests().getxattr);
             reply_xattr(reply, "getxattr", size, self.fs.getxattr(ino.0, name));
         });
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", req, move || {
+        guarded("listxattr", req, ino.0, move || {
             bump(&self.fs.requests().listxattr);
             reply_xattr(reply, "listxattr", size, self.fs.listxattr(ino.0));
         });
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", req, move || {
+        guarded("removexattr", req, ino.0, move || {
             bump(&self.fs.requests().removexattr);
             reply_empty(reply, "removexattr", self.fs.removexattr(ino.0, name));
         });
     }
 
     fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", req, move || {
+        guarded("access", req, _ino.0, move || {
             bump(&self.fs.requests().access);
             // The backing files' own permissions decide when the operation itself runs.
             reply.ok();
@@ -579,7 +579,7 @@ impl Filesystem for FuseAdapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        guarded("ioctl", req, move || {
+        guarded("ioctl", req, _ino.0, move || {
             bump(&self.fs.requests().ioctl);
             reply.error(Errno::ENOTTY);
         });
@@ -595,7 +595,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", req, move || {
+        guarded("create", req, parent.0, move || {
             bump(&self.fs.requests().create);
             match self
                 .fs

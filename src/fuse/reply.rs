@@ -68,9 +68,10 @@ pub(super) fn fail(op: &str, err: FsError) -> Errno {
 
 /// Run a request handler. A panic inside it is logged once and answered `EIO` (fuser answers
 /// a reply that is dropped unsent), and the worker thread lives on to serve the next request.
-pub(super) fn guarded(op: &'static str, req: &Request, handler: impl FnOnce()) {
+pub(super) fn guarded(op: &'static str, req: &Request, ino: u64, handler: impl FnOnce()) {
     // One span per request, so `-vv` logs can be followed request by request.
-    let _span = tracing::debug_span!("request", op, id = req.unique().0, pid = req.pid()).entered();
+    let _span =
+        tracing::debug_span!("request", op, id = req.unique().0, ino, pid = req.pid()).entered();
     caught(op, handler);
 }
 
