@@ -203,15 +203,16 @@ impl CacheFs {
             }
             _ => None,
         };
-        let daemon_is_root = rustix::process::geteuid().is_root();
         let (perm, owner) = match &base {
-            Some((_, st)) => (st.perm as u32, daemon_is_root.then_some((st.uid, st.gid))),
-            None => (
-                perm,
-                (daemon_is_root && caller.uid != 0).then_some((caller.uid, caller.gid)),
+            // A rewrite keeps the entry's owner (only root can give files away).
+            Some((_, st)) => (
+                st.perm as u32,
+                rustix::process::geteuid()
+                    .is_root()
+                    .then_some((st.uid, st.gid)),
             ),
+            None => (perm, self.owner_for(caller)),
         };
-        let _ = caller.pid;
         Ok(WriteState {
             base: base.map(|(f, _)| f),
             staging: None,
