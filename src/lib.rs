@@ -18,6 +18,7 @@ pub mod config;
 #[cfg(feature = "mount")]
 pub mod daemon;
 pub mod error;
+pub mod flight;
 #[cfg(feature = "mount")]
 pub mod fs;
 #[cfg(feature = "mount")]
@@ -32,6 +33,7 @@ pub mod library;
 #[cfg(feature = "mount")]
 pub mod mount;
 pub mod policy;
+pub mod pool;
 pub mod refresh;
 pub mod stats;
 pub mod store;

@@ -255,21 +255,14 @@ pub fn attributes(info: &Info) -> Vec<(&'static str, Vec<u8>)> {
         ("user.cachetta.refreshing", flag(info.refreshing)),
     ]);
     if let Some(error) = &info.refresh_error {
-        attrs.push(("user.cachetta.refresh_error", text(one_line(error))));
+        attrs.push((
+            "user.cachetta.refresh_error",
+            text(crate::flight::one_line(error)),
+        ));
     }
     let json = serde_json::to_vec(info).unwrap_or_else(|_| b"{}".to_vec());
     attrs.push(("user.cachetta.info", json));
     attrs
-}
-
-/// Collapse a multi-line message into one line (attribute values carry no newline).
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A duration for tables: the two largest non-zero units, e.g. `3h12m`, `45s`, `2d3h`, `-5m`.

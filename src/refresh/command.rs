@@ -27,20 +27,25 @@ pub const STDERR_KEPT: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Control {
     cancelled: bool,
+    started: bool,
     pgid: Option<Pid>,
 }
 
 impl Control {
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled
+    /// Claim the refresh for a worker: false when it was cancelled before it could start.
+    pub fn start(&mut self) -> bool {
+        self.started = !self.cancelled;
+        self.started
     }
 
-    /// Mark the refresh cancelled and kill the process group it is running, if any.
-    pub fn cancel(&mut self) {
+    /// Mark the refresh cancelled and kill the process group it is running, if any. Whether a
+    /// worker had started it.
+    pub fn cancel(&mut self) -> bool {
         self.cancelled = true;
         if let Some(pgid) = self.pgid {
             kill_group(pgid);
         }
+        self.started
     }
 }
 

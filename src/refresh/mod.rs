@@ -41,17 +41,18 @@ mod run;
 mod tests;
 mod then;
 
-use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::flight::{self, Flights, Settled};
+use crate::pool::Pool;
 use crate::stats::{bump, Stats};
 use crate::store::{Store, ENTRY_SUFFIX};
 use command::Control;
@@ -110,11 +111,11 @@ pub struct Refresher {
 
 impl std::fmt::Debug for Refresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.shared.state.lock();
+        let (workers, queued) = self.shared.pool.usage();
         f.debug_struct("Refresher")
-            .field("keys", &state.keys.len())
-            .field("queued", &state.queue.len())
-            .field("workers", &state.workers)
+            .field("running", &self.shared.flights.running().len())
+            .field("queued", &queued)
+            .field("workers", &workers)
             .finish_non_exhaustive()
     }
 }
@@ -125,74 +126,31 @@ struct Shared {
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
     on_published: OnPublished,
-    state: Mutex<State>,
-    /// Signalled when the last worker exits.
-    idle: Condvar,
+    /// One flight per key: coalescing, "rm wins", last error and backoff.
+    flights: Flights<Outcome, Job>,
+    /// At most `max_refreshes` workers; the rest queue.
+    pool: Pool,
+    /// Set by [`Refresher::shutdown`]; checked under this lock when a refresh begins.
+    shut_down: Mutex<bool>,
     /// When read-through callers stop waiting.
     deadlines: Arc<Deadlines>,
 }
 
-#[derive(Default)]
-struct State {
-    keys: HashMap<PathBuf, KeyState>,
-    queue: VecDeque<Arc<Job>>,
-    workers: usize,
-    shut_down: bool,
-    /// Forget idle keys once the map grows past this (see [`State::prune`]).
-    prune_at: usize,
-}
-
-/// What is remembered about a key between refreshes.
-#[derive(Default)]
-struct KeyState {
-    /// The refresh of this key that is queued or running.
-    job: Option<Arc<Job>>,
-    last_error: Option<String>,
-    backoff_until: Option<SystemTime>,
-}
-
-/// One refresh of one key, shared by its worker and every caller waiting for it.
+/// What a refresh's flight carries besides its key: why it runs, and its kill switch.
 struct Job {
-    key: PathBuf,
     reason: Reason,
     control: Mutex<Control>,
-    outcome: Mutex<Option<Outcome>>,
-    done: Condvar,
-    /// Callers that asked to be answered instead of waiting ([`Refresher::run_then`]).
-    then: Mutex<Vec<Slot>>,
 }
 
-impl Job {
-    fn complete(&self, outcome: Outcome) {
-        *self.outcome.lock() = Some(outcome.clone());
-        self.done.notify_all();
-        for slot in std::mem::take(&mut *self.then.lock()) {
-            slot.answer(outcome.clone());
-        }
-    }
-
-    /// Answer `slot` with the outcome: now if there is one, else when it comes.
-    fn then(&self, slot: Slot) {
-        let mut waiting = self.then.lock();
-        if let Some(outcome) = self.outcome.lock().clone() {
-            drop(waiting);
-            return slot.answer(outcome);
-        }
-        waiting.push(slot);
-    }
-}
-
-/// Keys whose memory (last error, expired backoff) may be forgotten to bound the map; keys with
-/// an error are kept until the map holds this many.
-const MIN_PRUNE_AT: usize = 1024;
-const MAX_REMEMBERED_ERRORS: usize = 65_536;
+type Lead = flight::Lead<Outcome, Job>;
+type Flight = flight::Flight<Outcome, Job>;
 
 /// How long [`Refresher::shutdown`] waits for killed commands to be reaped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 enum Begin {
-    Joined(Arc<Job>),
-    Started(Arc<Job>),
+    Joined(Arc<Flight>),
+    Started(Arc<Flight>),
     Refused(Outcome),
 }
 
@@ -204,6 +162,7 @@ impl Refresher {
         stats: Arc<Stats>,
         on_published: OnPublished,
     ) -> Refresher {
+        let pool = Pool::new("cachetta-refresh", config.max_refreshes);
         Refresher {
             shared: Arc::new(Shared {
                 store,
@@ -211,11 +170,10 @@ impl Refresher {
                 clock,
                 stats,
                 on_published,
-                state: Mutex::new(State {
-                    prune_at: MIN_PRUNE_AT,
-                    ..State::default()
-                }),
-                idle: Condvar::new(),
+                // A worker that panics mid-refresh leaves its waiters this.
+                flights: Flights::new(Outcome::Failed("the refresh panicked".into())),
+                pool,
+                shut_down: Mutex::new(false),
                 deadlines: Arc::default(),
             }),
         }
@@ -232,18 +190,13 @@ impl Refresher {
     /// Read-through: start a refresh of `key`, or join the one queued or running, and wait for
     /// it, at most the key's `refresh_timeout`. Never waits during the backoff window.
     pub fn run_and_wait(&self, key: &Path, reason: Reason) -> Outcome {
-        let job = match self.shared.begin(key, reason) {
-            Begin::Started(job) | Begin::Joined(job) => job,
+        let flight = match self.shared.begin(key, reason) {
+            Begin::Started(flight) | Begin::Joined(flight) => flight,
             Begin::Refused(outcome) => return outcome,
         };
-        let deadline = self.wait_ends(key);
-        let mut outcome = job.outcome.lock();
-        while outcome.is_none() {
-            if job.done.wait_until(&mut outcome, deadline).timed_out() {
-                break;
-            }
-        }
-        outcome.clone().unwrap_or(Outcome::StillRunning)
+        flight
+            .wait_until(self.wait_ends(key))
+            .unwrap_or(Outcome::StillRunning)
     }
 
     /// When a read-through caller of `key` stops waiting: its `refresh_timeout` from now.
@@ -259,10 +212,10 @@ impl Refresher {
     /// [`Refresher::run_and_wait`] would return.
     pub fn run_then(&self, key: &Path, reason: Reason, then: Then) {
         match self.shared.begin(key, reason) {
-            Begin::Started(job) | Begin::Joined(job) => {
+            Begin::Started(flight) | Begin::Joined(flight) => {
                 let slot = Slot::new(then);
                 self.shared.deadlines.add(self.wait_ends(key), slot.clone());
-                job.then(slot);
+                flight.then(Box::new(move |outcome| slot.answer(outcome)));
             }
             Begin::Refused(outcome) => then(outcome),
         }
@@ -277,97 +230,60 @@ impl Refresher {
     /// Call it *before* removing the backing file: once it returns, no refresh that was running
     /// can publish any more.
     pub fn cancel(&self, key: &Path) -> bool {
-        let job = {
-            let mut state = self.shared.state.lock();
-            let Some(job) = state.keys.remove(key).and_then(|ks| ks.job) else {
-                return false;
-            };
-            let queued = state.queue.len();
-            state.queue.retain(|queued| !Arc::ptr_eq(queued, &job));
-            if state.queue.len() != queued {
-                job.complete(Outcome::Cancelled);
-            }
-            job
+        let Some(flight) = self.shared.flights.cancel(key) else {
+            return false;
         };
-        job.control.lock().cancel();
+        stop(&flight);
         debug!(key = %key.display(), "refresh cancelled");
         true
     }
 
     /// Whether a refresh of `key` is queued or running (`user.cachetta.refreshing`).
     pub fn is_running(&self, key: &Path) -> bool {
-        let state = self.shared.state.lock();
-        state.keys.get(key).is_some_and(|ks| ks.job.is_some())
+        self.shared.flights.is_running(key)
     }
 
     /// The key's last refresh failure, one line (`user.cachetta.refresh_error`); `None` when the
     /// last refresh succeeded or was declined, or none ran.
     pub fn last_error(&self, key: &Path) -> Option<String> {
-        let state = self.shared.state.lock();
-        state.keys.get(key).and_then(|ks| ks.last_error.clone())
+        self.shared.flights.last_error(key)
     }
 
     /// Unmount: refuse new refreshes, drop queued ones, kill every running command's process
     /// group, and wait (up to 10 s) until all are reaped. Idempotent.
     pub fn shutdown(&self) {
-        let running: Vec<Arc<Job>> = {
-            let mut state = self.shared.state.lock();
-            state.shut_down = true;
-            for job in std::mem::take(&mut state.queue) {
-                if let Some(ks) = state.keys.get_mut(&job.key) {
-                    ks.job = None;
-                }
-                job.complete(Outcome::Cancelled);
+        *self.shared.shut_down.lock() = true;
+        for flight in self.shared.flights.running() {
+            if let Some(flight) = self.shared.flights.cancel(flight.key()) {
+                stop(&flight);
             }
-            state
-                .keys
-                .values()
-                .filter_map(|ks| ks.job.clone())
-                .collect()
-        };
-        for job in &running {
-            job.control.lock().cancel();
         }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut state = self.shared.state.lock();
-        while state.workers > 0 {
-            if self
-                .shared
-                .idle
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                warn!(
-                    workers = state.workers,
-                    "refresh commands still not reaped at shutdown"
-                );
-                break;
-            }
+        if !self.shared.pool.wait_idle(Instant::now() + SHUTDOWN_GRACE) {
+            warn!(
+                workers = self.shared.pool.usage().0,
+                "refresh commands still not reaped at shutdown"
+            );
         }
     }
 
     /// Wait until no refresh is queued or running; for tests.
     #[cfg(test)]
     fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.state.lock();
-        while state.workers > 0 {
-            if self
-                .shared
-                .idle
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                return false;
-            }
-        }
-        true
+        self.shared.pool.wait_idle(Instant::now() + timeout)
     }
 }
 
 impl Drop for Refresher {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Kill a cancelled refresh's command; one that no worker has started yet ends now, and its
+/// worker will skip it.
+fn stop(flight: &Flight) {
+    if !flight.data().control.lock().cancel() {
+        flight.complete(Outcome::Cancelled);
     }
 }
 
@@ -393,158 +309,85 @@ impl Shared {
             return Begin::Refused(Outcome::NoCommand);
         }
         let now = self.clock.now();
-        let job = {
-            let mut state = self.state.lock();
-            if state.shut_down {
+        let lead = {
+            // Held across the begin, so a shutdown either comes first or sees this flight.
+            let shut_down = self.shut_down.lock();
+            if *shut_down {
                 return Begin::Refused(Outcome::ShutDown);
             }
-            if let Some(ks) = state.keys.get(key) {
-                if let Some(job) = &ks.job {
-                    return Begin::Joined(job.clone());
-                }
-                if ks.backoff_until.is_some_and(|until| now < until) {
-                    return Begin::Refused(Outcome::BackingOff);
-                }
-            }
-            let job = Arc::new(Job {
-                key: key.to_path_buf(),
+            let job = || Job {
                 reason,
                 control: Mutex::new(Control::default()),
-                outcome: Mutex::new(None),
-                done: Condvar::new(),
-                then: Mutex::new(Vec::new()),
-            });
-            state.keys.entry(key.to_path_buf()).or_default().job = Some(job.clone());
-            state.prune(now);
-            state.queue.push_back(job.clone());
-            if state.workers >= self.config.max_refreshes.max(1) {
-                return Begin::Started(job);
+            };
+            match self.flights.begin(key, now, true, job) {
+                flight::Begin::Joined(flight) => return Begin::Joined(flight),
+                flight::Begin::BackingOff => return Begin::Refused(Outcome::BackingOff),
+                flight::Begin::Lead(lead) => lead,
             }
-            state.workers += 1;
-            job
         };
+        let flight = lead.flight().clone();
         let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("cachetta-refresh".into())
-            .spawn(move || shared.work());
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start a refresh worker thread");
-            let mut state = self.state.lock();
-            state.workers -= 1;
-            if state.workers == 0 {
-                // No worker will come for the queue: fail it rather than leave callers waiting.
-                for job in std::mem::take(&mut state.queue) {
-                    if let Some(ks) = state.keys.get_mut(&job.key) {
-                        ks.job = None;
-                    }
-                    job.complete(Outcome::Failed(format!(
-                        "cannot start a worker thread: {e}"
-                    )));
-                }
-                self.idle.notify_all();
+        self.pool.submit(Box::new(move |started| match started {
+            Ok(()) => shared.work(lead),
+            Err(e) => {
+                let error = format!("cannot start a worker thread: {e}");
+                lead.finish(Outcome::Failed(error), Settled::Nothing, shared.clock.now());
             }
-        }
-        Begin::Started(job)
+        }));
+        Begin::Started(flight)
     }
 
-    /// A worker: run queued refreshes until there are none.
-    fn work(&self) {
-        loop {
-            let job = {
-                let mut state = self.state.lock();
-                match state.queue.pop_front() {
-                    Some(job) => job,
-                    None => {
-                        state.workers -= 1;
-                        if state.workers == 0 {
-                            self.idle.notify_all();
-                        }
-                        return;
-                    }
-                }
-            };
-            let ran = run::run_job(self, &job);
-            self.finish(&job, ran);
+    /// On a worker: run one refresh, unless it was cancelled while queued.
+    fn work(&self, lead: Lead) {
+        if !lead.flight().data().control.lock().start() {
+            // Cancelled while queued: `stop` has answered its waiters; count nothing.
+            return;
         }
+        let ran = run::run_job(self, &lead);
+        self.finish(lead, ran);
     }
 
     /// Count, log and remember what came of a refresh, then wake its waiters.
-    fn finish(&self, job: &Arc<Job>, ran: Ran) {
-        let key = job.key.display();
-        let reason = job.reason.as_str();
+    fn finish(&self, lead: Lead, ran: Ran) {
+        let flight = lead.flight();
+        let key = flight.key().display();
+        let reason = flight.data().reason.as_str();
         let outcome = match ran.outcome {
             Outcome::Published => Outcome::Published,
-            _ if job.control.lock().is_cancelled() => Outcome::Cancelled,
+            _ if flight.is_discarded() => Outcome::Cancelled,
             other => other,
         };
-        match &outcome {
+        let backoff = self
+            .config
+            .settings_for(flight.key().as_os_str())
+            .settings
+            .refresh_backoff;
+        let settled = match &outcome {
             Outcome::Published => {
                 bump(&self.stats.refreshes_ok);
                 info!(%key, reason, "refresh published");
-                (self.on_published)(&job.key);
+                (self.on_published)(flight.key());
+                Settled::Ok
             }
             Outcome::Declined => {
                 bump(&self.stats.refreshes_declined);
                 info!(%key, reason, "refresh declined by its condition");
+                Settled::Declined { backoff }
             }
             Outcome::Failed(error) => {
                 bump(&self.stats.refreshes_failed);
                 let stderr = String::from_utf8_lossy(&ran.stderr);
                 warn!(%key, reason, %error, stderr = %stderr.trim_end(), "refresh failed");
-            }
-            _ => debug!(%key, reason, ?outcome, "refresh discarded"),
-        }
-
-        let now = self.clock.now();
-        let mut state = self.state.lock();
-        // A cancelled refresh was detached from its key; the key's memory is no longer its.
-        if let Some(ks) = state.keys.get_mut(&job.key) {
-            if ks.job.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
-                ks.job = None;
-                let backoff = self
-                    .config
-                    .settings_for(job.key.as_os_str())
-                    .settings
-                    .refresh_backoff;
-                match &outcome {
-                    Outcome::Published => {
-                        ks.last_error = None;
-                        ks.backoff_until = None;
-                    }
-                    Outcome::Declined => {
-                        ks.last_error = None;
-                        ks.backoff_until = now.checked_add(backoff);
-                    }
-                    Outcome::Failed(error) => {
-                        ks.last_error = Some(error.clone());
-                        ks.backoff_until = now.checked_add(backoff);
-                    }
-                    _ => {}
-                }
-                if ks.last_error.is_none() && ks.backoff_until.is_none() {
-                    state.keys.remove(&job.key);
+                Settled::Failed {
+                    error: error.clone(),
+                    backoff,
                 }
             }
-        }
-        job.complete(outcome);
-    }
-}
-
-impl State {
-    /// Bound the per-key memory: once the map has doubled since the last sweep, forget keys
-    /// with nothing running, no error and no backoff left, and past [`MAX_REMEMBERED_ERRORS`]
-    /// their errors too.
-    fn prune(&mut self, now: SystemTime) {
-        if self.keys.len() <= self.prune_at {
-            return;
-        }
-        let idle =
-            |ks: &KeyState| ks.job.is_none() && ks.backoff_until.is_none_or(|until| until <= now);
-        self.keys
-            .retain(|_, ks| !idle(ks) || ks.last_error.is_some());
-        if self.keys.len() > MAX_REMEMBERED_ERRORS {
-            self.keys.retain(|_, ks| !idle(ks));
-        }
-        self.prune_at = (self.keys.len() * 2).max(MIN_PRUNE_AT);
+            _ => {
+                debug!(%key, reason, ?outcome, "refresh discarded");
+                Settled::Nothing
+            }
+        };
+        lead.finish(outcome, settled, self.clock.now());
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::command::{self, Ended, Invocation, Sink};
-use super::{Job, Outcome, Reason, Shared};
+use super::{Lead, Outcome, Reason, Shared};
+use crate::flight::one_line;
 use crate::stats::bump;
 use crate::store::{self, Staging, Store, ENTRY_SUFFIX};
 
@@ -22,9 +23,11 @@ pub(super) struct Ran {
     pub stderr: Vec<u8>,
 }
 
-pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
+pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
     bump(&shared.stats.refreshes_started);
-    let matched = shared.config.settings_for(job.key.as_os_str());
+    let key = lead.flight().key();
+    let job = lead.flight().data();
+    let matched = shared.config.settings_for(key.as_os_str());
     let settings = matched.settings;
     let (Some(refresh), timeout) = (&settings.refresh, settings.refresh_timeout) else {
         return Ran {
@@ -32,14 +35,14 @@ pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
             stderr: Vec::new(),
         };
     };
-    let env = environment(&shared.store, &job.key, job.reason, &matched.captures);
+    let env = environment(&shared.store, key, job.reason, &matched.captures);
     let cwd = shared.store.root_path();
     let limit = shared.config.max_entry_bytes;
-    debug!(key = %job.key.display(), reason = job.reason.as_str(), "refresh started");
+    debug!(key = %key.display(), reason = job.reason.as_str(), "refresh started");
 
     // The output streams into a staging file as it comes: nothing of it is held in memory,
     // however large, and the condition reads it from there.
-    let staging = match stage(shared, &job.key) {
+    let staging = match stage(shared, key) {
         Ok(staging) => staging,
         Err(e) => return failed(format!("cannot stage the output: {e}"), Vec::new()),
     };
@@ -72,7 +75,7 @@ pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
         }
     };
     let stderr = finished.stderr;
-    debug!(key = %job.key.display(), bytes = finished.stdout_bytes, "refresh output staged");
+    debug!(key = %key.display(), bytes = finished.stdout_bytes, "refresh output staged");
     let ended = match finished.ended {
         Ended::Cancelled => Some(cancelled()),
         Ended::TimedOut => Some(failed(timed_out("", timeout), stderr.clone())),
@@ -148,7 +151,7 @@ pub(super) fn run_job(shared: &Shared, job: &Job) -> Ran {
         }
     }
 
-    match publish(shared, job, staging) {
+    match publish(shared, lead, staging) {
         Ok(true) => Ran {
             outcome: Outcome::Published,
             stderr,
@@ -183,26 +186,32 @@ fn discard(shared: &Shared, staging: Staging, ran: Ran) -> Ran {
 
 /// Publish the staged output as the entry (creating missing directories), unless the refresh
 /// has been cancelled. False when cancelled.
-fn publish(shared: &Shared, job: &Job, staging: Staging) -> io::Result<bool> {
-    let (dir, _) = store::split(&job.key);
+fn publish(shared: &Shared, lead: &Lead, staging: Staging) -> io::Result<bool> {
+    let key = lead.flight().key();
+    let (dir, _) = store::split(key);
     if shared.store.stat(dir).is_err() {
         if let Err(e) = shared.store.mkdir_all(dir) {
             shared.store.discard(staging);
             return Err(e);
         }
     }
-    // Checked and published under the refresh's control lock, which `cancel` takes too:
-    // either the cancel comes first and nothing is published, or the publish is complete
-    // before `cancel` returns (and the `rm` that follows removes it).
-    let control = job.control.lock();
-    if control.is_cancelled() {
-        shared.store.discard(staging);
-        return Ok(false);
+    // Under the flight's publish lock, which `cancel` takes too: either the cancel comes first
+    // and nothing is published, or the publish is complete before `cancel` returns (and the
+    // `rm` that follows removes it).
+    let mut staging = Some(staging);
+    let published = lead.publish(|| {
+        let staging = staging.take().expect("published once");
+        shared.store.publish(staging, key, Some(shared.clock.now()))
+    });
+    match published {
+        Some(result) => result.map(|_| true),
+        None => {
+            if let Some(staging) = staging {
+                shared.store.discard(staging);
+            }
+            Ok(false)
+        }
     }
-    shared
-        .store
-        .publish(staging, &job.key, Some(shared.clock.now()))?;
-    Ok(true)
 }
 
 /// The variables a refresh command gets on top of the daemon's environment (SPEC §6). Values
@@ -259,15 +268,9 @@ fn timed_out(what: &str, timeout: Duration) -> String {
 /// `what: <first line of stderr>`, or just `what` when stderr says nothing; always one line.
 pub(super) fn with_stderr(what: String, stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let first = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or("");
-    let first: String = first.chars().filter(|c| !c.is_control()).collect();
-    if first.is_empty() {
-        what
-    } else {
-        format!("{what}: {first}")
+    let first = text.lines().map(one_line).find(|line| !line.is_empty());
+    match first {
+        Some(first) => format!("{what}: {first}"),
+        None => what,
     }
 }

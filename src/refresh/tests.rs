@@ -6,6 +6,7 @@ use crate::clock::ManualClock;
 use crate::config::{Overrides, Rule, Settings};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Barrier;
 use std::time::UNIX_EPOCH;
