@@ -15,8 +15,8 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::inspect::{self, FoundFile};
-use crate::policy::{self, EntryState};
-use crate::store::{self, Stat, Store, STAGING_PREFIX};
+use crate::policy::{self, EntryState, Timing};
+use crate::store::{self, Kind, Stat, Store, STAGING_PREFIX};
 
 /// Scratch and staging files untouched for this long are abandoned and swept; younger ones
 /// may belong to a write in progress.
@@ -113,17 +113,73 @@ fn reason_to_remove(
         });
     }
     let timing = config.settings_for(found.key.as_os_str()).settings.timing();
+    is_expired_entry(store, found, timing, config.max_entry_bytes, now).then_some(REASON_EXPIRED)
+}
+
+/// Whether the entry `found` is expired under `timing` at `now`, still the file the walk saw,
+/// and valid JSON within `limit` bytes (a corrupt entry is kept for the user to look at).
+fn is_expired_entry(
+    store: &Store,
+    found: &FoundFile,
+    timing: Timing,
+    limit: u64,
+    now: SystemTime,
+) -> bool {
     if policy::evaluate(found.stat.mtime, now, timing).state != EntryState::Expired {
-        return None;
+        return false;
     }
-    // Corrupt entries are kept; so is anything that changed since the walk saw it.
-    let (file, st) = store
-        .open_file(&found.key, OFlags::RDONLY, Mode::empty())
-        .ok()?;
-    if !same_file(&st, &found.stat) || !inspect::content_is_valid(&file, config.max_entry_bytes) {
-        return None;
+    let Ok((file, st)) = store.open_file(&found.key, OFlags::RDONLY, Mode::empty()) else {
+        return false;
+    };
+    same_file(&st, &found.stat) && inspect::content_is_valid(&file, limit)
+}
+
+/// Remove the expired entries at `keys` (relative to the store) and, for each directory
+/// among them, beneath it, judged by one `timing`, with gc's care: corrupt entries and files
+/// replaced meanwhile stay. Symlinks are never followed and directories stay. Returns the
+/// keys removed. The library's `clear`.
+pub(crate) fn remove_expired(
+    store: &Store,
+    keys: &[PathBuf],
+    timing: Timing,
+    now: SystemTime,
+) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for key in keys {
+        match store.stat(key) {
+            Ok(stat) if stat.kind == Kind::Dir => {
+                found.extend(inspect::walk_files(store, key)?.files)
+            }
+            Ok(stat) if stat.kind == Kind::File => found.push(FoundFile {
+                key: key.clone(),
+                stat,
+            }),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
     }
-    Some(REASON_EXPIRED)
+    let mut removed = Vec::new();
+    for found in found {
+        let name = found.key.file_name().unwrap_or_default();
+        if !store::is_entry_name(name) || !is_expired_entry(store, &found, timing, u64::MAX, now) {
+            continue;
+        }
+        match remove_if_unchanged(store, &found.key, &found.stat) {
+            Ok(true) => removed.push(found.key),
+            Ok(false) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            // A cachetta mount reserves the staging names the file is set aside under; it
+            // judges its own entries, so a plain unlink is all it takes there.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => match store.unlink(&found.key) {
+                Ok(()) => removed.push(found.key),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// The same inode with the same content version (ctime is left out: renaming changes it).
@@ -312,6 +368,43 @@ mod tests {
         let current = store.stat(Path::new("e.json")).unwrap();
         assert!(remove_if_unchanged(&store, Path::new("e.json"), &current).unwrap());
         assert!(!dir.path().join("e.json").exists());
+    }
+
+    #[test]
+    fn remove_expired_takes_one_timing_and_keeps_corrupt_and_young_entries() {
+        let (dir, store, _) = setup();
+        populate(dir.path());
+        put(dir.path(), "other.json", "{}", 90);
+        let timing = Timing {
+            duration: Duration::from_secs(60),
+            stale: Duration::from_secs(30),
+        };
+        let keys = [
+            PathBuf::from("expired.json"),
+            PathBuf::from("sub"),
+            PathBuf::from("corrupt.json"),
+            PathBuf::from("stale.json"),
+            PathBuf::from("missing.json"),
+            PathBuf::from("link.json"),
+        ];
+        let removed = remove_expired(&store, &keys, timing, now()).unwrap();
+        assert_eq!(
+            removed,
+            vec![PathBuf::from("expired.json"), PathBuf::from("sub/old.json")]
+        );
+        for kept in [
+            "corrupt.json",
+            "stale.json",
+            "other.json",
+            "sub/.cachetta-staging.1.2.tmp",
+        ] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+        assert!(dir.path().join("sub").is_dir(), "directories stay");
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("link.json")).is_ok(),
+            "a symlink is neither followed nor removed"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The hot set (SPEC §7): recently read entry contents kept in memory, for reads that reach
-//! the daemon (direct I/O, when kernel passthrough is unavailable). A copy is keyed by the
-//! content's version (device, inode, size, mtime, ctime), so a file that changed in any way
-//! is never served from here; stale copies simply age out.
+//! The hot set (SPEC §7): recently read entry contents kept in memory, for the mount's reads
+//! that reach the daemon and for the library's reads alike. A copy is keyed by the content's
+//! version (device, inode, size, mtime, ctime), so a file that changed in any way (a write,
+//! `rm`, `touch` or replace by anyone) is never served from here; stale copies simply age out.
+//! Expiry is not judged here: callers evaluate the policy on the file's current mtime first.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -10,6 +11,9 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::store::Version;
+
+/// The byte bound when none is given: the mount's default `lru_bytes`.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Debug)]
 pub struct HotSet {
@@ -65,6 +69,11 @@ impl HotSet {
         }
         // LruCache evicts by count on its own; recount what it may have dropped.
         inner.bytes = inner.entries.iter().map(|(_, c)| c.len() as u64).sum();
+    }
+
+    /// (entries, bytes) at most.
+    pub fn limits(&self) -> (usize, u64) {
+        (self.inner.lock().entries.cap().get(), self.max_bytes)
     }
 
     /// (entries, bytes) kept now.

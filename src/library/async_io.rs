@@ -1,20 +1,29 @@
 //! The async API (cargo feature `tokio`): the seed's `async_read_cache`/`async_write_cache`,
 //! async decorator and `a`-prefixed methods. File I/O runs on tokio's blocking pool (the
 //! seed's `asyncio.to_thread`); computations of one entry coalesce with sync and async callers
-//! alike, through the same single flight.
+//! alike, through the same single flight, and at most [`BACKGROUND_REFRESHES`] background
+//! recomputations run at once, as in the sync API.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::error;
 
-use super::cached::{joined, panic_message, Lookup};
-use super::flight::{self, Outcome, Role};
+use tokio::sync::Semaphore;
+
+use super::cached::{
+    abandon, begin, joined, lead_if_idle, panic_message, Lookup, BACKGROUND_REFRESHES,
+};
 use super::{Cachetta, Error, Info, Result};
+use crate::flight::{Begin, Settled};
+
+/// Background recomputations hold one of these while they run.
+static BACKGROUND: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(BACKGROUND_REFRESHES));
 
 /// Run blocking file I/O on the blocking pool; a panic there reaches the caller.
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
@@ -150,13 +159,14 @@ impl Cachetta {
                 }
                 Lookup::Miss => {}
             }
-            match flight::join_or_lead(&path) {
-                Role::Follower(flight) => {
+            match begin(&path) {
+                Begin::Joined(flight) => {
                     if let Some(value) = joined(&path, flight.wait_async().await) {
                         return Ok(value);
                     }
                 }
-                Role::Leader(lead) => {
+                Begin::BackingOff => unreachable!("the library's flights keep no backoff"),
+                Begin::Lead(lead) => {
                     let cache = self.clone();
                     let at = path.clone();
                     let task = tokio::spawn(async move {
@@ -165,7 +175,8 @@ impl Cachetta {
                         if let Lookup::Hit(found) =
                             blocking(move || again.look_found::<T>(&again_at)).await
                         {
-                            lead.finish(Outcome::Value(found.bytes));
+                            let now = cache.clock.now();
+                            lead.finish(Some(found.bytes), Settled::Nothing, now);
                             return Ok(found.value);
                         }
                         let computed = compute().await;
@@ -191,12 +202,14 @@ impl Cachetta {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let Some(lead) = flight::lead_if_idle(path) else {
+        let Some(lead) = lead_if_idle(path) else {
             return;
         };
         let cache = self.clone();
         let path = path.to_path_buf();
         tokio::spawn(async move {
+            // The semaphore is never closed, so this always gets its permit.
+            let _running = BACKGROUND.acquire().await;
             // A task of its own, so a panic in the computation is seen here as a JoinError.
             match tokio::spawn(compute()).await {
                 Ok(computed) => {
@@ -206,13 +219,12 @@ impl Cachetta {
                     }
                 }
                 Err(e) => {
-                    drop(lead);
                     let message = match e.try_into_panic() {
                         Ok(panic) => panic_message(&*panic),
                         Err(e) => e.to_string(),
                     };
                     error!(path = %path.display(), error = %message, "background refresh failed");
-                    flight::record(&path, Some(message));
+                    abandon(lead, message);
                 }
             }
         });

@@ -1,20 +1,81 @@
 //! The decorator: `cached` reads the entry, and on a miss computes the value, writes it when
 //! `condition` allows, and returns it. Inside the stale window it answers with the old value at
-//! once and recomputes on a background thread. One computation per entry at a time: callers
-//! that need the entry meanwhile wait for it and share its value (see `flight.rs`).
+//! once and recomputes in the background, on a bounded pool. One computation per entry at a
+//! time: callers that need the entry meanwhile wait for it and share its value.
+//!
+//! The engine is the mount's: [`crate::flight`] (one flight per entry path across every
+//! `Cachetta` of the process, "rm wins", the last error) and [`crate::pool`] (at most
+//! [`BACKGROUND_REFRESHES`] background recomputations at once, the rest queued).
 
 use std::any::Any;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, error, warn};
 
-use super::flight::{self, Lead, Outcome, Role};
 use super::{Cachetta, Error, Found, Result};
+use crate::flight::{self, Begin, Flights, Settled};
 use crate::policy::EntryState;
+use crate::pool::Pool;
+
+/// At most this many background recomputations of stale entries run at once in a process (the
+/// mount's default `max_refreshes`); more wait in a queue.
+pub const BACKGROUND_REFRESHES: usize = 4;
+
+/// What a computation gave the callers that joined it: the value as JSON bytes, or `None` when
+/// it failed or panicked (a joined caller then computes for itself).
+pub(crate) type Computed = Option<Arc<[u8]>>;
+
+pub(crate) type Lead = flight::Lead<Computed, ()>;
+
+/// The library's flights: one per entry path, across every `Cachetta` value, sync and async.
+static FLIGHTS: LazyLock<Flights<Computed>> = LazyLock::new(|| Flights::new(None));
+
+/// The library's background recomputations (sync API; the async one bounds its tasks the same).
+static POOL: LazyLock<Pool> = LazyLock::new(|| Pool::new("cachetta-refresh", BACKGROUND_REFRESHES));
+
+/// The library keeps no backoff: a failed computation may be retried by the next caller.
+const NO_BACKOFF: Duration = Duration::ZERO;
+
+/// Lead the computation of `path`, or join the one running.
+pub(crate) fn begin(path: &Path) -> Begin<Computed, ()> {
+    FLIGHTS.begin(path, std::time::SystemTime::now(), false, || ())
+}
+
+/// Lead the computation of `path` if none is running (a background refresh starts only then).
+pub(crate) fn lead_if_idle(path: &Path) -> Option<Lead> {
+    match begin(path) {
+        Begin::Lead(lead) => Some(lead),
+        Begin::Joined(_) | Begin::BackingOff => None,
+    }
+}
+
+/// `invalidate` wins: a computation of `path` running now writes nothing once this returns.
+pub(crate) fn cancel(path: &Path) {
+    FLIGHTS.cancel(path);
+}
+
+pub(crate) fn is_running(path: &Path) -> bool {
+    FLIGHTS.is_running(path)
+}
+
+pub(crate) fn last_error(path: &Path) -> Option<String> {
+    FLIGHTS.last_error(path)
+}
+
+/// A background computation that did not settle (it panicked, or could not start): fail its
+/// flight with `message`, which `info` shows as `refresh_error`.
+pub(crate) fn abandon(lead: Lead, message: String) {
+    let failed = Settled::Failed {
+        error: message,
+        backoff: NO_BACKOFF,
+    };
+    lead.finish(None, failed, std::time::SystemTime::now());
+}
 
 /// What a caller does after looking at the entry.
 pub(crate) enum Lookup<T> {
@@ -128,21 +189,22 @@ impl Cachetta {
                 }
                 Lookup::Miss => {}
             }
-            match flight::join_or_lead(&path) {
-                Role::Follower(flight) => {
+            match begin(&path) {
+                Begin::Joined(flight) => {
                     debug!(path = %path.display(), "joining the running computation");
                     if let Some(value) = joined(&path, flight.wait()) {
                         return Ok(value);
                     }
                 }
-                Role::Leader(lead) => {
+                Begin::Lead(lead) => {
                     // Someone may have written it between our look and our lead.
                     if let Lookup::Hit(found) = self.look_found::<T>(&path) {
-                        lead.finish(Outcome::Value(found.bytes));
+                        lead.finish(Some(found.bytes), Settled::Nothing, self.clock.now());
                         return Ok(found.value);
                     }
                     return self.settle(lead, &path, compute());
                 }
+                Begin::BackingOff => unreachable!("the library's flights keep no backoff"),
             }
         }
     }
@@ -183,21 +245,27 @@ impl Cachetta {
         T: Serialize,
         E: From<Error> + Display,
     {
+        let now = self.clock.now();
+        let failed = |error: String| Settled::Failed {
+            error,
+            backoff: NO_BACKOFF,
+        };
         let value = match computed {
             Ok(value) => value,
             Err(e) => {
-                flight::record(path, Some(e.to_string()));
+                lead.finish(None, failed(e.to_string()), now);
                 return Err(e);
             }
         };
         let bytes: Arc<[u8]> = match serde_json::to_vec(&value) {
             Ok(bytes) => bytes.into(),
             Err(e) => {
-                flight::record(path, Some(e.to_string()));
+                lead.finish(None, failed(e.to_string()), now);
                 return Err(Error::from(e).into());
             }
         };
         let mut written = Ok(());
+        let mut settled = Settled::Ok;
         if self.write && self.allows(&value) {
             match lead.publish(|| self.store_bytes(path, bytes.clone())) {
                 Some(result) => written = result.map_err(|e| Error::io(path, e)),
@@ -205,18 +273,17 @@ impl Cachetta {
                     debug!(path = %path.display(), "entry invalidated while computing; not written")
                 }
             }
+        } else if self.write {
+            settled = Settled::Declined {
+                backoff: NO_BACKOFF,
+            };
         }
-        lead.finish(Outcome::Value(bytes));
-        match written {
-            Ok(()) => {
-                flight::record(path, None);
-                Ok(value)
-            }
-            Err(e) => {
-                flight::record(path, Some(e.to_string()));
-                Err(e.into())
-            }
+        if let Err(e) = &written {
+            settled = failed(e.to_string());
         }
+        // Joined callers get the value even when it could not be written.
+        lead.finish(Some(bytes), settled, now);
+        written.map(|()| value).map_err(Into::into)
     }
 
     fn allows<T: Serialize>(&self, value: &T) -> bool {
@@ -235,52 +302,51 @@ impl Cachetta {
         }
     }
 
-    /// Recompute a stale entry on a thread of its own, unless a computation is running.
+    /// Recompute a stale entry in the background, on the bounded pool, unless a computation
+    /// of it is running.
     fn refresh_in_background<T, E, F>(&self, path: &Path, compute: F)
     where
         T: Serialize + Send + 'static,
         E: From<Error> + Display + Send + 'static,
         F: FnOnce() -> Result<T, E> + Send + 'static,
     {
-        let Some(lead) = flight::lead_if_idle(path) else {
+        let Some(lead) = lead_if_idle(path) else {
             return;
         };
         debug!(path = %path.display(), "serving stale entry; refreshing in the background");
         let cache = self.clone();
         let path = path.to_path_buf();
-        let spawned = std::thread::Builder::new()
-            .name("cachetta-refresh".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| cache.settle(lead, &path, compute()));
-                match std::panic::catch_unwind(run) {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        error!(path = %path.display(), error = %e, "background refresh failed")
-                    }
-                    Err(panic) => {
-                        let message = panic_message(&*panic);
-                        error!(path = %path.display(), error = %message, "background refresh panicked");
-                        flight::record(&path, Some(message));
+        POOL.submit(Box::new(move |started| {
+            if let Err(e) = started {
+                return abandon(lead, format!("cannot start a background refresh: {e}"));
+            }
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)) {
+                Ok(computed) => {
+                    if let Err(e) = cache.settle(lead, &path, computed) {
+                        error!(path = %path.display(), error = %e, "background refresh failed");
                     }
                 }
-            });
-        if let Err(e) = spawned {
-            error!(error = %e, "cannot start a background refresh");
-        }
+                Err(panic) => {
+                    let message = panic_message(&*panic);
+                    error!(path = %path.display(), error = %message, "background refresh panicked");
+                    abandon(lead, message);
+                }
+            }
+        }));
     }
 }
 
 /// A joined computation's value as a `T`; `None` when it failed (the caller computes itself).
-pub(crate) fn joined<T: DeserializeOwned>(path: &Path, outcome: Outcome) -> Option<T> {
-    match outcome {
-        Outcome::Value(bytes) => match serde_json::from_slice(&bytes) {
+pub(crate) fn joined<T: DeserializeOwned>(path: &Path, computed: Computed) -> Option<T> {
+    match computed {
+        Some(bytes) => match serde_json::from_slice(&bytes) {
             Ok(value) => Some(value),
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "joined computation's value is not the type asked for");
                 None
             }
         },
-        Outcome::Failed => None,
+        None => None,
     }
 }
 

@@ -1,18 +1,20 @@
 //! Sweeping a cache: `clear` deletes the entries that can no longer be served, `clear_force`
-//! everything the cache's path covers (the seed's `clear()` and `clear(force=True)`).
+//! everything the cache's path covers (the seed's `clear()` and `clear(force=True)`). The
+//! sweep is gc's ([`crate::gc::remove_expired`]).
 
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
 use super::{disk, path, Cachetta, Error, Result};
-use crate::policy::{evaluate, EntryState};
+use crate::gc;
 
 impl Cachetta {
     /// Delete the entries that can no longer be served (age ≥ duration + stale_duration): in a
     /// folder, every such `*.json` file beneath it (directories stay); for an entry path, the
     /// entry and its automatic-key siblings `name-<hash>.json`. Newer entries stay. The seed's
-    /// `clear()`.
+    /// `clear()`, with the mount's gc rules: an entry that is not valid JSON is kept (for you
+    /// to look at; `clear_force` removes it), and one replaced while being judged is kept.
     ///
     /// ```
     /// use std::time::Duration;
@@ -25,17 +27,21 @@ impl Cachetta {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<()> {
-        let timing = self.timing();
-        let now = self.clock.now();
-        let doomed = move |mtime| evaluate(mtime, now, timing).state == EntryState::Expired;
-        for target in self.clear_targets()? {
-            let deleted = disk::sweep(&target, &doomed).map_err(|e| Error::io(&target, e))?;
-            if let Some(hot) = &self.hot {
-                for path in deleted {
-                    hot.remove(&path);
-                }
-            }
-        }
+        let (timing, now) = (self.timing(), self.clock.now());
+        let targets = self.clear_targets()?;
+        let Some(base) = targets.first() else {
+            return Ok(());
+        };
+        // Every target lies in one directory: the folder's parent, or the entry's.
+        let (dir, _) = disk::split(base);
+        let Some(store) = disk::existing_store(dir).map_err(|e| Error::io(dir, e))? else {
+            return Ok(());
+        };
+        let keys: Vec<PathBuf> = targets
+            .iter()
+            .filter_map(|t| t.file_name().map(PathBuf::from))
+            .collect();
+        gc::remove_expired(&store, &keys, timing, now).map_err(|e| Error::io(base, e))?;
         Ok(())
     }
 
@@ -45,9 +51,6 @@ impl Cachetta {
     pub fn clear_force(&self) -> Result<()> {
         for target in self.clear_targets()? {
             disk::remove_all(&target).map_err(|e| Error::io(&target, e))?;
-            if let Some(hot) = &self.hot {
-                hot.remove_under(&target);
-            }
         }
         Ok(())
     }

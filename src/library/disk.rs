@@ -2,37 +2,22 @@
 //! the entry's directory reads and replaces the entry by name, never following a symlink at
 //! the entry itself, and writes stage the new content in that same directory and `rename` it
 //! into place. The directories on the way to the entry are the caller's (trusted, as in the
-//! seed, where `path` is developer input).
+//! seed, where `path` is developer input). Sweeping is gc's ([`crate::gc::remove_expired`]).
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::store::{self, Kind, Store, Version};
+use crate::store::{self, Kind, Stat, Store, Version};
 
 /// Mode of a new entry: the seed writes through `mkstemp`, so its cache files are private.
 /// Replacing an entry keeps the mode it had.
 pub(crate) const NEW_ENTRY_MODE: u32 = 0o600;
-
-/// The metadata an entry is judged by.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Meta {
-    pub kind: Kind,
-    pub version: Version,
-}
-
-fn system_time(secs: i64, nsecs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsecs as u64)
-    }
-}
 
 fn is_missing(e: &io::Error) -> bool {
     matches!(
@@ -42,39 +27,27 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 /// One `lstat` of `path`: `None` when nothing is there.
-pub(crate) fn meta(path: &Path) -> io::Result<Option<Meta>> {
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(md) => md,
-        Err(e) if is_missing(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let kind = if md.file_type().is_file() {
-        Kind::File
-    } else if md.file_type().is_dir() {
-        Kind::Dir
-    } else {
-        Kind::Other
-    };
-    Ok(Some(Meta {
-        kind,
-        version: Version {
-            dev: md.dev(),
-            ino: md.ino(),
-            size: md.size(),
-            mtime: system_time(md.mtime(), md.mtime_nsec()),
-            ctime: system_time(md.ctime(), md.ctime_nsec()),
-        },
-    }))
+pub(crate) fn meta(path: &Path) -> io::Result<Option<Stat>> {
+    match Stat::of_path(path) {
+        Ok(stat) => Ok(Some(stat)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-fn split(path: &Path) -> (&Path, &Path) {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map_or(Path::new(""), Path::new);
-    (parent, name)
+/// The entry's directory and name (a relative path's directory is the current one).
+pub(crate) fn split(path: &Path) -> (&Path, &Path) {
+    let (dir, name) = store::split(path);
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    (dir, Path::new(name))
 }
 
 /// A store at an existing directory; `None` when it does not exist (reads never create).
-fn existing_store(dir: &Path) -> io::Result<Option<Store>> {
+pub(crate) fn existing_store(dir: &Path) -> io::Result<Option<Store>> {
     match std::fs::metadata(dir) {
         Ok(md) if md.is_dir() => Store::open(dir, false).map(Some),
         Ok(_) => Ok(None),
@@ -83,20 +56,26 @@ fn existing_store(dir: &Path) -> io::Result<Option<Store>> {
     }
 }
 
-/// The whole content of the regular file at `path` and the version it was read from; `None`
-/// when there is none (or something that is not a regular file, which is never served).
-pub(crate) fn load(path: &Path) -> io::Result<Option<(Vec<u8>, store::Stat)>> {
+/// The regular file at `path`, open for reading, and its stat; `None` when there is none (or
+/// something that is not a regular file, which is never served).
+pub(crate) fn open(path: &Path) -> io::Result<Option<(File, Stat)>> {
     let (dir, name) = split(path);
     let Some(store) = existing_store(dir)? else {
         return Ok(None);
     };
-    let (file, stat) = match store.open_file(name, OFlags::RDONLY, Mode::empty()) {
-        Ok(found) => found,
-        Err(e) if is_missing(&e) || e.raw_os_error() == Some(libc::EISDIR) => return Ok(None),
-        Err(e) => return Err(e),
+    match store.open_file(name, OFlags::RDONLY, Mode::empty()) {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if is_missing(&e) || e.raw_os_error() == Some(libc::EISDIR) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The whole content of the regular file at `path` and the stat it was read from.
+pub(crate) fn load(path: &Path) -> io::Result<Option<(Vec<u8>, Stat)>> {
+    let Some((file, stat)) = open(path)? else {
+        return Ok(None);
     };
-    let bytes = store::read_all(&file, u64::MAX)?;
-    Ok(Some((bytes, stat)))
+    Ok(Some((store::read_all(&file, u64::MAX)?, stat)))
 }
 
 /// Replace the entry at `path` with `bytes`, atomically, with mtime `mtime`, creating its
@@ -173,58 +152,6 @@ pub(crate) fn remove(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Delete the entries (`*.json` files) at or beneath `path` for which `doomed(mtime)` holds.
-/// Directories are kept and symlinks are never followed. Returns the paths deleted.
-pub(crate) fn sweep(path: &Path, doomed: &dyn Fn(SystemTime) -> bool) -> io::Result<Vec<PathBuf>> {
-    let mut deleted = Vec::new();
-    match meta(path)? {
-        None => {}
-        Some(m) if m.kind == Kind::Dir => {
-            let store = Store::open(path, false)?;
-            sweep_dir(&store, path, Path::new(""), doomed, &mut deleted)?;
-        }
-        Some(m) if m.kind == Kind::File && doomed(m.version.mtime) && remove(path)? => {
-            deleted.push(path.to_path_buf());
-        }
-        Some(_) => {}
-    }
-    Ok(deleted)
-}
-
-fn sweep_dir(
-    store: &Store,
-    base: &Path,
-    rel: &Path,
-    doomed: &dyn Fn(SystemTime) -> bool,
-    deleted: &mut Vec<PathBuf>,
-) -> io::Result<()> {
-    let items = match store.read_dir(rel) {
-        Ok(items) => items,
-        Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for item in items {
-        let child = rel.join(&item.name);
-        let st = match store.stat(&child) {
-            Ok(st) => st,
-            Err(e) if is_missing(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        match st.kind {
-            Kind::Dir => sweep_dir(store, base, &child, doomed, deleted)?,
-            Kind::File if store::is_entry_name(&item.name) && doomed(st.mtime) => {
-                match store.unlink(&child) {
-                    Ok(()) => deleted.push(base.join(&child)),
-                    Err(e) if is_missing(&e) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Remove `path` wholesale: a folder with everything in it, or one file.
 pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
     match meta(path)? {
@@ -240,13 +167,14 @@ pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt as _;
 
     #[test]
     fn meta_version_matches_the_stores_for_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.json");
         let written = publish(&path, b"{\"a\":1}", SystemTime::now()).unwrap();
-        assert_eq!(meta(&path).unwrap().unwrap().version, written);
+        assert_eq!(meta(&path).unwrap().unwrap().version(), written);
         let (bytes, stat) = load(&path).unwrap().unwrap();
         assert_eq!(bytes, b"{\"a\":1}");
         assert_eq!(stat.version(), written);

@@ -4,14 +4,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{disk, flight, Cachetta, Info};
+use super::{cached, disk, Cachetta, Info};
+use crate::inspect;
 use crate::policy::evaluate;
-use crate::store::{self, Kind, Version};
+use crate::store::{Kind, Stat, Version};
 
 impl Cachetta {
     /// Whether the entry file exists, fresh or not (the seed's `exists()`).
     pub fn exists(&self) -> bool {
-        matches!(disk::meta(&self.entry_path()), Ok(Some(m)) if m.kind == Kind::File)
+        matches!(disk::meta(&self.entry_path()), Ok(Some(st)) if st.kind == Kind::File)
     }
 
     /// How long ago the entry file was written; zero when its mtime is in the future; `None`
@@ -28,8 +29,8 @@ impl Cachetta {
     /// ```
     pub fn age(&self) -> Option<Duration> {
         match disk::meta(&self.entry_path()) {
-            Ok(Some(m)) if m.kind == Kind::File => {
-                Some(evaluate(m.version.mtime, self.clock.now(), self.timing()).age)
+            Ok(Some(st)) if st.kind == Kind::File => {
+                Some(evaluate(st.mtime, self.clock.now(), self.timing()).age)
             }
             _ => None,
         }
@@ -54,8 +55,8 @@ impl Cachetta {
         let path = self.entry_path();
         let timing = self.timing();
         let mut info = match disk::meta(&path) {
-            Ok(Some(m)) if m.kind == Kind::File => {
-                let (valid, version) = self.judge(&path, m);
+            Ok(Some(st)) if st.kind == Kind::File => {
+                let (valid, version) = self.judge(&path, st);
                 let now = self.clock.now();
                 Info::of_entry(
                     path.clone(),
@@ -69,24 +70,24 @@ impl Cachetta {
             _ => Info::missing(path.clone(), timing),
         };
         // The library's own refresh state: its in-process single flight, not the mount's.
-        info.refreshing = flight::is_running(&path);
-        info.refresh_error = flight::last_error(&path);
+        info.refreshing = cached::is_running(&path);
+        info.refresh_error = cached::last_error(&path);
         info
     }
 
-    /// Whether the file at `path`, last seen as `meta`, holds valid JSON, and the version of it
-    /// that was judged.
-    fn judge(&self, path: &Path, meta: disk::Meta) -> (bool, Version) {
+    /// Whether the file at `path`, last seen as `seen`, holds valid JSON (streamed, as the
+    /// mount judges it; never read whole), and the version of it that was judged.
+    fn judge(&self, path: &Path, seen: Stat) -> (bool, Version) {
         let kept = self
             .hot
             .as_ref()
-            .is_some_and(|hot| hot.get(path, &meta.version).is_some());
+            .is_some_and(|hot| hot.get(&seen.version()).is_some());
         if kept {
-            return (true, meta.version);
+            return (true, seen.version());
         }
-        match disk::load(path) {
-            Ok(Some((bytes, stat))) => (store::is_valid_json(&bytes), stat.version()),
-            _ => (false, meta.version),
+        match disk::open(path) {
+            Ok(Some((file, stat))) => (inspect::content_is_valid(&file, u64::MAX), stat.version()),
+            _ => (false, seen.version()),
         }
     }
 }

@@ -35,9 +35,7 @@ mod cached;
 mod clear;
 mod disk;
 mod error;
-mod flight;
 mod inspection;
-mod lru;
 mod path;
 
 use std::fmt;
@@ -53,13 +51,13 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::clock::{Clock, SystemClock};
+use crate::hot::{HotSet, DEFAULT_MAX_BYTES};
 use crate::policy::{evaluate, EntryState, Timing, Verdict};
 use crate::store::{self, Kind};
 
 pub use crate::inspect::{Info, InfoState};
 pub use error::{Error, Result};
 
-use lru::HotSet;
 use path::PathSpec;
 
 /// How long an entry is fresh unless told otherwise: 7 days, as in the seed.
@@ -108,7 +106,7 @@ impl fmt::Debug for Cachetta {
             .field("read", &self.read)
             .field("write", &self.write)
             .field("condition", &self.condition.is_some())
-            .field("lru", &self.hot.as_ref().map(|h| h.len()))
+            .field("lru", &self.hot.as_ref().map(|h| h.usage()))
             .finish()
     }
 }
@@ -203,12 +201,27 @@ impl Cachetta {
     }
 
     /// Keep up to `entries` recently read or written entries in memory (0: none, the
-    /// default). A kept copy is served only while the file on disk is unchanged (same device,
-    /// inode, size, mtime and ctime, checked with one `lstat` per read) and the entry is
-    /// fresh, so a change by anyone else is never hidden. Safe to share across threads; this
-    /// cache and its later clones and joins share the new hot set.
+    /// default), and at most [`lru_bytes`](Cachetta::lru_bytes) of them (64 MiB unless set).
+    /// It is the mount's hot set: a kept copy is served only while the file on disk is
+    /// unchanged (same device, inode, size, mtime and ctime, checked with one `lstat` per read)
+    /// and the entry is fresh, so a change by anyone else is never hidden; an entry larger than
+    /// a quarter of the byte bound is never kept. Safe to share across threads; this cache and
+    /// its later clones and joins share the new hot set.
     pub fn lru_size(mut self, entries: usize) -> Self {
-        self.hot = HotSet::new(entries).map(Arc::new);
+        let max_bytes = self
+            .hot
+            .as_ref()
+            .map_or(DEFAULT_MAX_BYTES, |h| h.limits().1);
+        self.hot = (entries > 0).then(|| Arc::new(HotSet::new(entries, max_bytes)));
+        self
+    }
+
+    /// Bound the hot set of [`lru_size`](Cachetta::lru_size) to `bytes` (the mount's
+    /// `lru_bytes`); it replaces the hot set, as `lru_size` does.
+    pub fn lru_bytes(mut self, bytes: u64) -> Self {
+        if let Some(hot) = &self.hot {
+            self.hot = Some(Arc::new(HotSet::new(hot.limits().0, bytes)));
+        }
         self
     }
 
@@ -401,11 +414,11 @@ impl Cachetta {
     /// ```
     pub fn invalidate(&self) -> Result<()> {
         let path = self.entry_path();
-        let removed = flight::discard_then(&path, || disk::remove(&path));
-        if let Some(hot) = &self.hot {
-            hot.remove(&path);
-        }
-        removed.map(drop).map_err(|e| Error::io(&path, e))
+        // First stop a computation of it from writing afterwards: the delete wins.
+        cached::cancel(&path);
+        disk::remove(&path)
+            .map(drop)
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// The entry at `path` if it is fresh (or, with `allow_stale`, stale) and decodes as a
@@ -415,11 +428,11 @@ impl Cachetta {
         path: &Path,
         allow_stale: bool,
     ) -> io::Result<Option<Found<T>>> {
-        let Some(meta) = disk::meta(path)? else {
+        let Some(stat) = disk::meta(path)? else {
             debug!(path = %path.display(), "cache miss: no entry");
             return Ok(None);
         };
-        if meta.kind != Kind::File {
+        if stat.kind != Kind::File {
             debug!(path = %path.display(), "cache miss: not a regular file");
             return Ok(None);
         }
@@ -428,16 +441,12 @@ impl Cachetta {
             EntryState::Stale => allow_stale,
             EntryState::Expired => false,
         };
-        let verdict = evaluate(meta.version.mtime, self.clock.now(), self.timing());
+        let verdict = evaluate(stat.mtime, self.clock.now(), self.timing());
         if !servable(&verdict) {
             debug!(path = %path.display(), state = verdict.state.as_str(), "cache miss");
             return Ok(None);
         }
-        if let Some(bytes) = self
-            .hot
-            .as_ref()
-            .and_then(|hot| hot.get(path, &meta.version))
-        {
+        if let Some(bytes) = self.hot.as_ref().and_then(|hot| hot.get(&stat.version())) {
             return Ok(decode(path, &bytes).map(|value| Found {
                 value,
                 bytes,
@@ -457,7 +466,7 @@ impl Cachetta {
         };
         let bytes: Arc<[u8]> = bytes.into();
         if let Some(hot) = &self.hot {
-            hot.put(path.to_path_buf(), bytes.clone(), stat.version());
+            hot.insert(stat.version(), bytes.clone());
         }
         Ok(Some(Found {
             value,
@@ -471,7 +480,7 @@ impl Cachetta {
         let version = disk::publish(path, &bytes, self.clock.now())?;
         debug!(path = %path.display(), "wrote cache entry");
         if let Some(hot) = &self.hot {
-            hot.put(path.to_path_buf(), bytes, version);
+            hot.insert(version, bytes);
         }
         Ok(())
     }

@@ -56,6 +56,12 @@ impl Stat {
         }
     }
 
+    /// `lstat` of a trusted path (the library's entry paths are the developer's, as in the
+    /// seed): a trailing symlink is reported as [`Kind::Other`], never followed.
+    pub fn of_path(path: &std::path::Path) -> std::io::Result<Stat> {
+        Ok(Stat::from_raw(&rustix::fs::lstat(path)?))
+    }
+
     /// Identifies one version of one file's content: any write or replace changes it.
     pub fn version(&self) -> Version {
         Version {
