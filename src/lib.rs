@@ -1,42 +1,52 @@
 //! cachetta: file-based JSON caching, served as a FUSE filesystem and usable as a library.
 //!
-//! Layers, from the bottom: [`clock`] and [`policy`] (pure state arithmetic), [`config`]
-//! (flags + TOML + defaults, rule matching), [`store`] (the backing dir, never following a
-//! symlink), [`fs`] (the filesystem as a plain struct), [`fuse`] (the thin fuser adapter) and
-//! [`cli`] (commands). Data flows one way, from the kernel down. [`library`] is the same engine
-//! called from code: [`Cachetta`], the Python library's API in Rust form.
+//! Layers, from the bottom: `clock` and `policy` (pure state arithmetic), `config` (flags +
+//! TOML + defaults, rule matching), `store` (the backing dir, never following a symlink), the
+//! shared engine parts `hot`, `flight`, `pool` and `gc`, then `fs` (the filesystem as a plain
+//! struct), `fuse` (the thin fuser adapter) and `cli` (commands). Data flows one way, from the
+//! kernel down. [`library`] is the same engine called from code: [`Cachetta`], the Python
+//! library's API in Rust form.
 //!
 //! The filesystem, the daemon and the command line are behind the default `mount` feature; a
 //! program that wants only the library depends on `cachetta` with `default-features = false`.
 
+/// The engine's parts: public with the `mount` feature (the binary, the tests and the
+/// benchmark use them), crate-private in a library-only build, whose public API is
+/// [`Cachetta`], [`hash()`], [`Info`], [`clock`] and [`library::Error`].
+macro_rules! engine_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "mount")]
+        pub mod $name;
+        #[cfg(not(feature = "mount"))]
+        #[allow(dead_code, unused_imports)]
+        pub(crate) mod $name;
+    )*};
+}
+
+engine_modules!(config, flight, gc, hot, inspect, policy, pool, stats, store);
+
+pub mod clock;
+pub mod hash;
+pub mod library;
+
 #[cfg(feature = "mount")]
 pub mod cli;
-pub mod clock;
 #[cfg(feature = "mount")]
 pub mod commands;
-pub mod config;
 #[cfg(feature = "mount")]
 pub mod daemon;
+#[cfg(feature = "mount")]
 pub mod error;
-pub mod flight;
 #[cfg(feature = "mount")]
 pub mod fs;
 #[cfg(feature = "mount")]
 pub mod fuse;
-pub mod gc;
-pub mod hash;
-pub mod hot;
-pub mod inspect;
 #[cfg(feature = "mount")]
 pub mod invalidate;
-pub mod library;
 #[cfg(feature = "mount")]
 pub mod mount;
-pub mod policy;
-pub mod pool;
+#[cfg(feature = "mount")]
 pub mod refresh;
-pub mod stats;
-pub mod store;
 #[cfg(feature = "mount")]
 pub mod umount;
 #[cfg(feature = "mount")]

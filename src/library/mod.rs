@@ -1,12 +1,12 @@
 //! The Rust library: Python cachetta's API over the filesystem's own engine.
 //!
-//! A [`Cachetta`] reads and writes JSON entry files with the same [`policy`](crate::policy)
-//! arithmetic, the same [`Store`](crate::store::Store) (staged, atomic replace in the entry's
-//! directory; a symlink at the entry is never followed) and the same "unchanged since" rule
-//! for its in-memory hot set as the mount, so a Rust program, a Python program and `cat
-//! ~/.cachetta/x.json` all see one cache. What lives here: the configuration and the plain
-//! operations. The decorator (`cached`) is in `cached.rs`, `clear` in `clear.rs`, `exists`/
-//! `age`/`info` in `inspection.rs`, the async API in `async_io.rs`.
+//! A [`Cachetta`] reads and writes JSON entry files with the mount's own parts: the same
+//! `policy` arithmetic, the same `Store` (staged, atomic replace in the entry's directory; a
+//! symlink at the entry is never followed), the same hot set (`hot`), single flight (`flight`),
+//! bounded background pool (`pool`) and sweep (`gc`). So a Rust program, a Python program and
+//! `cat ~/.cachetta/x.json` all see one cache. What lives here: the configuration and the
+//! plain operations. The decorator (`cached`) is in `cached.rs`, `clear` in `clear.rs`,
+//! `exists`/`age`/`info` in `inspection.rs`, the async API in `async_io.rs`.
 //!
 //! ```
 //! use std::time::Duration;

@@ -136,7 +136,7 @@ pub(super) fn timespec(t: SystemTime) -> rustix::fs::Timespec {
     }
 }
 
-/// A time to set on a file; `None` in [`Store::set_times`] leaves it unchanged.
+/// A time to set on a file; `None` in [`Store::set_times`](super::Store::set_times) leaves it unchanged.
 #[derive(Debug, Clone, Copy)]
 pub enum SetTime {
     Now,
