@@ -378,6 +378,7 @@ mod tests {
         let timing = Timing {
             duration: Duration::from_secs(60),
             stale: Duration::from_secs(30),
+            stale_if_error: Duration::ZERO,
         };
         let keys = [
             PathBuf::from("expired.json"),

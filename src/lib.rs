@@ -23,7 +23,18 @@ macro_rules! engine_modules {
     )*};
 }
 
-engine_modules!(config, flight, gc, hot, inspect, policy, pool, stats, store);
+engine_modules!(
+    config,
+    entry_policy,
+    flight,
+    gc,
+    hot,
+    inspect,
+    policy,
+    pool,
+    stats,
+    store
+);
 
 pub mod clock;
 pub mod hash;

@@ -30,6 +30,10 @@ pub struct Settings {
     pub condition: Option<String>,
     pub refresh_timeout: Duration,
     pub refresh_backoff: Duration,
+    /// How long past its stale window an entry is kept while its refresh fails (SPEC §12).
+    pub stale_if_error: Duration,
+    /// Refresh hot keys before they turn stale (XFetch, SPEC §12).
+    pub early_refresh: bool,
 }
 
 impl Default for Settings {
@@ -42,15 +46,24 @@ impl Default for Settings {
             condition: None,
             refresh_timeout: Duration::from_secs(60),
             refresh_backoff: Duration::from_secs(10),
+            stale_if_error: Duration::ZERO,
+            early_refresh: false,
         }
     }
 }
 
 impl Settings {
+    /// The rule's timing; stale-if-error only for keys with a refresh command (it needs one
+    /// to fail).
     pub fn timing(&self) -> crate::policy::Timing {
         crate::policy::Timing {
             duration: self.duration,
             stale: self.stale,
+            stale_if_error: if self.refresh.is_some() {
+                self.stale_if_error
+            } else {
+                Duration::ZERO
+            },
         }
     }
 }
@@ -377,6 +390,8 @@ struct RawFile {
     condition: Raw,
     refresh_timeout: Raw,
     refresh_backoff: Raw,
+    stale_if_error: Raw,
+    early_refresh: Raw,
     lru_entries: Raw,
     lru_bytes: Raw,
     max_entry_bytes: Raw,
@@ -400,6 +415,8 @@ struct RawRule {
     condition: Raw,
     refresh_timeout: Raw,
     refresh_backoff: Raw,
+    stale_if_error: Raw,
+    early_refresh: Raw,
 }
 
 /// The rule-settable keys of one table (the top level or a `[[rule]]`).
@@ -411,6 +428,8 @@ struct RawSettings<'a> {
     condition: &'a Raw,
     refresh_timeout: &'a Raw,
     refresh_backoff: &'a Raw,
+    stale_if_error: &'a Raw,
+    early_refresh: &'a Raw,
 }
 
 impl RawFile {
@@ -423,6 +442,8 @@ impl RawFile {
             condition: &self.condition,
             refresh_timeout: &self.refresh_timeout,
             refresh_backoff: &self.refresh_backoff,
+            stale_if_error: &self.stale_if_error,
+            early_refresh: &self.early_refresh,
         }
     }
 }
@@ -437,6 +458,8 @@ impl RawRule {
             condition: &self.condition,
             refresh_timeout: &self.refresh_timeout,
             refresh_backoff: &self.refresh_backoff,
+            stale_if_error: &self.stale_if_error,
+            early_refresh: &self.early_refresh,
         }
     }
 }
@@ -616,6 +639,12 @@ fn resolve_settings(
     }
     if let Some(d) = src.get(raw.refresh_backoff, "refresh_backoff", duration)? {
         s.refresh_backoff = d;
+    }
+    if let Some(d) = src.get(raw.stale_if_error, "stale_if_error", duration)? {
+        s.stale_if_error = d;
+    }
+    if let Some(b) = src.get(raw.early_refresh, "early_refresh", boolean)? {
+        s.early_refresh = b;
     }
     Ok(s)
 }

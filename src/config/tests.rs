@@ -107,6 +107,8 @@ fn every_top_level_key_is_parsed() {
             condition: Some("jq -e .".into()),
             refresh_timeout: secs(20),
             refresh_backoff: secs(60),
+            stale_if_error: secs(0),
+            early_refresh: false,
         }
     );
     assert_eq!(c.lru_entries, 10);
@@ -131,6 +133,8 @@ fn every_rule_key_is_parsed() {
         refresh_backoff = "5s"
         fill_on_miss = true
         condition = "jq -e '.current_condition != null' >/dev/null"
+        stale_if_error = "1h"
+        early_refresh = true
         "#,
     )
     .unwrap();
@@ -147,6 +151,8 @@ fn every_rule_key_is_parsed() {
             condition: Some("jq -e '.current_condition != null' >/dev/null".into()),
             refresh_timeout: secs(20),
             refresh_backoff: secs(5),
+            stale_if_error: secs(3600),
+            early_refresh: true,
         }
     );
 }

@@ -25,6 +25,7 @@ const KEYS: [&str; 3] = ["a.json", "b.json", "c.json"];
 const TIMING: Timing = Timing {
     duration: Duration::from_secs(60),
     stale: Duration::from_secs(30),
+    stale_if_error: Duration::ZERO,
 };
 const ME: Caller = Caller {
     uid: 0,

@@ -17,6 +17,7 @@ use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::Config;
+use crate::entry_policy::EntryPolicy;
 use crate::policy::{self, EntryState, Timing};
 use crate::store::{self, Kind, Stat, Store};
 
@@ -58,7 +59,8 @@ impl From<EntryState> for InfoState {
     fn from(state: EntryState) -> Self {
         match state {
             EntryState::Fresh => InfoState::Fresh,
-            EntryState::Stale => InfoState::Stale,
+            // Kept by stale-if-error: served as stale while its refresh fails.
+            EntryState::Stale | EntryState::Grace => InfoState::Stale,
             EntryState::Expired => InfoState::Expired,
         }
     }
@@ -86,6 +88,14 @@ pub struct Info {
     pub duration: u64,
     /// The matching rule's stale window, whole seconds.
     pub stale_duration: u64,
+    /// The stale-if-error window (SPEC §12), whole seconds; 0 for keys without a refresh
+    /// command. `duration`, `stale_duration` and this are the effective values: the entry's
+    /// overrides, else its rule's.
+    #[serde(default)]
+    pub stale_if_error: u64,
+    /// The short names of the entry's own policy attributes, e.g. `["duration"]`.
+    #[serde(default)]
+    pub overrides: Vec<String>,
     /// Absolute backing path; in JSON, non-UTF-8 bytes become U+FFFD.
     #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
@@ -97,6 +107,22 @@ pub struct Info {
     /// The last refresh failure, on one line, if the last refresh failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_error: Option<String>,
+    /// The key's last finished refresh since the mount started; `null` without a mount.
+    #[serde(default)]
+    pub last_refresh: Option<LastRefresh>,
+}
+
+/// One finished refresh, as `info`'s `last_refresh` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRefresh {
+    /// When it finished, unix seconds.
+    pub at: f64,
+    /// How long it ran.
+    pub seconds: f64,
+    /// `ok`, `failed` or `declined`.
+    pub outcome: String,
+    /// `stale`, `miss`, `error`, `demand` or `early`.
+    pub reason: String,
 }
 
 fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
@@ -115,10 +141,13 @@ impl Info {
             stale: false,
             duration: timing.duration.as_secs(),
             stale_duration: timing.stale.as_secs(),
+            stale_if_error: timing.stale_if_error.as_secs(),
+            overrides: Vec::new(),
             path,
             size: None,
             refreshing: false,
             refresh_error: None,
+            last_refresh: None,
         }
     }
 
@@ -152,13 +181,16 @@ impl Info {
             // Python's flags, computed from time alone (even for a corrupt file): a future
             // mtime is fresh, not expired.
             expired: verdict.state != EntryState::Fresh,
-            stale: verdict.state == EntryState::Stale,
+            stale: matches!(verdict.state, EntryState::Stale | EntryState::Grace),
             duration,
             stale_duration: timing.stale.as_secs(),
+            stale_if_error: timing.stale_if_error.as_secs(),
+            overrides: Vec::new(),
             path,
             size: Some(size),
             refreshing: false,
             refresh_error: None,
+            last_refresh: None,
         }
     }
 
@@ -187,6 +219,12 @@ impl Info {
         }
     }
 
+    /// This info with the entry's own policy attributes named in `overrides`.
+    pub fn with_overrides(mut self, policy: &EntryPolicy) -> Info {
+        self.overrides = policy.overridden().into_iter().map(String::from).collect();
+        self
+    }
+
     /// Whether the mount shows this key (a fresh or stale entry).
     pub fn is_visible(&self) -> bool {
         self.state.is_some_and(InfoState::is_visible)
@@ -196,7 +234,8 @@ impl Info {
 /// The info of `key` (a path relative to the backing root) at `now`. Reads the file to tell
 /// a corrupt entry from a valid one; anything that is not a regular file is `exists: false`.
 pub fn entry_info(store: &Store, config: &Config, key: &Path, now: SystemTime) -> Info {
-    let timing = config.settings_for(key.as_os_str()).settings.timing();
+    let settings = config.settings_for(key.as_os_str()).settings;
+    let timing = settings.timing();
     let path = store.absolute(key);
     let stat = match store.stat(key) {
         Ok(st) if st.kind == Kind::File => st,
@@ -208,7 +247,9 @@ pub fn entry_info(store: &Store, config: &Config, key: &Path, now: SystemTime) -
     match store.open_file(key, OFlags::RDONLY, Mode::empty()) {
         Ok((file, st)) => {
             let valid = content_is_valid(&file, config.max_entry_bytes);
-            Info::from_stat(key, path, &st, valid, timing, now)
+            let policy = EntryPolicy::of_file(&file);
+            let timing = policy.apply(timing, settings.refresh.is_some());
+            Info::from_stat(key, path, &st, valid, timing, now).with_overrides(&policy)
         }
         // Exists but cannot be read: the mount cannot serve it either.
         Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
@@ -247,6 +288,10 @@ pub fn attributes(info: &Info) -> Vec<(&'static str, Vec<u8>)> {
         (
             "user.cachetta.stale_duration",
             text(info.stale_duration.to_string()),
+        ),
+        (
+            "user.cachetta.stale_if_error",
+            text(info.stale_if_error.to_string()),
         ),
         (
             "user.cachetta.path",

@@ -181,6 +181,7 @@ fn info_json_is_in_field_order_and_null_where_there_is_no_file() {
     let timing = Timing {
         duration: Duration::from_secs(60),
         stale: Duration::from_secs(30),
+        stale_if_error: Duration::ZERO,
     };
     let path = PathBuf::from("/c/x.json");
     let one_second_old = now() - Duration::from_secs(1);

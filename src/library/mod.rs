@@ -347,6 +347,7 @@ impl Cachetta {
         Timing {
             duration: self.duration,
             stale: self.stale_duration,
+            stale_if_error: Duration::ZERO,
         }
     }
 
@@ -439,7 +440,8 @@ impl Cachetta {
         let servable = |verdict: &Verdict| match verdict.state {
             EntryState::Fresh => true,
             EntryState::Stale => allow_stale,
-            EntryState::Expired => false,
+            // The library has no refresh command for stale-if-error to wait on.
+            EntryState::Grace | EntryState::Expired => false,
         };
         let verdict = evaluate(stat.mtime, self.clock.now(), self.timing());
         if !servable(&verdict) {

@@ -41,17 +41,20 @@ mod run;
 mod tests;
 mod then;
 
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::flight::{self, Flights, Settled};
+use crate::inspect::LastRefresh;
 use crate::pool::Pool;
 use crate::stats::{bump, Stats};
 use crate::store::{Store, ENTRY_SUFFIX};
@@ -67,6 +70,13 @@ pub enum Reason {
     Stale,
     /// A lookup found no visible entry and the rule has `fill_on_miss` (read-through).
     Miss,
+    /// An entry past its stale window is kept by stale-if-error only if this refresh fails.
+    Error,
+    /// Asked for: `cachetta refresh`, or `user.cachetta.refresh` on the mount root. Runs even
+    /// during the key's backoff.
+    Demand,
+    /// A fresh entry of a hot key, refreshed before it turns stale (`early_refresh`).
+    Early,
 }
 
 impl Reason {
@@ -74,6 +84,9 @@ impl Reason {
         match self {
             Reason::Stale => "stale",
             Reason::Miss => "miss",
+            Reason::Error => "error",
+            Reason::Demand => "demand",
+            Reason::Early => "early",
         }
     }
 }
@@ -134,6 +147,44 @@ struct Shared {
     shut_down: Mutex<bool>,
     /// When read-through callers stop waiting.
     deadlines: Arc<Deadlines>,
+    /// Each key's last finished refresh (`info`'s `last_refresh`), for the most recent keys.
+    history: Mutex<LruCache<PathBuf, Finished>>,
+}
+
+/// How many keys' last refresh is remembered.
+const HISTORY_KEYS: usize = 65_536;
+
+/// A finished refresh (published, declined or failed), as the key's history keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finished {
+    /// When it ended, on the refresher's clock.
+    pub at: SystemTime,
+    pub took: Duration,
+    /// Whether it published; false for a failure or a decline.
+    pub ok: bool,
+    pub declined: bool,
+    pub reason: Reason,
+}
+
+impl Finished {
+    /// As `info` reports it.
+    pub fn to_info(&self) -> LastRefresh {
+        let at = match self.at.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(since) => since.as_secs_f64(),
+            Err(before) => -before.duration().as_secs_f64(),
+        };
+        let outcome = match (self.ok, self.declined) {
+            (true, _) => "ok",
+            (false, true) => "declined",
+            (false, false) => "failed",
+        };
+        LastRefresh {
+            at,
+            seconds: self.took.as_secs_f64(),
+            outcome: outcome.into(),
+            reason: self.reason.as_str().into(),
+        }
+    }
 }
 
 /// What a refresh's flight carries besides its key: why it runs, and its kill switch.
@@ -175,6 +226,9 @@ impl Refresher {
                 pool,
                 shut_down: Mutex::new(false),
                 deadlines: Arc::default(),
+                history: Mutex::new(LruCache::new(
+                    NonZeroUsize::new(HISTORY_KEYS).expect("not zero"),
+                )),
             }),
         }
     }
@@ -236,6 +290,11 @@ impl Refresher {
         stop(&flight);
         debug!(key = %key.display(), "refresh cancelled");
         true
+    }
+
+    /// The key's last finished refresh since this refresher started, if remembered.
+    pub fn last_refresh(&self, key: &Path) -> Option<Finished> {
+        self.shared.history.lock().peek(key).copied()
     }
 
     /// Whether a refresh of `key` is queued or running (`user.cachetta.refreshing`).
@@ -319,7 +378,9 @@ impl Shared {
                 reason,
                 control: Mutex::new(Control::default()),
             };
-            match self.flights.begin(key, now, true, job) {
+            // Asked for by a user: the backoff only holds back automatic refreshes.
+            let respect_backoff = reason != Reason::Demand;
+            match self.flights.begin(key, now, respect_backoff, job) {
                 flight::Begin::Joined(flight) => return Begin::Joined(flight),
                 flight::Begin::BackingOff => return Begin::Refused(Outcome::BackingOff),
                 flight::Begin::Lead(lead) => lead,
@@ -343,12 +404,13 @@ impl Shared {
             // Cancelled while queued: `stop` has answered its waiters; count nothing.
             return;
         }
+        let started = Instant::now();
         let ran = run::run_job(self, &lead);
-        self.finish(lead, ran);
+        self.finish(lead, ran, started.elapsed());
     }
 
     /// Count, log and remember what came of a refresh, then wake its waiters.
-    fn finish(&self, lead: Lead, ran: Ran) {
+    fn finish(&self, lead: Lead, ran: Ran, took: Duration) {
         let flight = lead.flight();
         let key = flight.key().display();
         let reason = flight.data().reason.as_str();
@@ -388,6 +450,18 @@ impl Shared {
                 Settled::Nothing
             }
         };
-        lead.finish(outcome, settled, self.clock.now());
+        let now = self.clock.now();
+        if settled != Settled::Nothing {
+            let finished = Finished {
+                at: now,
+                took,
+                ok: settled == Settled::Ok,
+                declined: matches!(settled, Settled::Declined { .. }),
+                reason: flight.data().reason,
+            };
+            let key = flight.key().to_path_buf();
+            self.history.lock().put(key, finished);
+        }
+        lead.finish(outcome, settled, now);
     }
 }
