@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::{self, MountArgs, EXIT_USAGE};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Overrides};
+use crate::config::{self, Config, Overrides};
 use crate::daemon::logging;
 use crate::daemon::notify::Systemd;
 use crate::daemon::{self, Forked, ReadyPipe};
@@ -50,14 +50,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `statfs` type of every FUSE mount.
 const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
-
-/// `~/.cachetta`, where `mount` and `unmount` act when no mountpoint is given.
-pub fn default_mountpoint() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-        .join(".cachetta")
-}
 
 /// Who hears about readiness and failures: the terminal (or, with `--daemon`, the parent
 /// waiting on the pipe), the log file, and systemd.
@@ -171,7 +163,12 @@ fn prepare(args: &MountArgs, reporter: &mut Reporter) -> Result<Prepared, ExitCo
     let config = cli::load_config(&args.common, overrides)?;
     let mut refuse = |refusal: checks::Refusal| reporter.fail(EXIT_USAGE, refusal);
 
-    let mnt = checks::resolve(&args.mountpoint.clone().unwrap_or_else(default_mountpoint));
+    let mnt = checks::resolve(
+        &args
+            .mountpoint
+            .clone()
+            .unwrap_or_else(config::default_mountpoint),
+    );
     // Before creating anything: neither directory may end up inside the other.
     checks::separate(&mnt, &checks::resolve(&config.backing)).map_err(&mut refuse)?;
     checks::mountpoint_free(&mnt).map_err(&mut refuse)?;

@@ -21,7 +21,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 pub fn run(args: UnmountArgs) -> ExitCode {
     let given = args
         .mountpoint
-        .unwrap_or_else(crate::mount::default_mountpoint);
+        .unwrap_or_else(crate::config::default_mountpoint);
     let path = resolve_mountpoint(&given);
     let fstype = match umount::mounted_type(&path) {
         Ok(fstype) => fstype,
