@@ -19,6 +19,8 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 #[cfg(feature = "mount")]
+pub mod exit_codes;
+#[cfg(feature = "mount")]
 pub mod fs;
 #[cfg(feature = "mount")]
 pub mod fuse;

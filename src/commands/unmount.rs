@@ -5,56 +5,49 @@
 //! unmounting itself are [`crate::umount`], shared with the daemon's own shutdown.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use crate::cli::UnmountArgs;
+use clap::Args;
+
+use super::CommonArgs;
+use crate::config;
+use crate::exit_codes::{ExitCode, Failure, Outcome};
 use crate::umount::{self, Unmounted};
 
 /// Filesystem types `unmount` agrees to remove.
 const FUSE_TYPES: [&str; 2] = ["fuse", "fuse.cachetta"];
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("cachetta: {message}");
-    ExitCode::FAILURE
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// The mount to remove (default ~/.cachetta).
+    pub mountpoint: Option<PathBuf>,
+    /// Accepted like every command; unmounting needs no configuration.
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
-pub fn run(args: UnmountArgs) -> ExitCode {
-    let given = args
-        .mountpoint
-        .unwrap_or_else(crate::config::default_mountpoint);
+pub fn run(args: UnmountArgs) -> Outcome {
+    let given = args.mountpoint.unwrap_or_else(config::default_mountpoint);
     let path = resolve_mountpoint(&given);
-    let fstype = match umount::mounted_type(&path) {
-        Ok(fstype) => fstype,
-        Err(e) => return fail(e),
-    };
-    match fstype {
-        None => return fail(format_args!("{} is not a mount point", path.display())),
+    let not_mounted = || Failure::failed(format_args!("{} is not a mount point", path.display()));
+    match umount::mounted_type(&path).map_err(Failure::failed)? {
+        None => return Err(not_mounted()),
         Some(fstype) if !FUSE_TYPES.contains(&fstype.as_str()) => {
-            return fail(format_args!(
+            return Err(Failure::failed(format_args!(
                 "{} is a {fstype} mount, not a cachetta mount; leaving it alone",
                 path.display()
-            ))
+            )))
         }
         Some(_) => {}
     }
-    match umount::unmount_or_detach(&path) {
-        Ok(Unmounted::Cleanly) => unmounted(&path, false),
-        Ok(Unmounted::Lazily) => unmounted(&path, true),
-        Ok(Unmounted::NotMounted) => fail(format_args!("{} is not a mount point", path.display())),
-        Err(e) => fail(e),
-    }
-}
-
-fn unmounted(path: &Path, lazily: bool) -> ExitCode {
-    if lazily {
-        println!(
+    match umount::unmount_or_detach(&path).map_err(Failure::failed)? {
+        Unmounted::Cleanly => println!("unmounted {}", path.display()),
+        Unmounted::Lazily => println!(
             "{} is busy: detached it lazily; it is gone for new users and goes away once the last open file in it is closed",
             path.display()
-        );
-    } else {
-        println!("unmounted {}", path.display());
+        ),
+        Unmounted::NotMounted => return Err(not_mounted()),
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::Success)
 }
 
 /// The absolute path the kernel lists the mount under. Only the parent is canonicalized:
