@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
@@ -37,7 +37,7 @@ use crate::gc;
 use crate::invalidate::Invalidator;
 use crate::store::Store;
 use crate::umount::{self, Unmounted};
-use crate::watch;
+use crate::watch::{self, Change};
 
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores; no request
 /// waits for another (read-through is answered by the refresh worker), so not many more.
@@ -475,22 +475,37 @@ fn spawn_watch_thread(fs: Arc<CacheFs>, backing: PathBuf, mode: crate::config::W
     let spawned =
         std::thread::Builder::new()
             .name("watch".into())
-            .spawn(move || match watch::start(fs.clone(), &backing, mode) {
-                Ok(watch) => {
-                    fs.set_watching(true);
-                    // The watch lives as long as the process.
-                    std::mem::forget(watch);
-                }
-                Err(e) => warn!(
-                    "cannot watch {} ({e}); changes made outside the mount show within 1 s",
-                    backing.display()
-                ),
-            });
+            .spawn(
+                move || match watch::start(on_backing_change(fs.clone()), &backing, mode) {
+                    Ok(watch) => {
+                        fs.set_watching(true);
+                        // The watch lives as long as the process.
+                        std::mem::forget(watch);
+                    }
+                    Err(e) => warn!(
+                        "cannot watch {} ({e}); changes made outside the mount show within 1 s",
+                        backing.display()
+                    ),
+                },
+            );
     if let Err(e) = spawned {
         warn!(
             "cannot start the watch thread ({e}); changes made outside the mount show within 1 s"
         );
     }
+}
+
+/// The watch's reports reach the filesystem, except the changes the mount made itself (files
+/// it published: the kernel saw those happen).
+fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
+    Box::new(move |change| match change {
+        Change::Entry(rel) if fs.is_own_change(rel) => {}
+        Change::Entry(rel) => {
+            debug!(path = %rel.display(), "backing dir changed");
+            fs.backing_changed(rel);
+        }
+        Change::Everything => fs.backing_changed_everywhere(),
+    })
 }
 
 /// Sweep the backing dir every `gc_interval` (the first sweep one interval after mounting;
