@@ -49,6 +49,8 @@ pub mod daemon;
 #[cfg(feature = "mount")]
 pub mod error;
 #[cfg(feature = "mount")]
+pub mod exit_codes;
+#[cfg(feature = "mount")]
 pub mod fs;
 #[cfg(feature = "mount")]
 pub mod fuse;

@@ -10,10 +10,12 @@
 //! inverted), which fails with `EINVAL` after an external `umount` and could unmount a newer
 //! mount at the same path.
 
+mod args;
 mod checks;
 
+pub use args::MountArgs;
+
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -21,21 +23,21 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::cli::{self, MountArgs, EXIT_USAGE};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Overrides};
+use crate::config::{self, Config};
 use crate::daemon::logging;
 use crate::daemon::notify::Systemd;
 use crate::daemon::{self, Forked, ReadyPipe};
+use crate::exit_codes::{ExitCode, Failure, Outcome};
 use crate::fs::CacheFs;
 use crate::fuse::FuseAdapter;
 use crate::gc;
 use crate::invalidate::Invalidator;
 use crate::store::Store;
 use crate::umount::{self, Unmounted};
-use crate::watch;
+use crate::watch::{self, Change};
 
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores; no request
 /// waits for another (read-through is answered by the refresh worker), so not many more.
@@ -51,14 +53,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// `statfs` type of every FUSE mount.
 const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
 
-/// `~/.cachetta`, where `mount` and `unmount` act when no mountpoint is given.
-pub fn default_mountpoint() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-        .join(".cachetta")
-}
-
 /// Who hears about readiness and failures: the terminal (or, with `--daemon`, the parent
 /// waiting on the pipe), the log file, and systemd.
 struct Reporter {
@@ -68,22 +62,23 @@ struct Reporter {
 }
 
 impl Reporter {
-    /// Report a failure and return `code` for the process to exit with.
-    fn fail(&mut self, code: u8, message: impl std::fmt::Display) -> ExitCode {
-        let message = message.to_string();
+    /// Report a failure: a daemon sends it to the waiting parent (which prints it) and exits
+    /// with its code; in the foreground it goes to the log file, if there is one, and back to
+    /// `cli` to print.
+    fn fail(&mut self, failure: Failure) -> Outcome {
         match self.pipe.take() {
             Some(pipe) => {
-                error!("{message}");
-                pipe.failed(code, &message);
+                error!("{failure}");
+                pipe.failed(&failure);
+                Ok(failure.code)
             }
             None => {
-                eprintln!("cachetta: {message}");
                 if self.logs_to_file {
-                    error!("{message}");
+                    error!("{failure}");
                 }
+                Err(failure)
             }
         }
-        ExitCode::from(code)
     }
 
     fn ready(&mut self, mnt: &Path) {
@@ -118,7 +113,7 @@ struct Prepared {
     allow_other: bool,
 }
 
-pub fn run(args: MountArgs) -> ExitCode {
+pub fn run(args: MountArgs) -> Outcome {
     limit_malloc_arenas();
     let log_path = args
         .log_file
@@ -129,11 +124,10 @@ pub fn run(args: MountArgs) -> ExitCode {
         Some(path) => match logging::open_file(path) {
             Ok(file) => Some(Arc::new(file)),
             Err(e) => {
-                eprintln!(
-                    "cachetta: cannot open the log file {}: {e}; choose another --log-file",
+                return Err(Failure::usage(format_args!(
+                    "cannot open the log file {}: {e}; choose another --log-file",
                     path.display()
-                );
-                return ExitCode::from(EXIT_USAGE);
+                )))
             }
         },
     };
@@ -144,59 +138,59 @@ pub fn run(args: MountArgs) -> ExitCode {
         systemd: Systemd::from_env(),
         logs_to_file: log_file.is_some(),
     };
-    let prepared = match prepare(&args, &mut reporter) {
+    // A bad configuration is printed, not logged, like every command's.
+    let config = args.common.load_config(args.overrides())?;
+    let prepared = match prepare(&args, config) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(refusal) => return reporter.fail(Failure::usage(refusal)),
     };
     if let (true, Some(file), Some(path)) = (args.daemon, &log_file, &log_path) {
         match daemon::detach(file, path) {
-            Ok(Forked::Exit(code)) => return code,
+            Ok(Forked::Exit(outcome)) => return outcome,
             Ok(Forked::Daemon(pipe)) => reporter.pipe = Some(pipe),
-            Err(e) => return reporter.fail(1, format_args!("cannot start the daemon: {e}")),
+            Err(e) => {
+                return reporter.fail(Failure::failed(format_args!(
+                    "cannot start the daemon: {e}"
+                )))
+            }
         }
     }
     serve(prepared, reporter)
 }
 
-/// Configuration and the start-up checks, each refused with exit code 2.
-fn prepare(args: &MountArgs, reporter: &mut Reporter) -> Result<Prepared, ExitCode> {
-    let overrides = Overrides {
-        duration: args.duration,
-        stale: args.stale,
-        lru_entries: args.lru_entries,
-        lru_bytes: args.lru_bytes,
-        watch: args.watch,
-        ..Overrides::default()
-    };
-    let config = cli::load_config(&args.common, overrides)?;
-    let mut refuse = |refusal: checks::Refusal| reporter.fail(EXIT_USAGE, refusal);
-
-    let mnt = checks::resolve(&args.mountpoint.clone().unwrap_or_else(default_mountpoint));
+/// The start-up checks, each a refusal (exit code 2).
+fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal> {
+    let mnt = checks::resolve(
+        &args
+            .mountpoint
+            .clone()
+            .unwrap_or_else(config::default_mountpoint),
+    );
     // Before creating anything: neither directory may end up inside the other.
-    checks::separate(&mnt, &checks::resolve(&config.backing)).map_err(&mut refuse)?;
-    checks::mountpoint_free(&mnt).map_err(&mut refuse)?;
+    checks::separate(&mnt, &checks::resolve(&config.backing))?;
+    checks::mountpoint_free(&mnt)?;
     if let Err(e) = std::fs::create_dir_all(&mnt) {
-        return Err(refuse(checks::Refusal(format!(
+        return Err(checks::Refusal(format!(
             "cannot create the mountpoint {}: {e}",
             mnt.display()
-        ))));
+        )));
     }
     let mnt = mnt.canonicalize().unwrap_or(mnt);
-    checks::usable_mountpoint(&mnt, args.allow_non_empty).map_err(&mut refuse)?;
+    checks::usable_mountpoint(&mnt, args.allow_non_empty)?;
     let store = Store::open(&config.backing, config.sync_writes).map_err(|e| {
-        refuse(checks::Refusal(format!(
+        checks::Refusal(format!(
             "cannot open the backing dir {}: {e}",
             config.backing.display()
-        )))
+        ))
     })?;
-    checks::separate(&mnt, store.root_path()).map_err(&mut refuse)?;
+    checks::separate(&mnt, store.root_path())?;
     // Absolute from here on: the daemon moves to `/`.
     let config = Config {
         backing: store.root_path().to_path_buf(),
         ..config
     };
     if !args.read_only {
-        checks::writable_backing(store.root_path()).map_err(&mut refuse)?;
+        checks::writable_backing(store.root_path())?;
     }
     if args.allow_non_empty {
         checks::note_hidden_files(&mnt);
@@ -221,7 +215,7 @@ enum Event {
     Ended,
 }
 
-fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
+fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     let Prepared {
         config,
         store,
@@ -238,7 +232,11 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
     // must unmount it, not kill the daemon and leave a dead mount behind.
     let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
-        Err(e) => return reporter.fail(1, format_args!("cannot install signal handlers: {e}")),
+        Err(e) => {
+            return reporter.fail(Failure::failed(format_args!(
+                "cannot install signal handlers: {e}"
+            )))
+        }
     };
     let (events, inbox) = mpsc::channel();
     let session_end = events.clone();
@@ -255,10 +253,10 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
                 Some(libc::ENOENT | libc::ENODEV) => " (is the fuse kernel module loaded? is there a /dev/fuse?)",
                 _ => "",
             };
-            return reporter.fail(
-                1,
-                format_args!("cannot mount at {}: {e}{hint}", mnt.display()),
-            );
+            return reporter.fail(Failure::failed(format_args!(
+                "cannot mount at {}: {e}{hint}",
+                mnt.display()
+            )));
         }
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
@@ -278,12 +276,18 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
     let helpers = spawn_signal_thread(signals, events.clone(), mnt.clone(), unmounted.clone());
     if let Err(e) = helpers {
         unmount_self(&mnt);
-        return reporter.fail(1, format_args!("cannot start a helper thread: {e}"));
+        return reporter.fail(Failure::failed(format_args!(
+            "cannot start a helper thread: {e}"
+        )));
     }
     // Takes the mount away from the session, so that fuser never unmounts it (see the top).
     let background = match session.spawn() {
         Ok(b) => b,
-        Err(e) => return reporter.fail(1, format_args!("cannot start the FUSE session: {e}")),
+        Err(e) => {
+            return reporter.fail(Failure::failed(format_args!(
+                "cannot start the FUSE session: {e}"
+            )))
+        }
     };
     spawn_probe(mnt.clone(), events);
 
@@ -303,12 +307,13 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> ExitCode {
     };
     reporter.notify("STOPPING=1");
     let code = match &why {
-        Err(problem) => reporter.fail(1, problem),
+        Err(problem) => reporter.fail(Failure::failed(problem)),
         Ok(_) if reporter.pipe.is_some() => {
-            reporter.fail(1, "stopped before the mount answered");
-            ExitCode::SUCCESS
+            // The parent hears of it and exits 1; the stop itself went as asked.
+            let _ = reporter.fail(Failure::failed("stopped before the mount answered"));
+            Ok(ExitCode::Success)
         }
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => Ok(ExitCode::Success),
     };
     // Refuse new refreshes and kill running ones, whole process groups.
     fs.shutdown();
@@ -470,22 +475,37 @@ fn spawn_watch_thread(fs: Arc<CacheFs>, backing: PathBuf, mode: crate::config::W
     let spawned =
         std::thread::Builder::new()
             .name("watch".into())
-            .spawn(move || match watch::start(fs.clone(), &backing, mode) {
-                Ok(watch) => {
-                    fs.set_watching(true);
-                    // The watch lives as long as the process.
-                    std::mem::forget(watch);
-                }
-                Err(e) => warn!(
-                    "cannot watch {} ({e}); changes made outside the mount show within 1 s",
-                    backing.display()
-                ),
-            });
+            .spawn(
+                move || match watch::start(on_backing_change(fs.clone()), &backing, mode) {
+                    Ok(watch) => {
+                        fs.set_watching(true);
+                        // The watch lives as long as the process.
+                        std::mem::forget(watch);
+                    }
+                    Err(e) => warn!(
+                        "cannot watch {} ({e}); changes made outside the mount show within 1 s",
+                        backing.display()
+                    ),
+                },
+            );
     if let Err(e) = spawned {
         warn!(
             "cannot start the watch thread ({e}); changes made outside the mount show within 1 s"
         );
     }
+}
+
+/// The watch's reports reach the filesystem, except the changes the mount made itself (files
+/// it published: the kernel saw those happen).
+fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
+    Box::new(move |change| match change {
+        Change::Entry(rel) if fs.is_own_change(rel) => {}
+        Change::Entry(rel) => {
+            debug!(path = %rel.display(), "backing dir changed");
+            fs.backing_changed(rel);
+        }
+        Change::Everything => fs.backing_changed_everywhere(),
+    })
 }
 
 /// Sweep the backing dir every `gc_interval` (the first sweep one interval after mounting;

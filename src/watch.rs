@@ -1,7 +1,9 @@
 //! Changes made in the backing dir behind the mount's back (another program, `cp`, a Python
-//! app, another mount): the filesystem is told, so inodes pinned to old content move on and
+//! app, another mount), reported through a callback ([`OnChange`]), as `refresh` reports
+//! publishes: `mount` wires it to the filesystem, so inodes pinned to old content move on and
 //! the kernel gets an attribute hint. Correctness does not hang on it (the kernel caches
-//! nothing past a second, see `fs::coherence`); it makes changes show sooner.
+//! nothing past a second, see `fs::coherence`); it makes changes show sooner. Nothing here
+//! knows the filesystem.
 //!
 //! inotify is read directly, with a narrow mask: no `IN_OPEN`, `IN_ACCESS` or `IN_MODIFY`, so
 //! the mount's own opens and writes cost no event, and events are taken in batches (one read
@@ -11,7 +13,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -20,8 +21,20 @@ use notify::{Event, RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
 use crate::config::WatchMode;
-use crate::fs::CacheFs;
 use crate::store;
+
+/// What the watch saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The entry at this path (relative to the backing root) was created, replaced, removed or
+    /// had its attributes changed, by anyone, the mount included.
+    Entry(&'a Path),
+    /// Events were lost: anything may have changed.
+    Everything,
+}
+
+/// Called with every change, on the watch's own thread.
+pub type OnChange = Box<dyn Fn(Change<'_>) + Send + Sync>;
 
 /// At most one read of inotify events this often.
 const BATCH: Duration = Duration::from_millis(20);
@@ -51,23 +64,23 @@ impl std::fmt::Debug for BackingWatch {
     }
 }
 
-/// Watch `root` recursively and tell `fs` about every change.
-pub fn start(fs: Arc<CacheFs>, root: &Path, mode: WatchMode) -> std::io::Result<BackingWatch> {
+/// Watch `root` recursively and report every change to `on_change`.
+pub fn start(on_change: OnChange, root: &Path, mode: WatchMode) -> std::io::Result<BackingWatch> {
     match mode {
         WatchMode::Inotify => {
             let mut tree = Tree::new(root.to_path_buf())?;
             std::thread::Builder::new()
                 .name("watch-inotify".into())
-                .spawn(move || tree.run(&fs))?;
+                .spawn(move || tree.run(&on_change))?;
             Ok(BackingWatch { _poll: None })
         }
         WatchMode::Poll(interval) => {
             let root_for_events = root.to_path_buf();
             let handler = move |result: notify::Result<Event>| match result {
-                Ok(event) => on_poll_event(&fs, &root_for_events, event),
+                Ok(event) => on_poll_event(&on_change, &root_for_events, event),
                 Err(e) => {
                     warn!("watching the backing dir: {e}; treating everything as changed");
-                    fs.backing_changed_everywhere();
+                    on_change(Change::Everything);
                 }
             };
             // Symlinks in the backing dir are never served; following them could loop.
@@ -89,24 +102,20 @@ fn io_error(e: notify::Error) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// A change of the entry at `rel`, unless the mount made it itself.
-fn entry_changed(fs: &CacheFs, rel: &Path) {
+/// A change at `rel`, reported if it is an entry's.
+fn entry_changed(on_change: &OnChange, rel: &Path) {
     let name = rel.file_name().unwrap_or_default();
     // Directories, scratch files and staging files are never pinned, and the kernel keeps
     // nothing of them past a second: nothing to hurry along.
     if !store::is_entry_name(name) || store::is_staging_name(name) {
         return;
     }
-    if fs.is_own_change(rel) {
-        return;
-    }
-    debug!(path = %rel.display(), "backing dir changed");
-    fs.backing_changed(rel);
+    on_change(Change::Entry(rel));
 }
 
-fn on_poll_event(fs: &CacheFs, root: &Path, event: Event) {
+fn on_poll_event(on_change: &OnChange, root: &Path, event: Event) {
     if event.need_rescan() || event.flag() == Some(Flag::Rescan) {
-        fs.backing_changed_everywhere();
+        on_change(Change::Everything);
         return;
     }
     if matches!(event.kind, EventKind::Access(_)) {
@@ -114,7 +123,7 @@ fn on_poll_event(fs: &CacheFs, root: &Path, event: Event) {
     }
     for path in &event.paths {
         if let Ok(rel) = path.strip_prefix(root) {
-            entry_changed(fs, rel);
+            entry_changed(on_change, rel);
         }
     }
 }
@@ -164,7 +173,7 @@ impl Tree {
         }
     }
 
-    fn run(&mut self, fs: &CacheFs) {
+    fn run(&mut self, on_change: &OnChange) {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             let mut changed = HashSet::new();
@@ -205,7 +214,7 @@ impl Tree {
             }
             if overflow {
                 warn!("the backing dir's watch lost events; treating everything as changed");
-                fs.backing_changed_everywhere();
+                on_change(Change::Everything);
             }
             if rebuild {
                 self.rebuild();
@@ -217,10 +226,40 @@ impl Tree {
                 }
             }
             for rel in changed {
-                entry_changed(fs, &rel);
+                entry_changed(on_change, &rel);
             }
             // Let a burst of events gather: a storm costs a few reads a second.
             std::thread::sleep(BATCH);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// The watch of `root`, and what it reported, as owned paths (`None` for everything).
+    fn watched(root: &Path) -> (BackingWatch, mpsc::Receiver<Option<PathBuf>>) {
+        let (sender, reports) = mpsc::channel();
+        let on_change: OnChange = Box::new(move |change| {
+            let _ = sender.send(match change {
+                Change::Entry(rel) => Some(rel.to_path_buf()),
+                Change::Everything => None,
+            });
+        });
+        let watch = start(on_change, root, WatchMode::Inotify).unwrap();
+        (watch, reports)
+    }
+
+    #[test]
+    fn entries_changed_in_any_directory_are_reported_and_other_files_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("weather")).unwrap();
+        let (_watch, reports) = watched(dir.path());
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        std::fs::write(dir.path().join("weather/paris.json"), b"{}").unwrap();
+        let first = reports.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(first, Some(PathBuf::from("weather/paris.json")));
     }
 }

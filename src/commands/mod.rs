@@ -1,283 +1,77 @@
-//! The inspection commands `cachetta ls`, `info` and `gc`, computed from the backing dir and
-//! the config alone (no mount needed), and `unmount` in [`unmount`].
-//!
-//! Exit codes: 0 success, 1 the thing asked about is not there (or an I/O failure), 2 bad
-//! usage or configuration.
+//! The commands other than `mount` (a module of its own): [`ls`], [`info`] and [`gc`],
+//! computed from the backing dir and the config alone (no mount needed), and [`unmount`]. Each
+//! has its flags beside it and a `run(args) -> Outcome`; `cli` prints a failure. Here: the
+//! flags every command takes ([`CommonArgs`]) and what the commands share.
 
+pub mod gc;
+pub mod info;
+pub mod ls;
 pub mod unmount;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use serde::Serialize;
+use clap::Args;
 
-use crate::cli::{self, GcArgs, InfoArgs, LsArgs, EXIT_USAGE};
-use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides};
-use crate::gc;
-use crate::inspect::{self, human_duration, Info, InfoState};
-use crate::store::{Kind, Store};
+use crate::exit_codes::{ExitCode, Failure, Outcome};
+use crate::inspect;
+use crate::store::Store;
 
-/// The thing asked about is not there, or the backing dir cannot be read.
-const EXIT_NOT_FOUND: u8 = 1;
+/// Flags every command takes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommonArgs {
+    /// Config file (default $XDG_CONFIG_HOME/cachetta/config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Backing directory (default $XDG_CACHE_HOME/cachetta).
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+}
 
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("cachetta: {message}");
-    ExitCode::from(code)
+impl CommonArgs {
+    /// The configuration these flags select, with a command's own `overrides` (exit code 2 if
+    /// it is invalid; the message names the file, line and key).
+    pub fn load_config(&self, overrides: Overrides) -> Result<Config, Failure> {
+        let overrides = Overrides {
+            backing: self.backing.clone(),
+            ..overrides
+        };
+        Config::load(self.config.as_deref(), &overrides).map_err(Failure::usage)
+    }
 }
 
 /// Write all of `text` to stdout; a closed pipe (`cachetta ls | head`) is not an error.
-fn print(text: &str) -> ExitCode {
+fn print(text: &str) -> Outcome {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => fail(EXIT_NOT_FOUND, format_args!("cannot write output: {e}")),
+        Ok(()) => Ok(ExitCode::Success),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::Success),
+        Err(e) => Err(Failure::failed(format_args!("cannot write output: {e}"))),
     }
 }
 
 /// A key or prefix argument as a path relative to the root, or a usage error.
-fn relative_arg(input: &Path, what: &str) -> Result<PathBuf, ExitCode> {
+fn relative_arg(input: &Path, what: &str) -> Result<PathBuf, Failure> {
     inspect::relative_key(input).ok_or_else(|| {
-        fail(
-            EXIT_USAGE,
-            format_args!(
-                "{what} {} must be relative to the cache root (like weather/paris.json), without `..`",
-                input.display()
-            ),
-        )
+        Failure::usage(format_args!(
+            "{what} {} must be relative to the cache root (like weather/paris.json), without `..`",
+            input.display()
+        ))
     })
 }
 
 /// The backing dir, or `None` if it does not exist yet (an empty cache; never created here).
-fn open_store(config: &Config) -> Result<Option<Store>, ExitCode> {
+fn open_store(config: &Config) -> Result<Option<Store>, Failure> {
     if std::fs::symlink_metadata(&config.backing).is_err() {
         return Ok(None);
     }
     Store::open(&config.backing, config.sync_writes)
         .map(Some)
         .map_err(|e| {
-            fail(
-                EXIT_NOT_FOUND,
-                format_args!("cannot open backing dir {}: {e}", config.backing.display()),
-            )
+            Failure::failed(format_args!(
+                "cannot open backing dir {}: {e}",
+                config.backing.display()
+            ))
         })
-}
-
-/// One row of `ls --json`: the key, then every field of `info`.
-#[derive(Serialize)]
-struct Listed<'a> {
-    key: String,
-    #[serde(flatten)]
-    info: &'a Info,
-}
-
-/// `cachetta ls [PREFIX] [--all] [--json]`.
-pub fn ls(args: LsArgs) -> ExitCode {
-    let config = match cli::load_config(&args.common, Overrides::default()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let prefix = match args.prefix.as_deref().map(|p| relative_arg(p, "PREFIX")) {
-        None => PathBuf::new(),
-        Some(Ok(p)) => p,
-        Some(Err(code)) => return code,
-    };
-    let store = match open_store(&config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let rows = match &store {
-        Some(store) => match list(store, &config, &prefix, args.all) {
-            Ok(rows) => rows,
-            Err(code) => return code,
-        },
-        None if prefix.as_os_str().is_empty() => Vec::new(),
-        None => {
-            return fail(
-                EXIT_NOT_FOUND,
-                format_args!(
-                    "no such directory: {} (the backing dir {} does not exist yet)",
-                    prefix.display(),
-                    config.backing.display()
-                ),
-            )
-        }
-    };
-    if args.json {
-        let listed: Vec<Listed> = rows
-            .iter()
-            .map(|(key, info)| Listed {
-                key: key.to_string_lossy().into_owned(),
-                info,
-            })
-            .collect();
-        let json = serde_json::to_string_pretty(&listed).unwrap_or_else(|_| "[]".into());
-        return print(&(json + "\n"));
-    }
-    print(&table(&rows))
-}
-
-/// The files under `prefix` with their info, sorted by key bytes; only fresh and stale
-/// entries unless `all`.
-fn list(
-    store: &Store,
-    config: &Config,
-    prefix: &Path,
-    all: bool,
-) -> Result<Vec<(PathBuf, Info)>, ExitCode> {
-    let walk = inspect::walk_files(store, prefix).map_err(|e| {
-        let why = match e.raw_os_error() {
-            Some(libc::ENOENT) => "no such directory".to_string(),
-            Some(libc::ENOTDIR) => "not a directory".to_string(),
-            Some(libc::ELOOP) => "a symlink, which cachetta never follows".to_string(),
-            _ => e.to_string(),
-        };
-        fail(
-            EXIT_NOT_FOUND,
-            format_args!(
-                "cannot list {}: {why} (in backing dir {})",
-                prefix.display(),
-                store.root_path().display()
-            ),
-        )
-    })?;
-    for (dir, e) in &walk.unreadable {
-        eprintln!("cachetta: skipping {}: {e}", dir.display());
-    }
-    let now = SystemClock.now();
-    let mut rows: Vec<(PathBuf, Info)> = walk
-        .files
-        .into_iter()
-        .map(|found| {
-            let info = inspect::entry_info(store, config, &found.key, now);
-            (found.key, info)
-        })
-        .filter(|(_, info)| info.exists && (all || info.is_visible()))
-        .collect();
-    rows.sort_by(|a, b| {
-        a.0.as_os_str()
-            .as_encoded_bytes()
-            .cmp(b.0.as_os_str().as_encoded_bytes())
-    });
-    Ok(rows)
-}
-
-/// Aligned columns KEY, STATE, AGE, TTL, SIZE (bytes); a header even when empty.
-fn table(rows: &[(PathBuf, Info)]) -> String {
-    let mut cells: Vec<[String; 5]> =
-        vec![["KEY", "STATE", "AGE", "TTL", "SIZE"].map(String::from)];
-    for (key, info) in rows {
-        let seconds = |value: Option<i64>| value.map_or_else(|| "-".to_string(), human_duration);
-        let ttl = match info.state {
-            Some(InfoState::Scratch) => "-".to_string(),
-            _ => seconds(info.ttl),
-        };
-        cells.push([
-            key.to_string_lossy().into_owned(),
-            info.state.map_or("-", InfoState::as_str).to_string(),
-            seconds(info.age.map(|age| age.floor() as i64)),
-            ttl,
-            info.size
-                .map_or_else(|| "-".to_string(), |size| size.to_string()),
-        ]);
-    }
-    let mut widths = [0usize; 5];
-    for row in &cells {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &cells {
-        let [key, state, age, ttl, size] = row;
-        let line = format!(
-            "{key:<kw$}  {state:<sw$}  {age:>aw$}  {ttl:>tw$}  {size:>zw$}",
-            kw = widths[0],
-            sw = widths[1],
-            aw = widths[2],
-            tw = widths[3],
-            zw = widths[4],
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// `cachetta info KEY`.
-pub fn info(args: InfoArgs) -> ExitCode {
-    let config = match cli::load_config(&args.common, Overrides::default()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let key = match relative_arg(&args.key, "KEY") {
-        Ok(k) if !k.as_os_str().is_empty() => k,
-        Ok(_) => return fail(EXIT_USAGE, "KEY must name a file, like weather/paris.json"),
-        Err(code) => return code,
-    };
-    let store = match open_store(&config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let info = match &store {
-        Some(store) => inspect::entry_info(store, &config, &key, SystemClock.now()),
-        None => {
-            let timing = config.settings_for(key.as_os_str()).settings.timing();
-            Info::missing(config.backing.join(&key), timing)
-        }
-    };
-    let json = serde_json::to_string_pretty(&info).unwrap_or_else(|_| "{}".into());
-    let printed = print(&(json + "\n"));
-    if info.exists {
-        return printed;
-    }
-    let why = match store.as_ref().and_then(|s| s.stat(&key).ok()) {
-        Some(st) if st.kind == Kind::Dir => "is a directory, not an entry",
-        Some(_) => "is not a regular file (symlinks and special files are never served)",
-        None => "does not exist",
-    };
-    fail(
-        EXIT_NOT_FOUND,
-        format_args!("{} {why} ({})", key.display(), info.path.display()),
-    )
-}
-
-/// `cachetta gc [--dry-run]`.
-pub fn gc(args: GcArgs) -> ExitCode {
-    cli::init_logging(0, true);
-    let config = match cli::load_config(&args.common, Overrides::default()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let store = match open_store(&config) {
-        Ok(Some(s)) => s,
-        Ok(None) => return print("nothing to remove\n"),
-        Err(code) => return code,
-    };
-    let swept = match gc::sweep(&store, &config, SystemClock.now(), args.dry_run) {
-        Ok(swept) => swept,
-        Err(e) => {
-            return fail(
-                EXIT_NOT_FOUND,
-                format_args!("cannot sweep {}: {e}", store.root_path().display()),
-            )
-        }
-    };
-    let verb = if args.dry_run {
-        "would remove"
-    } else {
-        "removed"
-    };
-    let mut out = String::new();
-    for s in &swept {
-        out.push_str(&format!("{verb} {} ({})\n", s.key.display(), s.reason));
-    }
-    if swept.is_empty() {
-        out.push_str("nothing to remove\n");
-    } else {
-        out.push_str(&format!("{verb} {}\n", gc::summary(&swept)));
-    }
-    print(&out)
 }

@@ -1,4 +1,6 @@
-//! Flags + TOML file + defaults resolved into one [`Config`], and rule matching on keys.
+//! Flags + TOML file + defaults resolved into one [`Config`] ([`Config::load`], whose errors
+//! name the file, line and key), the default paths ([`default_mountpoint`]), and rule matching
+//! on keys.
 //!
 //! Knows nothing of FUSE or of the backing dir's contents.
 
@@ -254,6 +256,14 @@ impl Config {
     pub fn default_file() -> PathBuf {
         Dirs::from_env().config_file()
     }
+}
+
+/// `~/.cachetta`, where `mount` and `unmount` act when no mountpoint is given.
+pub fn default_mountpoint() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+        .join(".cachetta")
 }
 
 /// Where the defaults live; read from the environment once, passed in so tests need no env.

@@ -1,6 +1,6 @@
 //! Leaving the terminal (`cachetta mount --daemon`) and saying when the mount answers: to the
 //! waiting parent over a pipe ([`ReadyPipe`]), to systemd over `NOTIFY_SOCKET` ([`notify`]).
-//! Where the logs go is [`logging`]. Nothing here knows about FUSE; [`crate::mount`] decides
+//! Where the logs go is [`logging`]. Nothing here knows about FUSE; the `mount` command decides
 //! when the mount is ready.
 
 pub mod logging;
@@ -10,13 +10,14 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::pipe::{pipe_with, PipeFlags};
+
+use crate::exit_codes::{ExitCode, Failure, Outcome};
 
 /// How long the parent waits for the daemon's mount to answer. Mounting takes milliseconds;
 /// this only bounds a daemon stuck in the kernel.
@@ -29,8 +30,8 @@ const READY: u8 = 0;
 /// What [`detach`] leaves the calling process to do.
 pub enum Forked {
     /// This process is done (the parent once the daemon answered or failed, or a child that
-    /// could not detach): exit with this code.
-    Exit(ExitCode),
+    /// could not detach and said so through the pipe): end with this outcome.
+    Exit(Outcome),
     /// This process is the daemon, detached from the terminal; report through the pipe.
     Daemon(ReadyPipe),
 }
@@ -45,10 +46,10 @@ impl ReadyPipe {
         let _ = (&self.0).write_all(&[READY]);
     }
 
-    /// Mounting failed: the parent prints `message` and exits with `code` (never 0).
-    pub fn failed(self, code: u8, message: &str) {
-        let mut bytes = vec![code.max(1)];
-        bytes.extend_from_slice(message.as_bytes());
+    /// Mounting failed: the parent prints the message and exits with the code (never 0).
+    pub fn failed(self, failure: &Failure) {
+        let mut bytes = vec![failure.code.code().max(1)];
+        bytes.extend_from_slice(failure.message.as_bytes());
         let _ = (&self.0).write_all(&bytes);
     }
 }
@@ -80,8 +81,9 @@ pub fn detach(log: &File, log_path: &Path) -> io::Result<Forked> {
             match leave_terminal(log) {
                 Ok(()) => Ok(Forked::Daemon(pipe)),
                 Err(e) => {
-                    pipe.failed(1, &format!("cannot detach from the terminal: {e}"));
-                    Ok(Forked::Exit(ExitCode::FAILURE))
+                    let failure = Failure::failed(format!("cannot detach from the terminal: {e}"));
+                    pipe.failed(&failure);
+                    Ok(Forked::Exit(Ok(failure.code)))
                 }
             }
         }
@@ -104,35 +106,35 @@ fn leave_terminal(log: &File) -> io::Result<()> {
 }
 
 /// The parent's side: wait for the daemon's first byte, then say what happened.
-fn wait_for_daemon(read: OwnedFd, child: Pid, log_path: &Path) -> ExitCode {
-    let fail = |code: u8, message: String| {
-        eprintln!("cachetta: {message}");
-        ExitCode::from(code)
-    };
+fn wait_for_daemon(read: OwnedFd, child: Pid, log_path: &Path) -> Outcome {
     let see_log = format!("see {}", log_path.display());
     match wait_readable(&read, READY_TIMEOUT) {
         Ok(true) => {}
         Ok(false) => {
-            return fail(
-                1,
-                format!(
+            return Err(Failure::failed(format_args!(
                 "the daemon (pid {child}) did not answer within {}s and keeps running; {see_log}",
                 READY_TIMEOUT.as_secs()
-            ),
-            )
+            )))
         }
-        Err(e) => return fail(1, format!("cannot wait for the daemon (pid {child}): {e}")),
+        Err(e) => {
+            return Err(Failure::failed(format_args!(
+                "cannot wait for the daemon (pid {child}): {e}"
+            )))
+        }
     }
     let mut pipe = File::from(read);
     let mut first = [0u8; 1];
     match pipe.read(&mut first) {
-        Ok(1) if first[0] == READY => ExitCode::SUCCESS,
+        Ok(1) if first[0] == READY => Ok(ExitCode::Success),
         Ok(1) => {
             let mut message = Vec::new();
             let _ = pipe.read_to_end(&mut message);
             // The daemon exits right after reporting; reap it so no zombie outlives us.
             let _ = waitpid(child, None);
-            fail(first[0], String::from_utf8_lossy(&message).into_owned())
+            Err(Failure {
+                code: ExitCode::from_reported(first[0]),
+                message: String::from_utf8_lossy(&message).into_owned(),
+            })
         }
         _ => {
             let how = match waitpid(child, None) {
@@ -140,10 +142,9 @@ fn wait_for_daemon(read: OwnedFd, child: Pid, log_path: &Path) -> ExitCode {
                 Ok(WaitStatus::Signaled(_, signal, _)) => format!("was killed by {signal:?}"),
                 _ => "ended".to_string(),
             };
-            fail(
-                1,
-                format!("the daemon {how} before the mount was ready; {see_log}"),
-            )
+            Err(Failure::failed(format_args!(
+                "the daemon {how} before the mount was ready; {see_log}"
+            )))
         }
     }
 }
@@ -180,7 +181,11 @@ mod tests {
     #[test]
     fn failure_sends_its_exit_code_then_the_message_and_never_zero() {
         let (read, write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
-        ReadyPipe(File::from(write)).failed(0, "no");
+        let failure = Failure {
+            code: ExitCode::Success,
+            message: "no".into(),
+        };
+        ReadyPipe(File::from(write)).failed(&failure);
         let mut got = Vec::new();
         File::from(read).read_to_end(&mut got).unwrap();
         assert_eq!(got, b"\x01no");

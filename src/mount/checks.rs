@@ -1,15 +1,15 @@
 //! The start-up checks of `cachetta mount`, run before anything is mounted or forked: each
 //! failure is a [`Refusal`] whose message says what to do (exit code 2). A dead mount left by
-//! a killed daemon is not a refusal: it is detached and the new mount proceeds.
+//! a killed daemon is not a refusal: it is detached (by [`crate::umount`]) and the new mount
+//! proceeds.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Access, AtFlags, CWD};
-use rustix::mount::{unmount, UnmountFlags};
 use tracing::{info, warn};
 
-use crate::commands::unmount::mount_type;
+use crate::umount;
 
 /// Why `cachetta mount` will not start; the message is shown as `cachetta: {message}`.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,80 +61,56 @@ pub fn separate(mnt: &Path, backing: &Path) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Most dead mounts taken down from one mountpoint (each may hide another under it).
+const MOST_DEAD_MOUNTS: usize = 8;
+
 /// Refuse a mountpoint that is already a live mount; detach a dead FUSE mount (its daemon was
 /// killed) and go on.
 pub fn mountpoint_free(mnt: &Path) -> Result<(), Refusal> {
-    let Some(fstype) = mounted_type(mnt)? else {
-        return Ok(());
-    };
-    let is_fuse = fstype == "fuse" || fstype.starts_with("fuse.");
-    // A FUSE mount whose daemon is gone answers ENOTCONN, or ECONNABORTED right after the
-    // kill while the kernel tears the connection down.
-    let dead = is_fuse
-        && matches!(
-            std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()),
-            Some(libc::ENOTCONN | libc::ECONNABORTED)
-        );
-    if !dead {
-        let what = if is_fuse {
-            format!(
-                "{} is already mounted (a FUSE filesystem, perhaps cachetta); unmount it first with `cachetta unmount {}`, or choose another mountpoint",
-                mnt.display(),
-                mnt.display()
-            )
-        } else {
-            format!(
-                "{} is already a mount point ({fstype}); choose another mountpoint",
-                mnt.display()
-            )
+    for _ in 0..MOST_DEAD_MOUNTS {
+        let Some(fstype) = umount::mounted_type(mnt).map_err(refusal)? else {
+            return Ok(());
         };
-        return Err(refusal(what));
-    }
-    detach_dead(mnt)?;
-    info!(mountpoint = %mnt.display(), "detached a dead mount left by a daemon that is gone");
-    match mounted_type(mnt)? {
-        None => Ok(()),
-        // Something else was mounted underneath; judge that one the same way.
-        Some(_) => mountpoint_free(mnt),
-    }
-}
-
-fn mounted_type(mnt: &Path) -> Result<Option<String>, Refusal> {
-    let mountinfo = std::fs::read("/proc/self/mountinfo")
-        .map_err(|e| refusal(format_args!("cannot read /proc/self/mountinfo: {e}")))?;
-    Ok(mount_type(&mountinfo, mnt.as_os_str()))
-}
-
-/// `umount -l` as root; `fusermount3 -uz` (the setuid helper) for everyone else.
-fn detach_dead(mnt: &Path) -> Result<(), Refusal> {
-    let failed = |why: String| {
-        refusal(format_args!(
-            "a dead mount (its daemon is gone) is left at {} and cannot be detached: {why}; run `cachetta unmount {}` or `fusermount3 -uz {}`",
-            mnt.display(),
-            mnt.display(),
-            mnt.display()
-        ))
-    };
-    match unmount(mnt, UnmountFlags::DETACH) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::PERM) => {
-            let out = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(mnt)
-                .output()
-                .map_err(|e| {
-                    failed(format!("not permitted, and fusermount3 failed to run: {e}"))
-                })?;
-            if out.status.success() {
-                Ok(())
+        let is_fuse = fstype == "fuse" || fstype.starts_with("fuse.");
+        // A FUSE mount whose daemon is gone answers ENOTCONN, or ECONNABORTED right after the
+        // kill while the kernel tears the connection down.
+        let dead = is_fuse
+            && matches!(
+                std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()),
+                Some(libc::ENOTCONN | libc::ECONNABORTED)
+            );
+        if !dead {
+            let what = if is_fuse {
+                format!(
+                    "{} is already mounted (a FUSE filesystem, perhaps cachetta); unmount it first with `cachetta unmount {}`, or choose another mountpoint",
+                    mnt.display(),
+                    mnt.display()
+                )
             } else {
-                Err(failed(
-                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                ))
-            }
+                format!(
+                    "{} is already a mount point ({fstype}); choose another mountpoint",
+                    mnt.display()
+                )
+            };
+            return Err(refusal(what));
         }
-        Err(e) => Err(failed(io::Error::from(e).to_string())),
+        umount::detach(mnt).map_err(|why| dead_mount_stays(mnt, why))?;
+        info!(mountpoint = %mnt.display(), "detached a dead mount left by a daemon that is gone");
+        // Something else may have been mounted underneath; judge that one the same way.
     }
+    Err(dead_mount_stays(
+        mnt,
+        format!("{MOST_DEAD_MOUNTS} were detached and there is still one"),
+    ))
+}
+
+fn dead_mount_stays(mnt: &Path, why: String) -> Refusal {
+    refusal(format_args!(
+        "a dead mount (its daemon is gone) is left at {} and cannot be detached: {why}; run `cachetta unmount {}` or `fusermount3 -uz {}`",
+        mnt.display(),
+        mnt.display(),
+        mnt.display()
+    ))
 }
 
 /// The mountpoint must be a directory, and an empty one unless `allow_non_empty`.
