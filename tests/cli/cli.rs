@@ -1,31 +1,27 @@
 //! The binary's command line, without mounting: help, and configuration errors that must stop
 //! `cachetta mount` before it mounts (exit 2, naming file, line and key).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use assert_cmd::Command;
-use common::{force_unmount, is_mounted, mentions_line};
-use tempfile::TempDir;
+use crate::common::{force_unmount, is_mounted, mentions_line, Isolated, OutputAssertExt};
 
-/// A temp dir with a mountpoint and backing dir. Should a broken binary mount anyway (and be
-/// killed by the timeout), the mount is detached on drop.
+/// A temp dir with a mountpoint and backing dir, and the isolated home the binary runs in.
+/// Should a broken binary mount anyway (and be killed by the timeout), the mount is detached
+/// on drop.
 struct Scene {
-    dir: TempDir,
+    home: Isolated,
 }
 
 impl Scene {
     fn new() -> Scene {
         Scene {
-            dir: tempfile::tempdir().unwrap(),
+            home: Isolated::new(),
         }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.home.root().join(rel)
     }
 
     fn config(&self, text: &str) -> PathBuf {
@@ -34,19 +30,16 @@ impl Scene {
         p
     }
 
-    /// `cachetta mount MNT --backing BACKING` plus `args`, with XDG dirs inside the scene.
-    fn mount_cmd(&self, args: &[&std::ffi::OsStr]) -> Command {
-        let mut cmd = cachetta();
-        cmd.arg("mount")
-            .arg(self.path("mnt"))
-            .arg("--backing")
-            .arg(self.path("backing"))
-            .args(args)
-            .env("XDG_CONFIG_HOME", self.path("xdg/config"))
-            .env("XDG_CACHE_HOME", self.path("xdg/cache"))
-            .env("XDG_STATE_HOME", self.path("xdg/state"))
-            .timeout(Duration::from_secs(10));
-        cmd
+    /// Run `cachetta mount MNT --backing BACKING` plus `args` to its end.
+    fn mount(&self, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        let mut argv = vec![
+            std::ffi::OsString::from("mount"),
+            self.path("mnt").into_os_string(),
+            "--backing".into(),
+            self.path("backing").into_os_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_os_string()));
+        self.home.run(&argv)
     }
 }
 
@@ -59,8 +52,8 @@ impl Drop for Scene {
     }
 }
 
-fn cachetta() -> Command {
-    Command::cargo_bin("cachetta").unwrap()
+fn cachetta(args: &[&str]) -> assert_cmd::assert::Assert {
+    Isolated::new().run(args).assert()
 }
 
 fn stderr_of(out: &std::process::Output) -> String {
@@ -73,7 +66,7 @@ fn file_name(p: &Path) -> &str {
 
 #[test]
 fn mount_help_describes_its_flags() {
-    let out = cachetta().args(["mount", "--help"]).assert().success();
+    let out = cachetta(&["mount", "--help"]).success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     for flag in [
         "--backing",
@@ -91,7 +84,7 @@ fn mount_help_describes_its_flags() {
 
 #[test]
 fn top_level_help_lists_mount() {
-    let out = cachetta().arg("--help").assert().success();
+    let out = cachetta(&["--help"]).success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(text.contains("mount"), "{text}");
 }
@@ -100,10 +93,7 @@ fn top_level_help_lists_mount() {
 fn unknown_config_key_exits_2_naming_file_line_and_key() {
     let s = Scene::new();
     let cfg = s.config("duration = \"1h\"\nstale = \"5m\"\ndurration = \"2h\"\n");
-    let out = s
-        .mount_cmd(&[("--config").as_ref(), cfg.as_os_str()])
-        .output()
-        .unwrap();
+    let out = s.mount(&[("--config").as_ref(), cfg.as_os_str()]);
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains(file_name(&cfg)), "file not named: {stderr}");
@@ -115,10 +105,7 @@ fn unknown_config_key_exits_2_naming_file_line_and_key() {
 fn unknown_key_in_a_rule_exits_2_naming_file_line_and_key() {
     let s = Scene::new();
     let cfg = s.config("[[rule]]\nmatch = \"a/*.json\"\nrefresh_every = \"1m\"\n");
-    let out = s
-        .mount_cmd(&["--config".as_ref(), cfg.as_os_str()])
-        .output()
-        .unwrap();
+    let out = s.mount(&["--config".as_ref(), cfg.as_os_str()]);
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains(file_name(&cfg)), "file not named: {stderr}");
@@ -130,10 +117,7 @@ fn unknown_key_in_a_rule_exits_2_naming_file_line_and_key() {
 fn bad_size_value_exits_2_naming_file_line_and_key() {
     let s = Scene::new();
     let cfg = s.config("\nmax_entry_bytes = \"lots\"\n");
-    let out = s
-        .mount_cmd(&["--config".as_ref(), cfg.as_os_str()])
-        .output()
-        .unwrap();
+    let out = s.mount(&["--config".as_ref(), cfg.as_os_str()]);
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains(file_name(&cfg)), "file not named: {stderr}");
@@ -148,10 +132,7 @@ fn bad_size_value_exits_2_naming_file_line_and_key() {
 fn missing_config_file_exits_2_naming_it() {
     let s = Scene::new();
     let cfg = s.path("does-not-exist.toml");
-    let out = s
-        .mount_cmd(&["--config".as_ref(), cfg.as_os_str()])
-        .output()
-        .unwrap();
+    let out = s.mount(&["--config".as_ref(), cfg.as_os_str()]);
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(
@@ -163,10 +144,7 @@ fn missing_config_file_exits_2_naming_it() {
 #[test]
 fn bad_duration_flag_exits_2() {
     let s = Scene::new();
-    let out = s
-        .mount_cmd(&["--duration".as_ref(), "soon".as_ref()])
-        .output()
-        .unwrap();
+    let out = s.mount(&["--duration".as_ref(), "soon".as_ref()]);
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(
@@ -179,10 +157,7 @@ fn bad_duration_flag_exits_2() {
 fn config_errors_do_not_leave_a_mount() {
     let s = Scene::new();
     let cfg = s.config("bogus = 1\n");
-    let out = s
-        .mount_cmd(&["--config".as_ref(), cfg.as_os_str()])
-        .output()
-        .unwrap();
+    let out = s.mount(&["--config".as_ref(), cfg.as_os_str()]);
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr_of(&out));
     assert!(!is_mounted(&s.path("mnt")));
 }

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use assert_cmd::Command;
 use serde_json::{json, Value};
+
+use crate::common::{set_mtime, Isolated, OutputAssertExt};
 
 const CONFIG: &str = r#"
 duration = "1h"
@@ -24,7 +25,7 @@ const STAGING: &str = ".cachetta-staging.1.1.tmp";
 struct Fixture {
     backing: tempfile::TempDir,
     config_dir: tempfile::TempDir,
-    xdg: tempfile::TempDir,
+    home: Isolated,
 }
 
 impl Fixture {
@@ -32,7 +33,7 @@ impl Fixture {
         let fixture = Fixture {
             backing: tempfile::tempdir().unwrap(),
             config_dir: tempfile::tempdir().unwrap(),
-            xdg: tempfile::tempdir().unwrap(),
+            home: Isolated::new(),
         };
         std::fs::write(fixture.config_file(), CONFIG).unwrap();
         let min = 60;
@@ -63,28 +64,24 @@ impl Fixture {
         let path = self.path(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, content).unwrap();
-        let file = std::fs::File::options().write(true).open(&path).unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
-            .unwrap();
+        set_mtime(&path, SystemTime::now() - Duration::from_secs(age_secs)).unwrap();
     }
 
-    fn cachetta(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("cachetta").unwrap();
-        cmd.args(args)
-            .arg("--config")
-            .arg(self.config_file())
-            .arg("--backing")
-            .arg(self.backing.path())
-            .env("XDG_CONFIG_HOME", self.xdg.path())
-            .env("XDG_CACHE_HOME", self.xdg.path())
-            .env_remove("RUST_LOG")
-            .env_remove("CACHETTA_LOG");
-        cmd
+    /// `cachetta ARGS --config CONFIG --backing BACKING` in the fixture's isolated home.
+    fn cachetta(&self, args: &[&str]) -> std::process::Output {
+        let mut argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        argv.extend([
+            "--config".into(),
+            self.config_file().into(),
+            "--backing".into(),
+            self.backing.path().into(),
+        ]);
+        self.home.run(&argv)
     }
 
     /// Run, expect exit `code`, and return (stdout, stderr).
     fn run(&self, args: &[&str], code: i32) -> (String, String) {
-        let output = self.cachetta(args).output().unwrap();
+        let output = self.cachetta(args);
         let stdout = String::from_utf8(output.stdout).unwrap();
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(
@@ -354,24 +351,21 @@ fn unmount_of_a_directory_that_is_not_mounted_fails_clearly() {
 fn a_missing_config_file_is_a_usage_error() {
     let f = Fixture::new();
     for command in [&["ls"][..], &["info", "fresh.json"], &["gc"]] {
-        let mut cmd = Command::cargo_bin("cachetta").unwrap();
-        cmd.args(command)
-            .args(["--config", "/nonexistent/cachetta.toml"])
-            .arg("--backing")
-            .arg(f.backing.path())
-            .env("XDG_CONFIG_HOME", f.xdg.path());
-        cmd.assert().code(2);
+        let mut argv: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
+        argv.extend([
+            "--config".into(),
+            "/nonexistent/cachetta.toml".into(),
+            "--backing".into(),
+            f.backing.path().into(),
+        ]);
+        f.home.run(&argv).assert().code(2);
     }
 }
 
 #[test]
 fn every_inspection_command_has_help() {
     for command in ["ls", "info", "gc", "unmount"] {
-        let output = Command::cargo_bin("cachetta")
-            .unwrap()
-            .args([command, "--help"])
-            .output()
-            .unwrap();
+        let output = Isolated::new().run(&[command, "--help"]);
         assert!(output.status.success(), "{command}");
         let text = String::from_utf8(output.stdout).unwrap();
         assert!(

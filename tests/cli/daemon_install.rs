@@ -1,30 +1,26 @@
 //! `scripts/install.sh` and the systemd user unit it installs (checked with
 //! `systemd-analyze verify` when that is installed).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::assert_success;
+use crate::common::{assert_success, output, Isolated};
 
 #[test]
 fn install_script_installs_the_binary_and_a_unit_that_runs_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().canonicalize().unwrap().join("prefix");
+    let home = Isolated::new();
+    let prefix = home.root().join("prefix");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_cachetta"))
-        .env("HOME", dir.path().join("home"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run install.sh");
+    let out = output(
+        home.isolate(&mut Command::new("sh"))
+            .arg(&script)
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_cachetta")),
+    );
     assert_success("install.sh", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -35,7 +31,7 @@ fn install_script_installs_the_binary_and_a_unit_that_runs_it() {
     let binary = prefix.join("bin/cachetta");
     let mode = fs::metadata(&binary).unwrap().permissions().mode();
     assert_eq!(mode & 0o111, 0o111, "not executable: {mode:o}");
-    let version = Command::new(&binary).arg("--version").output().unwrap();
+    let version = output(home.isolate(&mut Command::new(&binary)).arg("--version"));
     assert_success("installed cachetta --version", &version);
 
     let unit_path = prefix.join("lib/systemd/user/cachetta.service");

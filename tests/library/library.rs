@@ -26,18 +26,9 @@ fn manual(dir: &Path, name: &str) -> (Cachetta, Arc<ManualClock>) {
     (Cachetta::new(dir.join(name)).clock(clock.clone()), clock)
 }
 
-/// Set a file's mtime with `utimensat`, as `touch -d` does.
+/// Set a file's mtime, as `touch -m -d` does.
 fn set_mtime(path: &Path, mtime: SystemTime) {
-    let since = mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let ts = rustix::fs::Timespec {
-        tv_sec: since.as_secs() as i64,
-        tv_nsec: since.subsec_nanos() as _,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: ts,
-        last_modification: ts,
-    };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty()).unwrap();
+    crate::common::set_mtime(path, mtime).unwrap();
 }
 
 fn names(dir: &Path) -> Vec<String> {

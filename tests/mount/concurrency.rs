@@ -1,8 +1,6 @@
 //! Concurrent replaces never make a reader fail: entries visible before and after a replace
 //! are read whole, old or new, with no `ENOENT`, `ESTALE` or `EIO`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const KEYS: usize = 3;
 const WRITERS: usize = 4;

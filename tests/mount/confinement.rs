@@ -1,13 +1,11 @@
 //! Confinement: nothing outside the backing dir is ever read or written through the mount,
 //! whatever symlinks the backing dir holds.
 
-mod common;
-
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::symlink;
 
-use common::*;
+use crate::common::*;
 
 const SECRET: &[u8] = b"{\"secret\":true}";
 

@@ -2,23 +2,20 @@
 //! the times after writing, and the published entries carry those times, so an old entry is
 //! old (or hidden) in the mount too.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// `user.cachetta.age` of an entry, in seconds.
 fn age_of(path: &Path) -> i64 {
-    let mut buf = [0u8; 64];
-    let n = rustix::fs::getxattr(path, "user.cachetta.age", &mut buf[..])
+    let age = getxattr(path, "user.cachetta.age")
         .unwrap_or_else(|e| panic!("getxattr age of {}: {e}", path.display()));
-    std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap()
+    std::str::from_utf8(&age).unwrap().parse().unwrap()
 }
 
 fn mtime(path: &Path) -> SystemTime {
@@ -51,7 +48,7 @@ fn source(m: &Mount) -> std::path::PathBuf {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        set_path_mtime(&path, SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+        set_mtime(&path, SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
     }
     src
 }

@@ -2,17 +2,14 @@
 //! a kill -9, clean stops on signals and on an external unmount, systemd's `NOTIFY_SOCKET`,
 //! `--allow-other`, `--allow-non-empty`, `--log-file`. Every test runs in a [`Scene`].
 
-mod common;
-mod daemon_scene;
-
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use daemon_scene::*;
+use crate::common::*;
+use crate::daemon_scene::*;
 
 // ---- flags -------------------------------------------------------------------------------
 
@@ -157,12 +154,12 @@ fn unwritable_backing_dir_is_refused_unless_read_only() {
     let s = Scene::new();
     let backing = s.backing();
     write_file(&backing.join("x.json"), b"{}");
-    let ro = Command::new("mount")
-        .args(["-o", "bind,ro"])
-        .arg(&backing)
-        .arg(&backing)
-        .output()
-        .expect("run mount");
+    let ro = output(
+        Command::new("mount")
+            .args(["-o", "bind,ro"])
+            .arg(&backing)
+            .arg(&backing),
+    );
     assert_success("mount -o bind,ro", &ro);
     s.watch_mount(backing.clone());
 
@@ -284,7 +281,7 @@ fn sigterm_kills_a_running_refresh_command_unmounts_and_exits_0() {
     );
     fs::write(s.path("config.toml"), config).unwrap();
     write_file(&s.backing().join("slow.json"), b"\"old\"");
-    set_path_mtime(
+    set_mtime(
         &s.backing().join("slow.json"),
         std::time::SystemTime::now() - MINUTE,
     )
@@ -367,13 +364,12 @@ fn notify_socket_gets_ready_once_the_mount_answers_then_stopping() {
 
     // Spawned by hand: `foreground` waits for the mount, this test waits for the datagram.
     let stderr = File::create(s.path("daemon.stderr")).unwrap();
-    let mut child = s
-        .command(&s.mount_args(&[]))
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        s.command(&s.mount_args(&[]))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    );
     let mut buf = [0u8; 256];
     let n = socket
         .recv(&mut buf)
@@ -423,11 +419,14 @@ fn log_file_in_the_foreground_gets_the_logs() {
 
 /// Run `argv` as nobody (uid/gid 65534), or `None` when setpriv is not installed.
 fn as_nobody(argv: &[&std::ffi::OsStr]) -> Option<Output> {
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .args(argv)
-        .stdin(Stdio::null())
-        .output();
+    let out = {
+        let _fork = forking();
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+    };
     match out {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

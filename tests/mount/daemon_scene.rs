@@ -7,17 +7,12 @@
 
 use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 use tempfile::TempDir;
-
-/// How long a one-shot command (a refused mount, `mount --daemon`, `unmount`) may take.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Scene {
     pub root: PathBuf,
@@ -51,26 +46,21 @@ impl Scene {
 
     /// The default `--daemon` log file, under the scene's `XDG_STATE_HOME`.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.path("xdg/state/cachetta/cachetta.log")).unwrap_or_default()
+        self.home().log()
     }
 
     pub fn watch_mount(&self, path: PathBuf) {
         self.mount_paths.borrow_mut().push(path);
     }
 
-    /// `cachetta ARGS` with the XDG dirs inside the scene and no systemd variables.
+    /// The isolated home every `cachetta` of the scene runs in.
+    pub fn home(&self) -> Isolated {
+        Isolated::within(&self.root)
+    }
+
+    /// `cachetta ARGS` in the scene's isolated home.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachetta"));
-        cmd.args(args)
-            .env("XDG_CONFIG_HOME", self.path("xdg/config"))
-            .env("XDG_CACHE_HOME", self.path("xdg/cache"))
-            .env("XDG_STATE_HOME", self.path("xdg/state"))
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("CACHETTA_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        cmd
+        self.home().command(args)
     }
 
     /// `cachetta mount MNT --backing BACKING EXTRA...`, as arguments.
@@ -86,22 +76,25 @@ impl Scene {
     }
 
     /// Run a command that must end by itself (within [`COMMAND_TIMEOUT`]).
+    #[track_caller]
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
-        let child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cachetta");
-        wait_output(child, COMMAND_TIMEOUT)
+        self.home().run(args)
     }
 
     /// `cachetta mount --daemon ...`: must return 0, with the mount answering.
     #[track_caller]
     pub fn mount_daemon(&self, extra: &[&str]) {
+        self.mount_daemon_env(extra, &[]);
+    }
+
+    /// [`Scene::mount_daemon`] with more environment for the daemon.
+    #[track_caller]
+    pub fn mount_daemon_env(&self, extra: &[&str], env: &[(&str, &str)]) {
         let mut args = self.mount_args(extra);
         args.insert(1, "--daemon".into());
-        let out = self.run(&args);
+        let mut cmd = self.command(&args);
+        cmd.envs(env.iter().copied());
+        let out = output(&mut cmd);
         if !out.status.success() {
             panic!(
                 "mount --daemon failed with {}\nstderr: {}\nlog:\n{}",
@@ -133,11 +126,7 @@ impl Scene {
             cmd.env(name, value);
         }
         let stderr = File::create(self.path("daemon.stderr")).expect("create stderr file");
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn cachetta mount");
+        let mut child = spawn(cmd.stdout(Stdio::null()).stderr(stderr));
         let up = eventually(MOUNT_TIMEOUT, || {
             is_fuse_mount(&self.mnt()) || child.try_wait().ok().flatten().is_some()
         });
@@ -203,73 +192,6 @@ impl Drop for Scene {
             );
         }
     }
-}
-
-pub fn signal(pid: libc::pid_t, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(pid, sig) };
-}
-
-/// Whether `pid` runs (a zombie, dead but not yet reaped by its new parent, does not).
-pub fn alive(pid: libc::pid_t) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z') | Some('X') | None)
-}
-
-/// Wait for `child` to exit, killing it after `timeout`; its stdout and stderr must be piped.
-pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let readers = (
-        thread::spawn(move || read_all(out.as_mut())),
-        thread::spawn(move || read_all(err.as_mut())),
-    );
-    let status = wait_timeout(&mut child, timeout).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("command still running after {timeout:?}; killed it")
-    });
-    Output {
-        status,
-        stdout: readers.0.join().unwrap(),
-        stderr: readers.1.join().unwrap(),
-    }
-}
-
-pub fn read_all(r: Option<&mut impl Read>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(r) = r {
-        let _ = r.read_to_end(&mut buf);
-    }
-    buf
-}
-
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Send `sig` to a child and wait for it to exit (killing it after [`STOP_TIMEOUT`]).
-#[track_caller]
-pub fn stop(child: &mut Child, sig: i32) -> ExitStatus {
-    signal(child.id() as libc::pid_t, sig);
-    wait_timeout(child, STOP_TIMEOUT).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("cachetta mount still running {STOP_TIMEOUT:?} after signal {sig}; killed it")
-    })
 }
 
 #[track_caller]

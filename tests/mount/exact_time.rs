@@ -5,14 +5,12 @@
 //! before the state change, then checks one access path just after it, so one path's
 //! answer cannot refresh another's cache.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 /// SPEC: "at most 1 s after it expires"; 0.3 s more for scheduling on a busy CI machine.
 const GRACE: Duration = Duration::from_millis(1300);

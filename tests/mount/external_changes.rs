@@ -1,13 +1,11 @@
 //! Changes made directly in the backing dir show through the mount within 1 s, and no stale
 //! byte is served after that, even when the kernel or the hot set had the old content.
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// SPEC: "within 1 s"; 0.3 s more for scheduling on a busy CI machine.
 const WITHIN: Duration = Duration::from_millis(1300);

@@ -2,15 +2,13 @@
 //! entry stays the old or the new content, no staging file is left behind, and the mount keeps
 //! working once the fault is gone.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 const STAGING_PREFIX: &str = ".cachetta-staging.";
 
@@ -20,14 +18,11 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         fs::create_dir_all(at).unwrap();
-        // Forks hold `forking()`: a fork copies other tests' open writers, and the child's
-        // exec closes the copies, which publishes what they staged (SPEC §3).
-        let _fork = forking();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
+        let out = output(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(at),
+        );
         assert_success("mount tmpfs", &out);
         Tmpfs(at.to_path_buf())
     }
@@ -111,9 +106,7 @@ fn a_full_disk_fails_write_and_close_with_enospc_and_publishes_nothing() {
         "{:?}",
         staging_files(&m.backing)
     );
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = rustix::fs::getxattr(&m.mnt, "user.cachetta.stats", &mut buf[..]).unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    let stats = stats(&m);
     assert_eq!(
         stats["writes_rejected"], 0,
         "a full disk is not a rejected write"
@@ -142,14 +135,11 @@ fn a_full_disk_fails_write_and_close_with_enospc_and_publishes_nothing() {
 }
 
 fn set_backing_age(m: &Mount, name: &str, age: Duration) {
-    set_path_mtime(&m.backing.join(name), SystemTime::now() - age).unwrap();
+    set_mtime(&m.backing.join(name), SystemTime::now() - age).unwrap();
 }
 
 fn gc(m: &Mount) -> String {
-    let out = m.run(
-        env!("CARGO_BIN_EXE_cachetta"),
-        &["gc".as_ref(), "--backing".as_ref(), m.backing.as_os_str()],
-    );
+    let out = m.cachetta(&["gc".as_ref(), "--backing".as_ref(), m.backing.as_os_str()]);
     assert_success("cachetta gc", &out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -289,15 +279,7 @@ fn files_with_absurd_timestamps_are_judged_without_a_panic() {
         if !path.is_dir() {
             fs::write(&path, b"{}").unwrap();
         }
-        let c = cstring(&path);
-        let t = libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        };
-        let times = [t, t];
-        // SAFETY: `c` is a valid path and `times` two valid timespecs, both outliving the call.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
-        check_rc(rc).unwrap();
+        set_mtime_raw(&path, secs, 0).unwrap();
     }
     // The one in the distant past is expired; the one in the future is fresh (clock skew).
     let mut listed = m.list("");
@@ -312,7 +294,7 @@ fn files_with_absurd_timestamps_are_judged_without_a_panic() {
     for args in [&["ls", "--all"][..], &["gc", "--dry-run"][..]] {
         let mut full: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         full.extend(["--backing".as_ref(), m.backing.as_os_str()]);
-        let out = m.run(env!("CARGO_BIN_EXE_cachetta"), &full);
+        let out = m.cachetta(&full);
         assert_success(&format!("cachetta {}", args.join(" ")), &out);
     }
     assert!(!m.stderr().contains("panicked"), "{}", m.stderr());
@@ -427,9 +409,8 @@ refresh = "echo oops >&2; exit 3"
         "stale reads waited"
     );
     let attr = |key: &str, name: &str| -> Option<String> {
-        let mut buf = vec![0u8; 4096];
-        let n = rustix::fs::getxattr(m.path(format!("{key}.json")), name, &mut buf[..]).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        let value = getxattr(&m.path(format!("{key}.json")), name).ok()?;
+        Some(String::from_utf8_lossy(&value).into_owned())
     };
     let mut peak = idle;
     assert!(

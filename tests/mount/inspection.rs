@@ -2,61 +2,10 @@
 //! `getfattr`/`setfattr` binaries and raw xattr calls, the size protocol, read-only names,
 //! other `user.*` names stored on the backing file, and the root's stats.
 
-mod common;
-#[path = "refresh_support/mod.rs"]
-mod refresh_support;
-
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::time::Duration;
 
-use common::*;
-use refresh_support::{attr, stats, xattr};
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn cstr(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// `getxattr` with a caller-sized buffer: the raw size protocol.
-fn getxattr_sized(path: &Path, name: &str, size: usize) -> Result<usize, i32> {
-    let mut buf = vec![0u8; size];
-    let name = CString::new(name).unwrap();
-    let ptr = if size == 0 {
-        std::ptr::null_mut()
-    } else {
-        buf.as_mut_ptr().cast()
-    };
-    // SAFETY: valid C strings; `buf` is writable for `size` bytes (or null with size 0).
-    let n = unsafe { libc::getxattr(cstr(path).as_ptr(), name.as_ptr(), ptr, size) };
-    if n < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-fn setxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    let name = CString::new(name).unwrap();
-    // SAFETY: valid C strings and a value buffer of `value.len()` bytes.
-    let rc = unsafe {
-        libc::setxattr(
-            cstr(path).as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
-    } else {
-        Ok(())
-    }
-}
+use crate::common::*;
 
 fn stale_mount() -> Mount {
     Mount::new()
@@ -139,15 +88,18 @@ fn the_xattr_size_protocol_is_kept() {
     let len = getxattr_sized(&path, "user.cachetta.state", 0).unwrap();
     assert_eq!(len, "fresh".len());
     assert_eq!(
-        getxattr_sized(&path, "user.cachetta.state", 2),
-        Err(libc::ERANGE)
+        errno_of(getxattr_sized(&path, "user.cachetta.state", 2)),
+        libc::ERANGE
     );
-    assert_eq!(getxattr_sized(&path, "user.cachetta.state", 64), Ok(5));
+    assert_eq!(getxattr_sized(&path, "user.cachetta.state", 64).unwrap(), 5);
     assert_eq!(
-        getxattr_sized(&path, "user.cachetta.nope", 64),
-        Err(libc::ENODATA)
+        errno_of(getxattr_sized(&path, "user.cachetta.nope", 64)),
+        libc::ENODATA
     );
-    assert_eq!(getxattr_sized(&path, "user.other", 64), Err(libc::ENODATA));
+    assert_eq!(
+        errno_of(getxattr_sized(&path, "user.other", 64)),
+        libc::ENODATA
+    );
 }
 
 #[test]
@@ -170,8 +122,12 @@ fn setfattr_on_inspection_attributes_is_eperm_and_changes_nothing() {
         "{out:?}"
     );
     assert_eq!(
-        setxattr(&m.path("fresh.json"), "user.cachetta.state", b"stale"),
-        Err(libc::EPERM)
+        errno_of(setxattr(
+            &m.path("fresh.json"),
+            "user.cachetta.state",
+            b"stale"
+        )),
+        libc::EPERM
     );
     assert_eq!(attr(&m, "fresh.json", "state").as_deref(), Some("fresh"));
     let after = fs::metadata(m.backing_path("fresh.json"))
@@ -193,7 +149,7 @@ fn other_user_attributes_live_on_the_backing_file_and_survive_a_rewrite() {
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        xattr(&m.backing_path("fresh.json"), "user.source").unwrap(),
+        getxattr(&m.backing_path("fresh.json"), "user.source").unwrap(),
         b"api"
     );
     let out = m.run(
@@ -202,10 +158,17 @@ fn other_user_attributes_live_on_the_backing_file_and_survive_a_rewrite() {
     );
     assert_eq!(out.stdout, b"api");
     fs::write(m.path("fresh.json"), "[3]").unwrap();
-    assert_eq!(xattr(&m.path("fresh.json"), "user.source").unwrap(), b"api");
     assert_eq!(
-        setxattr(&m.path("fresh.json"), "user.big", &vec![b'x'; 65 * 1024]),
-        Err(libc::E2BIG)
+        getxattr(&m.path("fresh.json"), "user.source").unwrap(),
+        b"api"
+    );
+    assert_eq!(
+        errno_of(setxattr(
+            &m.path("fresh.json"),
+            "user.big",
+            &vec![b'x'; 65 * 1024]
+        )),
+        libc::E2BIG
     );
 }
 

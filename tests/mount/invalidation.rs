@@ -1,12 +1,10 @@
 //! Invalidation and directories: `rm`, `rm -r`, `rmdir` of directories holding only invisible
 //! files, `mkdir -p`, and `mv` of entries and directories.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::Read;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn rm_deletes_the_backing_file_and_the_entry_is_gone_at_once() {

@@ -1,16 +1,13 @@
 //! What reaches the daemon once the kernel's caches are warm (issue 5's structural targets),
 //! counted by the mount's own per-request counters, plus the inode table shrinking back after
-//! the kernel forgets. Deterministic: no timers, only request counts.
-
-mod common;
-#[path = "refresh_support/mod.rs"]
-mod refresh_support;
+//! the kernel forgets. Deterministic: no timers, only request counts. Each counting test holds
+//! `kernel_caches_kept()`, so no test in another thread makes the kernel drop its caches
+//! meanwhile.
 
 use std::fs;
 use std::time::Duration;
 
-use common::*;
-use refresh_support::stats;
+use crate::common::*;
 
 /// The per-request counters, without the `getxattr`s that reading them costs.
 fn requests(m: &Mount) -> serde_json::Map<String, serde_json::Value> {
@@ -55,6 +52,7 @@ fn cat_of_a_recently_read_fresh_entry_sends_only_open_and_release_and_no_read() 
     if !require_fuse() {
         return;
     }
+    let _kept = kernel_caches_kept();
     let m = watched_mount(Mount::new().backing_file("x.json", "{\"a\":1}"));
     assert_eq!(fs::read(m.path("x.json")).unwrap(), b"{\"a\":1}");
     // The release of that read is sent after close returns: let it land first.
@@ -100,6 +98,7 @@ fn stat_of_a_recently_stated_fresh_entry_sends_nothing() {
     if !require_fuse() {
         return;
     }
+    let _kept = kernel_caches_kept();
     let m = watched_mount(Mount::new().backing_file("x.json", "{}"));
     let first = fs::metadata(m.path("x.json")).unwrap();
     let before = requests(&m);
@@ -113,6 +112,7 @@ fn ls_l_of_a_warm_thousand_entry_directory_sends_no_request_per_entry() {
     if !require_fuse() {
         return;
     }
+    let _kept = kernel_caches_kept();
     let m = watched_mount(Mount::new().prepare(|dir| {
         fs::create_dir(dir.join("d")).unwrap();
         for i in 0..1000 {
@@ -144,6 +144,7 @@ fn reading_a_large_entry_sends_no_read_requests_with_passthrough() {
     if !require_fuse() {
         return;
     }
+    let _kept = kernel_caches_kept();
     let big = serde_json::to_vec(&"x".repeat(2 << 20)).unwrap();
     let m = watched_mount(Mount::new().backing_file("big.json", big.clone()));
     if !passthrough(&m) {
@@ -161,6 +162,7 @@ fn the_inode_table_shrinks_back_once_the_kernel_forgets() {
     if !require_fuse() {
         return;
     }
+    let _dropping = dropping_kernel_caches();
     let m = watched_mount(Mount::new().prepare(|dir| {
         for i in 0..3000 {
             fs::write(dir.join(format!("e{i}.json")), "{}").unwrap();
@@ -215,12 +217,7 @@ fn the_hot_set_serves_reads_only_while_the_backing_file_is_unchanged() {
         .modified()
         .unwrap();
     fs::write(m.backing_path("x.json"), "{\"v\":2222}").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(m.backing_path("x.json"))
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    m.set_mtime("x.json", mtime);
     assert!(
         eventually(Duration::from_secs(1), || fs::read(m.path("x.json"))
             .unwrap()

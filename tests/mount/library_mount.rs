@@ -4,21 +4,18 @@
 //! Needs FUSE: `/dev/fuse` and root. Without them the tests print "skipping" and pass, unless
 //! `CACHETTA_REQUIRE_FUSE=1`, when they fail.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use cachetta::{Cachetta, InfoState};
-use common::*;
 use serde_json::{json, Value};
 
 /// The mount's `user.cachetta.info` of `path`, as JSON.
 fn mount_info(path: &Path) -> Value {
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = rustix::fs::getxattr(path, "user.cachetta.info", &mut buf)
+    let info = getxattr(path, "user.cachetta.info")
         .unwrap_or_else(|e| panic!("getxattr user.cachetta.info of {}: {e}", path.display()));
-    serde_json::from_slice(&buf[..n]).expect("user.cachetta.info is a JSON object")
+    serde_json::from_slice(&info).expect("user.cachetta.info is a JSON object")
 }
 
 /// Removes the fields that move with the clock (`age`, `ttl`) from `info`, returning them.

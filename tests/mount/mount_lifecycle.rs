@@ -1,13 +1,11 @@
 //! Mount lifecycle: directories created, clean exit on signals, config errors, `--read-only`.
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::time::SystemTime;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn mount_creates_missing_mountpoint_and_backing_dirs() {
@@ -187,7 +185,7 @@ fn read_only_mount_serves_reads_and_refuses_every_change_with_erofs() {
         "rmdir"
     );
     assert_eq!(
-        errno_of(set_path_mtime(&m.path("x.json"), SystemTime::now())),
+        errno_of(set_mtime(&m.path("x.json"), SystemTime::now())),
         libc::EROFS,
         "utimensat"
     );

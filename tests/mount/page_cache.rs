@@ -2,21 +2,12 @@
 //! cache (issue #16): a second `cat` of an unchanged entry sends no `read` to the daemon, and a
 //! replaced entry is read anew, never from old pages, also while someone reads the old version.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use common::*;
-
-fn requests(m: &Mount, op: &str) -> u64 {
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = rustix::fs::getxattr(&m.mnt, "user.cachetta.stats", &mut buf[..]).unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
-    stats["requests"][op].as_u64().unwrap_or(0)
-}
+use crate::common::*;
 
 /// A JSON value of `len` bytes that says `tag`.
 fn value(tag: &str, len: usize) -> Vec<u8> {
@@ -36,6 +27,7 @@ fn a_second_cat_of_an_unchanged_entry_sends_no_read_to_the_daemon() {
     if !require_fuse() {
         return;
     }
+    let _kept = kernel_caches_kept();
     let v = value("one", 4096);
     let m = without_passthrough().backing_file("x.json", &v).start();
     assert_eq!(fs::read(m.path("x.json")).unwrap(), v);
@@ -56,6 +48,7 @@ fn a_replaced_entry_is_read_anew_never_from_old_pages() {
     if !require_fuse() {
         return;
     }
+    let _kept = kernel_caches_kept();
     let v1 = value("one", 5000);
     let m = without_passthrough().backing_file("x.json", &v1).start();
     let _no_forks = no_forks();

@@ -5,17 +5,20 @@
 //! Every command here is a small `sh` line that never touches the network; what it did is
 //! recorded in files under `ROOT/outside`, beside (never inside) the backing dir.
 
-mod common;
-mod refresh_support;
-
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use refresh_support::*;
+use crate::common::*;
+
+/// A stale entry's content before any refresh.
+const OLD: &str = r#"{"v":"old"}"#;
+
+/// Top-level config that makes an entry aged [`STALE_AGE`] stale (and one of age 0 fresh).
+const STALE_WINDOW: &str = "duration = \"1h\"\nstale = \"1h\"\n";
+const STALE_AGE: Duration = Duration::from_secs(90 * 60);
 
 const NEW: &str = r#"{"v":"new","reason":"stale"}"#;
 
@@ -51,7 +54,7 @@ fn read_and_wait_for_failure(m: &Mount) -> String {
     assert!(failed, "no refresh_error within 10 s; stats {}", stats(m));
     let error = attr(m, "x.json", "refresh_error").unwrap();
     assert!(!error.is_empty() && !error.contains('\n'), "{error:?}");
-    let names = xattr_names(&m.path("x.json"));
+    let names = listxattr(&m.path("x.json")).unwrap();
     assert!(
         names.iter().any(|n| n == "user.cachetta.refresh_error"),
         "getfattr -d would not show refresh_error: {names:?}"
@@ -137,7 +140,9 @@ fn stale_reads_are_answered_at_once_while_one_refresh_runs_in_the_background() {
     assert_eq!(attr(&m, "x.json", "state").as_deref(), Some("fresh"));
     assert_eq!(attr(&m, "x.json", "refreshing").as_deref(), Some("false"));
     assert_eq!(attr(&m, "x.json", "refresh_error"), None);
-    assert!(!xattr_names(&m.path("x.json")).contains(&"user.cachetta.refresh_error".into()));
+    assert!(!listxattr(&m.path("x.json"))
+        .unwrap()
+        .contains(&"user.cachetta.refresh_error".into()));
     assert_bytes(
         &fs::read(m.backing_path("x.json")).unwrap(),
         NEW.as_bytes(),

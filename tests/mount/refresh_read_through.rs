@@ -3,9 +3,6 @@
 //! command text), fill directories, single flight, failures, `condition`, backoff.
 //! Refreshes of entries that exist are in `refresh.rs`.
 
-mod common;
-mod refresh_support;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -14,8 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use refresh_support::*;
+use crate::common::*;
 
 /// A read-through rule whose command always fails, so only writes can create its fill dir,
 /// `weather`. (Creating a file looks its name up first: that lookup runs the command.)

@@ -1,10 +1,8 @@
 //! `statfs` on the mount reports the backing filesystem.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn statvfs(path: &Path) -> libc::statvfs {
     let c = cstring(path);

@@ -4,8 +4,6 @@
 //! writer reads its own write back at once, and a kill -9 in the middle leaves a dead mount
 //! that the next `cachetta mount` replaces, with every entry whole.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -15,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const KEYS: usize = 20;
 /// The bug being guarded against stalled operations for one second; real I/O here takes
@@ -412,7 +410,12 @@ impl Storm {
             .map(|_| {
                 let _fork = forking();
                 Command::new(&exe)
-                    .args(["--exact", "storm_child_process", "--ignored", "--nocapture"])
+                    .args([
+                        "--exact",
+                        "storm::storm_child_process",
+                        "--ignored",
+                        "--nocapture",
+                    ])
                     .env("CACHETTA_STORM_MNT", mnt)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -525,10 +528,7 @@ fn kill_9_during_a_storm_leaves_a_dead_mount_that_remounts_whole() {
     for staging in staging_names(&m) {
         m.set_mtime_ago(&staging, Duration::from_secs(60));
     }
-    let out = m.run(
-        env!("CARGO_BIN_EXE_cachetta"),
-        &["gc".as_ref(), "--backing".as_ref(), m.backing.as_os_str()],
-    );
+    let out = m.cachetta(&["gc".as_ref(), "--backing".as_ref(), m.backing.as_os_str()]);
     assert_success("cachetta gc", &out);
     assert_eq!(
         staging_names(&m),

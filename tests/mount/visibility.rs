@@ -1,8 +1,6 @@
 //! What the mount shows: fresh and stale entries, never expired, corrupt or special files;
 //! scratch files by name only; rules, captures, nested dirs and raw-byte names.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::Read;
@@ -11,7 +9,7 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const ONE_HOUR_ONE_HOUR_STALE: &str = "duration = \"1h\"\nstale = \"1h\"\n";
 
@@ -338,7 +336,7 @@ fn entry_with_mtime_in_the_future_is_fresh() {
         .config("duration = \"10s\"\n")
         .backing_file("future.json", "{}");
     let path = b.backing().join("future.json");
-    set_path_mtime(&path, std::time::SystemTime::now() + HOUR).unwrap();
+    set_mtime(&path, std::time::SystemTime::now() + HOUR).unwrap();
     let m = b.start();
     assert_eq!(fs::read(m.path("future.json")).unwrap(), b"{}");
 }

@@ -1,13 +1,11 @@
 //! Writes the mount refuses, and what is left afterwards: invalid JSON (`EINVAL` at close),
 //! empty files, oversized entries (`EFBIG`), links and device nodes (`EPERM`), long names.
 
-mod common;
-
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::symlink;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn invalid_json_fails_at_close_with_einval_and_keeps_the_old_entry() {

@@ -1,15 +1,13 @@
 //! Writing through the mount: shell redirection, `cp`, `tee`, Python, staged publish at close,
 //! appends, partial overwrites, truncation, the temp-file-then-rename idiom, `sed -i`, `touch`.
 
-mod common;
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 /// How far from "now" a freshly written mtime may be.
 const NOW_SLACK: Duration = Duration::from_secs(5);

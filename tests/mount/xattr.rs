@@ -1,52 +1,7 @@
 //! Extended attributes answer like a filesystem that has them: `ENODATA` for a name that is
 //! not there (never `ENOSYS`, which makes the kernel stop asking), and `listxattr` succeeds.
 
-mod common;
-
-use std::ffi::CString;
-use std::path::Path;
-
-use common::*;
-
-fn getxattr(path: &Path, name: &str, buf: &mut [u8]) -> std::io::Result<usize> {
-    let p = cstring(path);
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings; `buf` is writable for `buf.len()` bytes (null when empty).
-    let rc = unsafe {
-        libc::getxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            if buf.is_empty() {
-                std::ptr::null_mut()
-            } else {
-                buf.as_mut_ptr().cast()
-            },
-            buf.len(),
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
-}
-
-fn listxattr(path: &Path) -> std::io::Result<Vec<u8>> {
-    let p = cstring(path);
-    // SAFETY: valid C string; a null buffer of size 0 asks for the length.
-    let len = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; len as usize + 256];
-    // SAFETY: `buf` is writable for `buf.len()` bytes.
-    let len = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(len as usize);
-    Ok(buf)
-}
+use crate::common::*;
 
 #[test]
 fn getxattr_of_an_unknown_name_is_enodata() {
@@ -55,18 +10,17 @@ fn getxattr_of_an_unknown_name_is_enodata() {
     }
     let m = Mount::new().backing_file("x.json", "{}").start();
     for path in [m.path("x.json"), m.mnt.clone()] {
-        let mut buf = [0u8; 64];
         assert_eq!(
-            errno_of(getxattr(&path, "user.nope", &mut buf)),
+            errno_of(getxattr_sized(&path, "user.nope", 64)),
             libc::ENODATA
         );
         assert_eq!(
-            errno_of(getxattr(&path, "user.nope", &mut [])),
+            errno_of(getxattr_sized(&path, "user.nope", 0)),
             libc::ENODATA
         );
         // Asked twice: an ENOSYS answer would have made the kernel answer EOPNOTSUPP now.
         assert_eq!(
-            errno_of(getxattr(&path, "user.other", &mut buf)),
+            errno_of(getxattr_sized(&path, "user.other", 64)),
             libc::ENODATA
         );
     }
@@ -82,7 +36,8 @@ fn listxattr_succeeds_on_entries_and_directories() {
         .backing_file("d/y.json", "{}")
         .start();
     for path in [m.path("x.json"), m.path("d"), m.mnt.clone()] {
-        let list = listxattr(&path).unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()));
+        let list =
+            listxattr_raw(&path).unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()));
         assert!(
             list.is_empty() || list.ends_with(&[0]),
             "not NUL-terminated: {list:?}"
@@ -96,9 +51,8 @@ fn getxattr_on_a_hidden_entry_is_enoent() {
         return;
     }
     let m = Mount::new().backing_file("bad.json", "{").start();
-    let mut buf = [0u8; 64];
     assert_eq!(
-        errno_of(getxattr(&m.path("bad.json"), "user.nope", &mut buf)),
+        errno_of(getxattr_sized(&m.path("bad.json"), "user.nope", 64)),
         libc::ENOENT
     );
 }
