@@ -430,25 +430,89 @@ fn hot_set_honours_duration() {
     assert_eq!(cache.read::<i32>().unwrap(), None);
 }
 
+/// The names of the files opened in `dir` since the last call, from an inotify watch made
+/// with `IN_OPEN` (a `stat` is no open: only reading an entry's bytes makes one).
+struct Opens {
+    fd: rustix::fd::OwnedFd,
+}
+
+impl Opens {
+    fn watch(dir: &Path) -> Opens {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
+        inotify::add_watch(&fd, dir, WatchFlags::OPEN).unwrap();
+        Opens { fd }
+    }
+
+    fn take(&self) -> Vec<String> {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = Reader::new(&self.fd, &mut buf);
+        let mut opened = Vec::new();
+        loop {
+            match reader.next() {
+                Ok(event) if event.events().contains(ReadFlags::OPEN) => opened.push(
+                    event
+                        .file_name()
+                        .map_or("<the dir>".into(), |n| n.to_string_lossy().into_owned()),
+                ),
+                Ok(_) => {}
+                Err(rustix::io::Errno::AGAIN) => return opened,
+                Err(e) => panic!("reading inotify events: {e}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn hot_set_is_safe_across_threads() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cachetta::new(dir.path().join("many")).lru_size(4);
-    let workers: Vec<_> = (0..8)
-        .map(|t| {
-            let cache = cache.clone();
-            thread::spawn(move || {
-                for i in 0..50u32 {
-                    let key = (i % 10,);
-                    let got = cache.cached(&key, move || i % 10 * 100).unwrap();
-                    assert_eq!(got, i % 10 * 100, "thread {t}");
-                }
+    let run = |keys: u32| -> usize {
+        let computed = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let (cache, computed) = (cache.clone(), computed.clone());
+                thread::spawn(move || {
+                    for i in 0..50u32 {
+                        let key = (i % keys,);
+                        let computed = computed.clone();
+                        let got = cache
+                            .cached(&key, move || {
+                                computed.fetch_add(1, Ordering::SeqCst);
+                                i % keys * 100
+                            })
+                            .unwrap();
+                        assert_eq!(got, i % keys * 100, "thread {t}");
+                    }
+                })
             })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        computed.load(Ordering::SeqCst)
+    };
+    // More keys than the hot set holds: entries come and go under eight threads.
+    assert_eq!(run(10), 10, "each key is computed once, then read");
+    // As many keys as it holds, all written (so kept) a moment ago: 400 reads from eight
+    // threads are served from memory. Not one opens a file; without the hot set every read
+    // would.
+    for k in 0..4u32 {
+        cache.at(&(k,)).unwrap().write(&(k * 100)).unwrap();
     }
+    let opens = Opens::watch(&dir.path().join("many"));
+    assert_eq!(run(4), 0, "the entries are fresh: nothing is computed");
+    let opened = opens.take();
+    assert!(
+        opened.is_empty(),
+        "{} files opened to serve hot entries: {:?}...",
+        opened.len(),
+        &opened[..opened.len().min(4)]
+    );
+    // The watch does see an open: a read of an entry the hot set does not hold.
+    cache.at(&(9,)).unwrap().read::<u32>().unwrap();
+    assert_eq!(opens.take().len(), 1);
 }
 
 // --- cached --------------------------------------------------------------------------------
