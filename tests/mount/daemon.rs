@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
 use crate::daemon_scene::*;
@@ -49,22 +49,106 @@ fn bad_flag_values_exit_2_naming_the_value() {
     }
 }
 
+/// A JSON string of `len` bytes.
+fn json_of_len(len: usize) -> Vec<u8> {
+    let mut v = vec![b'"'];
+    v.resize(len - 1, b'x');
+    v.push(b'"');
+    v
+}
+
+/// The `user.cachetta.stats` of the scene's mount.
+fn scene_stats(s: &Scene) -> serde_json::Value {
+    let raw = getxattr(&s.mnt(), "user.cachetta.stats").expect("getxattr user.cachetta.stats");
+    serde_json::from_slice(&raw).expect("stats are JSON")
+}
+
+/// Whether the daemon's log says it was told of a change of `name` in the backing dir.
+fn log_tells_change(s: &Scene, name: &str) -> bool {
+    s.log()
+        .lines()
+        .any(|l| l.contains("backing dir changed") && l.contains(name))
+}
+
 #[test]
-fn watch_and_lru_flags_are_accepted() {
+fn watch_and_lru_flags_take_effect() {
     if !require_fuse() {
         return;
     }
+    // Without passthrough every first read reaches the daemon, which keeps what it read in the
+    // hot set that `lru_entries` and `lru_bytes` of the stats measure.
+    let s = Scene::new();
+    // A minute old: notify's poll watcher compares mtimes in whole seconds, so a change in
+    // the second the file was written would go unseen.
+    for i in 0..12 {
+        let path = s.backing().join(format!("s{i}.json"));
+        write_file(&path, &json_of_len(50));
+        set_mtime(&path, SystemTime::now() - MINUTE).unwrap();
+    }
+    for i in 0..4 {
+        write_file(&s.backing().join(format!("l{i}.json")), &json_of_len(255));
+    }
+    s.mount_daemon_env(
+        &[
+            "--watch",
+            "poll=1s",
+            "--lru-entries",
+            "8",
+            "--lru-bytes",
+            "1KiB",
+            "-v",
+        ],
+        &[("CACHETTA_PASSTHROUGH", "0")],
+    );
+    for i in 0..12 {
+        assert_eq!(
+            fs::read(s.mnt().join(format!("s{i}.json"))).unwrap(),
+            json_of_len(50)
+        );
+    }
+    let stats = scene_stats(&s);
+    assert_eq!(stats["passthrough"], false, "{stats}");
+    // Twelve read, 600 bytes: --lru-entries keeps eight.
+    assert_eq!(stats["lru_entries"], 8, "--lru-entries 8: {stats}");
+    // Four more of 255 bytes (a quarter of 1 KiB is still kept): eight would be 1220 bytes,
+    // so --lru-bytes evicts down to 1 KiB.
+    for i in 0..4 {
+        fs::read(s.mnt().join(format!("l{i}.json"))).unwrap();
+    }
+    let stats = scene_stats(&s);
+    let (entries, bytes) = (
+        stats["lru_entries"].as_u64().unwrap(),
+        stats["lru_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        (4 * 255..=1024).contains(&bytes) && entries < 8,
+        "--lru-bytes 1KiB: {stats}"
+    );
+
+    // --watch poll=1s: a change made behind the mount's back is seen within a poll or two...
+    assert!(eventually(MOUNT_TIMEOUT, || scene_stats(&s)["watching"] == true));
+    write_file(&s.backing().join("s0.json"), b"[1]");
+    assert!(
+        eventually(Duration::from_secs(5), || log_tells_change(&s, "s0.json")),
+        "the poll watcher did not report a change within 5 s; log:\n{}",
+        s.log()
+    );
+    s.unmount();
+
+    // ...and it is polling, not inotify: polling once an hour, nothing is reported of a change
+    // that inotify would have reported at once.
     let s = Scene::new();
     write_file(&s.backing().join("x.json"), b"{}");
-    s.mount_daemon(&[
-        "--watch",
-        "poll=1s",
-        "--lru-entries",
-        "8",
-        "--lru-bytes",
-        "1MiB",
-    ]);
-    assert_eq!(fs::read(s.mnt().join("x.json")).unwrap(), b"{}");
+    set_mtime(&s.backing().join("x.json"), SystemTime::now() - MINUTE).unwrap();
+    s.mount_daemon(&["--watch", "poll=1h", "-v"]);
+    assert!(eventually(MOUNT_TIMEOUT, || scene_stats(&s)["watching"] == true));
+    write_file(&s.backing().join("x.json"), b"[2]");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !log_tells_change(&s, "x.json"),
+        "a change was reported although --watch poll=1h polls once an hour; log:\n{}",
+        s.log()
+    );
     s.unmount();
 }
 
