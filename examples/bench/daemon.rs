@@ -3,10 +3,8 @@
 //! lazy unmount) when dropped, so a failing bench never leaves a mount behind.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::ops::{AddAssign, Sub};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -207,22 +205,10 @@ pub fn is_mounted(mnt: &Path) -> bool {
 /// One `getxattr(2)` call with a buffer large enough for the stats (no size probe, so one
 /// request reaches the daemon).
 pub fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>> {
-    let c_path = CString::new(path.as_os_str().as_bytes())?;
-    let c_name = CString::new(name)?;
     let mut buf = vec![0u8; 256 * 1024];
-    // SAFETY: both strings are NUL-terminated and the buffer is valid for its length.
-    let n = unsafe {
-        libc::getxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("getxattr {name} on {}", path.display()));
-    }
-    buf.truncate(n as usize);
+    let n = rustix::fs::getxattr(path, name, &mut buf[..])
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("getxattr {name} on {}", path.display()))?;
+    buf.truncate(n);
     Ok(buf)
 }

@@ -1,0 +1,10 @@
+//! The `cachetta` binary without a mount: arguments, configuration errors, the inspection
+//! commands over a prepared backing dir, and the install script. Every run goes through
+//! `common::Isolated`, so the developer's own config and cache never leak in.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod cli_inspect;
+mod daemon_install;

@@ -1,0 +1,32 @@
+//! Every test that mounts: one binary (one link, one process) with a module per area, as
+//! mountpoint-s3's `fuse_tests` are. Each mount lives in a temp dir under `/tmp` behind a guard
+//! that unmounts on drop (`common::Mount`, `daemon_scene::Scene`). Tests of different modules
+//! run side by side in this process: everything process-wide they touch goes through
+//! `common` (the `forking()` lock around every spawn, `kernel_caches_kept()` around counts the
+//! kernel's caches decide).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod concurrency;
+mod confinement;
+mod copy_in;
+mod daemon;
+mod daemon_scene;
+mod exact_time;
+mod external_changes;
+mod faults;
+mod inspection;
+mod invalidation;
+mod kernel_cache;
+mod library_mount;
+mod mount_lifecycle;
+mod page_cache;
+mod refresh;
+mod refresh_read_through;
+mod statfs;
+mod storm;
+mod visibility;
+mod write_errors;
+mod writes;
+mod xattr;
