@@ -383,4 +383,6 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides, dirs: &Dirs) {
 }
 
 #[cfg(test)]
+mod pattern_tests;
+#[cfg(test)]
 mod tests;

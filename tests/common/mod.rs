@@ -2,22 +2,27 @@
 //! runner of the `cachetta` binary ([`Isolated`]), the real-mount harness ([`Mount`]), extended
 //! attributes on rustix, mtimes set one way ([`set_mtime`]), child processes under the
 //! [`forking`] lock, and the serial sections that keep tests in one process from disturbing
-//! each other. The mountinfo parsing below is the harness's own (no daemon code).
+//! each other. Mounts are found with the crate's own mountinfo parser (`cachetta::umount`).
 
 // Each binary uses its own part of the support.
 #![allow(dead_code, unused_imports)]
 
 mod binary;
 mod files;
+#[cfg(feature = "mount")]
 mod mount;
 mod process;
 mod xattr;
 
 pub use binary::*;
 pub use files::*;
+#[cfg(feature = "mount")]
 pub use mount::*;
 pub use process::*;
 pub use xattr::*;
+
+/// How long the daemon gets to exit after a signal before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -30,57 +35,25 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The mountinfo entries for `path`: `(mount point, filesystem type)`, unescaped.
-fn mounts_at(path: &Path) -> Vec<String> {
+/// The filesystem types mounted at `path`, bottom first, with their device numbers.
+#[cfg(feature = "mount")]
+fn mounts_at(path: &Path) -> Vec<cachetta::umount::MountEntry> {
     let info = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let want = path.as_os_str().as_bytes();
-    let mut types = Vec::new();
-    for line in info.split(|&b| b == b'\n') {
-        let line = String::from_utf8_lossy(line);
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        if unescape_mountinfo(point) == want {
-            types.push(right.split(' ').next().unwrap_or("").to_owned());
-        }
-    }
-    types
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d[0] <= b'3' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
+    cachetta::umount::parse_mountinfo(&info)
+        .filter(|m| m.mount_point == path)
+        .collect()
 }
 
 /// Whether anything is mounted at `path`.
+#[cfg(feature = "mount")]
 pub fn is_mounted(path: &Path) -> bool {
     !mounts_at(path).is_empty()
 }
 
 /// Whether a FUSE filesystem is mounted at `path`.
+#[cfg(feature = "mount")]
 pub fn is_fuse_mount(path: &Path) -> bool {
-    mounts_at(path).iter().any(|t| t.starts_with("fuse"))
+    mounts_at(path).iter().any(|m| m.fstype.starts_with("fuse"))
 }
 
 /// Lazily detach whatever is mounted at `path` (also works for a dead FUSE mount).
@@ -97,6 +70,7 @@ pub fn force_unmount(path: &Path) {
     }
 }
 
+#[cfg(feature = "mount")]
 /// Abort the FUSE connection mounted at `path` through the fusectl filesystem: every request
 /// waiting on it fails with `ENOTCONN`. The last resort for a hung daemon, so a test fails
 /// instead of hanging. Returns whether an abort was written.
@@ -115,19 +89,10 @@ pub fn abort_connection(path: &Path) -> bool {
     fs::write(control.join(minor.to_string()).join("abort"), "1").is_ok()
 }
 
-/// The device minor of the filesystem mounted at `path` (the `0:N` field of mountinfo).
+/// The device minor of the topmost filesystem mounted at `path` (its FUSE connection).
+#[cfg(feature = "mount")]
 fn mount_minor(path: &Path) -> Option<u32> {
-    let info = fs::read("/proc/self/mountinfo").ok()?;
-    let want = path.as_os_str().as_bytes();
-    info.split(|&b| b == b'\n').find_map(|line| {
-        let line = String::from_utf8_lossy(line);
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (dev, point) = (fields.get(2)?, fields.get(4)?);
-        if unescape_mountinfo(point) != want {
-            return None;
-        }
-        dev.strip_prefix("0:")?.parse().ok()
-    })
+    mounts_at(path).last().map(|m| m.device.1)
 }
 
 /// Poll `cond` every 20 ms until it holds or `timeout` passes; returns the last answer.
@@ -186,6 +151,7 @@ pub fn mentions_line(text: &str, line: u32) -> bool {
 pub const HOUR: Duration = Duration::from_secs(3600);
 pub const MINUTE: Duration = Duration::from_secs(60);
 
+#[cfg(feature = "mount")]
 /// The entry reads back as `bytes` both through the mount and in the backing dir.
 #[track_caller]
 pub fn assert_entry(m: &Mount, rel: &str, bytes: &[u8]) {

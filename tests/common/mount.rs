@@ -19,8 +19,6 @@ use super::*;
 
 /// How long the daemon gets to show up in `/proc/self/mountinfo`.
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the daemon gets to exit after a signal before it is killed.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether real FUSE mounts can run here. Without root or `/dev/fuse` the test is skipped,
 /// unless `CACHETTA_REQUIRE_FUSE=1` (CI) turns the skip into a failure.

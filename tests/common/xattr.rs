@@ -6,6 +6,7 @@
 use std::io;
 use std::path::Path;
 
+#[cfg(feature = "mount")]
 use super::Mount;
 
 /// One `getxattr(2)` with a buffer of `size` bytes (`0` asks for the length): the length of the
@@ -76,6 +77,7 @@ pub fn removexattr(path: &Path, name: &str) -> io::Result<()> {
     Ok(rustix::fs::removexattr(path, name)?)
 }
 
+#[cfg(feature = "mount")]
 /// A `user.cachetta.*` attribute of an entry as text; `None` when it is absent (`ENODATA`).
 /// Panics on any other error.
 #[track_caller]
@@ -87,6 +89,7 @@ pub fn attr(m: &Mount, key: &str, name: &str) -> Option<String> {
     }
 }
 
+#[cfg(feature = "mount")]
 /// The entry's `user.cachetta.info` object.
 #[track_caller]
 pub fn info(m: &Mount, key: &str) -> serde_json::Value {
@@ -94,6 +97,7 @@ pub fn info(m: &Mount, key: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("info is JSON")
 }
 
+#[cfg(feature = "mount")]
 /// The mount's `user.cachetta.stats` object.
 #[track_caller]
 pub fn stats(m: &Mount) -> serde_json::Value {
@@ -101,6 +105,7 @@ pub fn stats(m: &Mount) -> serde_json::Value {
     serde_json::from_slice(&raw).expect("stats are JSON")
 }
 
+#[cfg(feature = "mount")]
 /// One counter of the mount's stats.
 #[track_caller]
 pub fn stat(m: &Mount, counter: &str) -> u64 {
@@ -110,6 +115,7 @@ pub fn stat(m: &Mount, counter: &str) -> u64 {
         .unwrap_or_else(|| panic!("stats have no counter {counter}: {all}"))
 }
 
+#[cfg(feature = "mount")]
 /// How many `op` requests reached the daemon (the stats' `requests` object).
 #[track_caller]
 pub fn requests(m: &Mount, op: &str) -> u64 {
