@@ -14,6 +14,7 @@ use rustix::fs::{Mode, OFlags};
 use tracing::warn;
 
 use crate::config::Config;
+use crate::entry_policy::EntryPolicy;
 use crate::inspect::{self, FoundFile};
 use crate::policy::{self, EntryState, Timing};
 use crate::store::{self, Kind, Stat, Store, STAGING_PREFIX};
@@ -112,30 +113,33 @@ fn reason_to_remove(
             REASON_SCRATCH
         });
     }
-    let timing = config.settings_for(found.key.as_os_str()).settings.timing();
-    is_expired_entry(store, found, timing, config.max_entry_bytes, now).then_some(REASON_EXPIRED)
+    let settings = config.settings_for(found.key.as_os_str()).settings;
+    let timing = |policy: &EntryPolicy| policy.apply(settings.timing(), settings.refresh.is_some());
+    is_expired_entry(store, found, &timing, config.max_entry_bytes, now).then_some(REASON_EXPIRED)
 }
 
-/// Whether the entry `found` is expired under `timing` at `now`, still the file the walk saw,
-/// and valid JSON within `limit` bytes (a corrupt entry is kept for the user to look at).
+/// Whether the entry `found` is expired at `now` under the timing `timing_of` gives for its own
+/// policy attributes, still the file the walk saw, and valid JSON within `limit` bytes (a
+/// corrupt entry is kept for the user to look at).
 fn is_expired_entry(
     store: &Store,
     found: &FoundFile,
-    timing: Timing,
+    timing_of: &dyn Fn(&EntryPolicy) -> Timing,
     limit: u64,
     now: SystemTime,
 ) -> bool {
-    if policy::evaluate(found.stat.mtime, now, timing).state != EntryState::Expired {
-        return false;
-    }
     let Ok((file, st)) = store.open_file(&found.key, OFlags::RDONLY, Mode::empty()) else {
         return false;
     };
-    same_file(&st, &found.stat) && inspect::content_is_valid(&file, limit)
+    let timing = timing_of(&EntryPolicy::of_file(&file));
+    same_file(&st, &found.stat)
+        && policy::evaluate(st.mtime, now, timing).state == EntryState::Expired
+        && inspect::content_is_valid(&file, limit)
 }
 
 /// Remove the expired entries at `keys` (relative to the store) and, for each directory
-/// among them, beneath it, judged by one `timing`, with gc's care: corrupt entries and files
+/// among them, beneath it, judged by one `timing` and each entry's own policy attributes, with
+/// gc's care: corrupt entries and files
 /// replaced meanwhile stay. Symlinks are never followed and directories stay. Returns the
 /// keys removed. The library's `clear`.
 pub(crate) fn remove_expired(
@@ -162,7 +166,9 @@ pub(crate) fn remove_expired(
     let mut removed = Vec::new();
     for found in found {
         let name = found.key.file_name().unwrap_or_default();
-        if !store::is_entry_name(name) || !is_expired_entry(store, &found, timing, u64::MAX, now) {
+        let timing_of = |policy: &EntryPolicy| policy.apply(timing, false);
+        if !store::is_entry_name(name) || !is_expired_entry(store, &found, &timing_of, u64::MAX, now)
+        {
             continue;
         }
         match remove_if_unchanged(store, &found.key, &found.stat) {

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
+use super::judge::Grace;
 use super::*;
 use crate::refresh::{Outcome, Reason};
 use crate::store;
@@ -18,25 +19,68 @@ impl CacheFs {
     ) -> crate::inspect::Info {
         info.refreshing = self.refresher.is_running(key);
         info.refresh_error = self.refresher.last_error(key);
+        info.last_refresh = self.refresher.last_refresh(key).map(|last| last.to_info());
         info
     }
 
-    /// A stale entry was opened for reading: refresh it in the background (shared with any
-    /// refresh already running; nothing during its backoff). Reading never waits for it.
-    pub(super) fn on_stale_read(&self, key: &Path) {
-        self.refresher.start(key, Reason::Stale);
+    /// An entry was opened for reading. A stale one starts its refresh in the background
+    /// (stale-while-revalidate), one kept by stale-if-error retries its refresh, and a fresh
+    /// one of an `early_refresh` key may start its refresh early. Each is shared with a refresh
+    /// already running and held back by the key's backoff; reading never waits for it.
+    pub(super) fn on_read(&self, key: &Path, verdict: &Verdict) {
+        match verdict.state {
+            EntryState::Stale => {
+                self.refresher.start(key, Reason::Stale);
+            }
+            EntryState::Grace => {
+                self.refresher.start(key, Reason::Error);
+            }
+            EntryState::Fresh if self.refreshes_early(key, verdict) => {
+                self.refresher.start(key, Reason::Early);
+            }
+            EntryState::Fresh | EntryState::Expired => {}
+        }
     }
 
-    /// Whether a missed `.json` lookup should run the key's refresh and wait for it.
-    pub fn may_fill(&self, parent: u64, name: &OsStr) -> bool {
-        if !store::is_entry_name(name) {
+    /// XFetch (Vattani et al., VLDB 2015): refresh with probability exp(−ttl / δ), ttl the time
+    /// left until the entry turns stale and δ how long the key's last refresh took (1 s when
+    /// none ran yet). A key read often is refreshed shortly before it would turn stale; one
+    /// read rarely almost never early.
+    fn refreshes_early(&self, key: &Path, verdict: &Verdict) -> bool {
+        let settings = self.config.settings_for(key.as_os_str()).settings;
+        if !settings.early_refresh || settings.refresh.is_none() {
             return false;
         }
-        let Ok(key) = self.child_path(parent, name) else {
-            return false;
-        };
+        let delta = self
+            .refresher
+            .last_refresh(key)
+            .map_or(1.0, |last| last.took.as_secs_f64())
+            .max(0.001);
+        let chance = (-verdict.ttl_secs.max(0.0) / delta).exp();
+        fastrand::f64() < chance
+    }
+
+    /// Whether a missed `.json` lookup should run the key's refresh and wait for it: a
+    /// `fill_on_miss` key (read-through), or an entry past its stale window that
+    /// stale-if-error keeps if its refresh fails.
+    pub fn may_fill(&self, parent: u64, name: &OsStr) -> bool {
+        self.fill_reason(parent, name).is_some()
+    }
+
+    fn fill_reason(&self, parent: u64, name: &OsStr) -> Option<Reason> {
+        if !store::is_entry_name(name) {
+            return None;
+        }
+        let key = self.child_path(parent, name).ok()?;
         let settings = self.config.settings_for(key.as_os_str()).settings;
-        settings.fill_on_miss && settings.refresh.is_some()
+        settings.refresh.as_ref()?;
+        match self.visible_as(&key, Grace::Serve) {
+            Ok((_, Seen::Entry(verdict))) if verdict.state == EntryState::Grace => {
+                Some(Reason::Error)
+            }
+            _ if settings.fill_on_miss => Some(Reason::Miss),
+            _ => None,
+        }
     }
 
     /// Read-through: a lookup that missed runs the key's refresh (or joins the one running),
@@ -55,18 +99,25 @@ impl CacheFs {
             },
             other => return reply(other),
         };
+        let Some(reason) = self.fill_reason(parent, name) else {
+            return reply(Err(errno(libc::ENOENT)));
+        };
         let (fs, name, run_key) = (self.clone(), name.to_os_string(), key.clone());
         let then = move |outcome: Outcome| {
             reply(match outcome {
                 Outcome::Published => fs.lookup_quietly(parent, &name),
+                // Stale-if-error: the refresh did not succeed, so the old entry is served.
+                outcome if reason == Reason::Error => {
+                    debug!(key = %key.display(), ?outcome, "refresh did not succeed; serving the entry stale-if-error keeps");
+                    fs.lookup_as(parent, &name, Grace::Serve)
+                }
                 outcome => {
                     debug!(key = %key.display(), ?outcome, "read-through gave no entry");
                     Err(errno(libc::ENOENT))
                 }
             })
         };
-        self.refresher
-            .run_then(&run_key, Reason::Miss, Box::new(then));
+        self.refresher.run_then(&run_key, reason, Box::new(then));
     }
 
     /// Before creating something in `dir`: a fill directory shown before it exists is made

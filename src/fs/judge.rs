@@ -1,14 +1,58 @@
-//! How the mount shows a backing file: visible or hidden (expired, corrupt, staging), JSON
-//! validity per content version, and how long the kernel may cache what it is told.
+//! How the mount shows a backing file: visible or hidden (expired, corrupt, staging, or past
+//! its stale window with no failing refresh to keep it), JSON validity and per-entry policy per
+//! content version, and how long the kernel may cache what it is told.
 
 use super::*;
+use crate::entry_policy::EntryPolicy;
+
+/// What is known of one content version. Setting a policy attribute changes the file's ctime,
+/// so a changed policy is a new version.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Known {
+    /// One complete JSON value within `max_entry_bytes`.
+    valid: Option<bool>,
+    /// The entry's own policy attributes.
+    policy: Option<EntryPolicy>,
+}
+
+/// Whether an entry past its stale window, inside its stale-if-error window, is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Grace {
+    /// Only while its refresh fails: a refresh since the entry was written failed or was
+    /// declined (lookups, listings, attributes).
+    IfFailing,
+    /// Always: an open of a name a lookup showed, or the answer of a lookup whose refresh did
+    /// not succeed.
+    Serve,
+}
 
 impl CacheFs {
+    /// The entry's own policy attributes, read from `file` (opened by the caller) once per
+    /// version. `None` when not known and there is no file to read them from.
+    pub(super) fn policy_of(&self, st: &Stat, file: Option<&File>) -> Option<EntryPolicy> {
+        let version = st.version();
+        let known = self.known.lock().get(&version).copied().unwrap_or_default();
+        if let Some(policy) = known.policy {
+            return Some(policy);
+        }
+        let policy = EntryPolicy::of_file(file?);
+        let valid = known.valid;
+        self.remember(
+            version,
+            Known {
+                valid,
+                policy: Some(policy),
+            },
+        );
+        Some(policy)
+    }
+
     /// Whether the content version (read through `file`, opened by the caller) is one complete
     /// JSON value; parsed once per version.
-    pub(super) fn is_valid(&self, key: &Path, st: &Stat, file: Option<&File>) -> bool {
+    fn is_valid(&self, key: &Path, st: &Stat, file: Option<&File>) -> bool {
         let version = st.version();
-        if let Some(&valid) = self.validity.lock().get(&version) {
+        let known = self.known.lock().get(&version).copied().unwrap_or_default();
+        if let Some(valid) = known.valid {
             return valid;
         }
         // Not opened (gone, or unreadable): hidden now, judged again next time.
@@ -21,22 +65,59 @@ impl CacheFs {
         if !valid {
             warn!(key = %key.display(), "corrupt entry hidden: not valid JSON (or over max_entry_bytes)");
         }
-        self.remember_validity(version, valid);
+        let policy = self.known.lock().get(&version).and_then(|k| k.policy);
+        self.remember(
+            version,
+            Known {
+                valid: Some(valid),
+                policy,
+            },
+        );
         valid
     }
 
-    /// Remember whether a content version is valid JSON (bounded: the memory of a long-running
-    /// daemon must not grow with every entry ever written).
+    /// Remember that a content version is valid JSON (the mount wrote it after checking).
     pub(super) fn remember_validity(&self, version: Version, valid: bool) {
-        let mut cache = self.validity.lock();
+        let policy = self.known.lock().get(&version).and_then(|k| k.policy);
+        let valid = Some(valid);
+        self.remember(version, Known { valid, policy });
+    }
+
+    /// Bounded: the memory of a long-running daemon must not grow with every entry ever written.
+    fn remember(&self, version: Version, known: Known) {
+        let mut cache = self.known.lock();
         if cache.len() >= VALIDITY_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(version, valid);
+        cache.insert(version, known);
+    }
+
+    /// Whether what is known of `st`'s version is complete (no need to open the file).
+    fn is_known(&self, st: &Stat) -> bool {
+        self.known
+            .lock()
+            .get(&st.version())
+            .is_some_and(|k| k.valid.is_some() && k.policy.is_some())
+    }
+
+    /// The timing of the entry `key` whose content has `policy`: its rule's, overridden.
+    pub(super) fn timing_of(&self, key: &Path, policy: &EntryPolicy) -> policy::Timing {
+        let settings = self.config.settings_for(key.as_os_str()).settings;
+        policy.apply(settings.timing(), settings.refresh.is_some())
     }
 
     /// How the mount shows the backing file `key` with metadata `st`.
     pub(super) fn judge(&self, key: &Path, st: &Stat, file: Option<&File>) -> Seen {
+        self.judge_as(key, st, file, Grace::IfFailing)
+    }
+
+    pub(super) fn judge_as(
+        &self,
+        key: &Path,
+        st: &Stat,
+        file: Option<&File>,
+        grace: Grace,
+    ) -> Seen {
         let name = key.file_name().unwrap_or_default();
         match st.kind {
             Kind::Dir => Seen::Dir,
@@ -44,14 +125,31 @@ impl CacheFs {
             Kind::File if store::is_staging_name(name) => Seen::Hidden,
             Kind::File if !store::is_entry_name(name) => Seen::Scratch,
             Kind::File => {
-                let settings = self.config.settings_for(key.as_os_str()).settings;
-                let verdict = policy::evaluate(st.mtime, self.clock.now(), settings.timing());
-                if !verdict.state.is_visible() || !self.is_valid(key, st, file) {
+                let Some(policy) = self.policy_of(st, file) else {
+                    return Seen::Hidden;
+                };
+                let timing = self.timing_of(key, &policy);
+                let verdict = policy::evaluate(st.mtime, self.clock.now(), timing);
+                let shown = match verdict.state {
+                    EntryState::Fresh | EntryState::Stale => true,
+                    EntryState::Grace => grace == Grace::Serve || self.refresh_is_failing(key, st),
+                    EntryState::Expired => false,
+                };
+                // Expired content is never parsed.
+                if !shown || !self.is_valid(key, st, file) {
                     return Seen::Hidden;
                 }
                 Seen::Entry(verdict)
             }
         }
+    }
+
+    /// Whether a refresh of `key` failed or was declined since the content `st` was written:
+    /// then stale-if-error keeps showing it.
+    fn refresh_is_failing(&self, key: &Path, st: &Stat) -> bool {
+        self.refresher
+            .last_refresh(key)
+            .is_some_and(|last| !last.ok && last.at >= st.mtime)
     }
 
     /// How long the kernel may cache what it is told of a thing seen as `seen`.
@@ -86,27 +184,33 @@ impl CacheFs {
     /// known is opened and judged as opened, so a replace racing with us can never make a
     /// valid entry look corrupt.
     pub(super) fn visible(&self, key: &Path) -> FsResult<(Stat, Seen)> {
+        self.visible_as(key, Grace::IfFailing)
+    }
+
+    pub(super) fn visible_as(&self, key: &Path, grace: Grace) -> FsResult<(Stat, Seen)> {
         let st = self
             .store
             .stat(key)
             .map_err(|e| FsError::io(key.display(), e))?;
-        self.judge_stat(key, st)
+        self.judge_stat_as(key, st, grace)
     }
 
-    /// Judge what `st` says is at `key`, opening an entry whose validity is not known yet.
-    pub(super) fn judge_stat(&self, key: &Path, mut st: Stat) -> FsResult<(Stat, Seen)> {
+    /// Judge what `st` says is at `key`, opening an entry whose validity or policy is not
+    /// known yet.
+    pub(super) fn judge_stat(&self, key: &Path, st: Stat) -> FsResult<(Stat, Seen)> {
+        self.judge_stat_as(key, st, Grace::IfFailing)
+    }
+
+    fn judge_stat_as(&self, key: &Path, mut st: Stat, grace: Grace) -> FsResult<(Stat, Seen)> {
         let mut opened = None;
         let name = key.file_name().unwrap_or_default();
-        if st.kind == Kind::File
-            && store::is_entry_name(name)
-            && !self.validity.lock().contains_key(&st.version())
-        {
+        if st.kind == Kind::File && store::is_entry_name(name) && !self.is_known(&st) {
             if let Ok((file, fst)) = self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
                 st = fst;
                 opened = Some(file);
             }
         }
-        match self.judge(key, &st, opened.as_ref()) {
+        match self.judge_as(key, &st, opened.as_ref(), grace) {
             Seen::Hidden => Err(errno(libc::ENOENT)),
             seen => Ok((st, seen)),
         }

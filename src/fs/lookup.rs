@@ -1,6 +1,7 @@
 //! Names and attributes: lookups (binding names to inodes), `forget`, `getattr`, and what
 //! each reply describes to the kernel.
 
+use super::judge::Grace;
 use super::*;
 
 impl CacheFs {
@@ -14,8 +15,12 @@ impl CacheFs {
 
     /// A lookup that counts no miss.
     pub(super) fn lookup_quietly(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        self.lookup_as(parent, name, Grace::IfFailing)
+    }
+
+    pub(super) fn lookup_as(&self, parent: u64, name: &OsStr, grace: Grace) -> FsResult<Entry> {
         let key = self.child_path(parent, name)?;
-        let (st, seen) = match self.visible(&key) {
+        let (st, seen) = match self.visible_as(&key, grace) {
             Ok(found) => found,
             Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => {
                 let ino = self.nodes.write().bind(parent, name, Kind::Dir);

@@ -3,6 +3,7 @@
 //! results into replies, and tests can call these methods directly.
 
 mod coherence;
+mod demand;
 mod dir;
 mod fill;
 mod handles;
@@ -224,13 +225,16 @@ pub struct CacheFs {
     next_fh: AtomicU64,
     /// Versions this mount published lately: the watcher leaves them alone.
     published: Mutex<std::collections::VecDeque<Version>>,
-    /// JSON validity per content version, so an unchanged entry is parsed once.
-    validity: Mutex<HashMap<Version, bool>>,
+    /// JSON validity and policy attributes per content version, so an unchanged entry is
+    /// parsed once.
+    known: Mutex<HashMap<Version, judge::Known>>,
     stats: Arc<Stats>,
     /// Entry contents for reads that reach the daemon (SPEC §7).
     hot: HotSet,
     requests: Requests,
     refresher: Refresher,
+    /// Refreshes asked for through `user.cachetta.refresh`, and how they went.
+    demands: Mutex<demand::Demands>,
     /// Directories a `fill_on_miss` rule names literally: shown even before they exist.
     fill_dirs: Vec<PathBuf>,
     started: SystemTime,
@@ -301,7 +305,8 @@ impl CacheFs {
                 handles: RwLock::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 published: Mutex::new(std::collections::VecDeque::new()),
-                validity: Mutex::new(HashMap::new()),
+                known: Mutex::new(HashMap::new()),
+                demands: Mutex::default(),
                 stats,
                 requests: Requests::default(),
                 refresher,

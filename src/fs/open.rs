@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags};
 
 use super::handles::{Handle, WriteHandle};
+use super::judge::Grace;
 use super::*;
 use crate::stats::bump;
 use crate::store::{self, Kind, Store};
@@ -111,7 +112,9 @@ impl CacheFs {
             None => self.pin_current(ino, key)?,
         };
         let st = Store::fstat(&*acquired.file)?;
-        let Seen::Entry(verdict) = self.judge(key, &st, Some(&acquired.file)) else {
+        // The name was shown by a lookup: an entry that stale-if-error keeps is served.
+        let Seen::Entry(verdict) = self.judge_as(key, &st, Some(&acquired.file), Grace::Serve)
+        else {
             self.pins.lock().release(ino);
             bump(&self.stats.misses);
             return Err(errno(libc::ENOENT));
@@ -123,10 +126,10 @@ impl CacheFs {
             }
         }
         bump(&self.stats.hits);
-        if verdict.state == EntryState::Stale {
+        if matches!(verdict.state, EntryState::Stale | EntryState::Grace) {
             bump(&self.stats.stale_served);
-            self.on_stale_read(key);
         }
+        self.on_read(key, &verdict);
         let mode = if acquired.passthrough {
             OpenMode::Passthrough {
                 file: acquired.file.clone(),

@@ -1,12 +1,18 @@
-//! Extended attributes: the read-only `user.cachetta.*` inspection attributes of SPEC §5
-//! (computed, never stored), the mount-wide `user.cachetta.stats` on the root, and every other
-//! `user.*` attribute stored on the backing file itself.
+//! Extended attributes: the `user.cachetta.*` inspection attributes of SPEC §5 (computed), the
+//! per-entry policy attributes of SPEC §12 (settable, stored on the backing file as decimal
+//! seconds), the mount-wide `user.cachetta.stats` and `user.cachetta.refresh` on the root, and
+//! every other `user.*` attribute stored on the backing file itself.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use super::*;
+use crate::entry_policy::{self, EntryPolicy};
 use crate::inspect::{self, Info, ATTRIBUTE_PREFIX};
+
+/// Set on the mount root to refresh a key now (SPEC §12): `setfattr -n user.cachetta.refresh -v
+/// KEY MOUNTPOINT`; read, the keys refreshed on demand lately and how they went.
+pub const REFRESH_XATTR: &str = "user.cachetta.refresh";
 
 /// Largest value `setxattr` stores (the kernel's own limit for one attribute).
 const MAX_XATTR_VALUE: usize = 64 * 1024;
@@ -28,22 +34,26 @@ impl CacheFs {
             return Ok(None);
         }
         let found = self.visible(&key);
-        let st = match self.pins.lock().get(ino).map(|pin| pin.file.clone()) {
-            Some(file) => Store::fstat(&*file)?,
-            None => found?.0,
+        let (st, policy) = match self.pins.lock().get(ino).map(|pin| pin.file.clone()) {
+            Some(file) => (Store::fstat(&*file)?, EntryPolicy::of_file(&*file)),
+            None => {
+                let st = found?.0;
+                let policy = self.policy_of(&st, None).unwrap_or_default();
+                (st, policy)
+            }
         };
         if st.kind != Kind::File {
             return Ok(None);
         }
-        let timing = self.config.settings_for(key.as_os_str()).settings.timing();
         let info = Info::from_stat(
             &key,
             self.store.absolute(&key),
             &st,
             true,
-            timing,
+            self.timing_of(&key, &policy),
             self.clock.now(),
-        );
+        )
+        .with_overrides(&policy);
         Ok(Some(self.with_refresh_state(&key, info)))
     }
 
@@ -51,6 +61,9 @@ impl CacheFs {
         let key = self.path_of(ino)?;
         if ino == ROOT && name == STATS_XATTR {
             return Ok(self.stats_json().into_bytes());
+        }
+        if ino == ROOT && name == REFRESH_XATTR {
+            return Ok(self.demanded_json().into_bytes());
         }
         if is_ours(name) {
             let info = self.entry_info(ino)?.ok_or_else(|| errno(libc::ENODATA))?;
@@ -75,8 +88,10 @@ impl CacheFs {
         let key = self.path_of(ino)?;
         let mut names = Vec::new();
         if ino == ROOT {
-            names.extend_from_slice(STATS_XATTR.as_bytes());
-            names.push(0);
+            for name in [STATS_XATTR, REFRESH_XATTR] {
+                names.extend_from_slice(name.as_bytes());
+                names.push(0);
+            }
         }
         if let Ok(Some(info)) = self.entry_info(ino) {
             for (name, _) in inspect::attributes(&info) {
@@ -100,8 +115,19 @@ impl CacheFs {
         Ok(names)
     }
 
-    /// Ours are read-only; only `user.*` names are stored.
-    fn check_settable(&self, name: &OsStr) -> FsResult<()> {
+    /// Ours are read-only, except the policy attributes of an entry; only `user.*` names are
+    /// stored.
+    fn check_settable(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        if entry_policy::is_policy_attribute(name) {
+            self.writable()?;
+            return match self.entry_info(ino)? {
+                Some(info) if info.is_visible() => Ok(()),
+                _ => Err(FsError::new(
+                    libc::EPERM,
+                    "policy attributes are set on entries (*.json files)",
+                )),
+            };
+        }
         if is_ours(name) {
             return Err(FsError::new(
                 libc::EPERM,
@@ -115,22 +141,84 @@ impl CacheFs {
         Ok(())
     }
 
-    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    pub fn setxattr(
+        self: &Arc<Self>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
         let key = self.path_of(ino)?;
-        self.check_settable(name)?;
+        if ino == ROOT && name == REFRESH_XATTR {
+            return self.refresh_on_demand(value);
+        }
+        self.check_settable(ino, name)?;
         if value.len() > MAX_XATTR_VALUE {
             return Err(errno(libc::E2BIG));
         }
+        let stored;
+        let value = if entry_policy::is_policy_attribute(name) {
+            stored = entry_policy::stored_value(value).map_err(|problem| {
+                FsError::new(
+                    libc::EINVAL,
+                    format!("{}: {problem}", name.to_string_lossy()),
+                )
+            })?;
+            stored.as_bytes()
+        } else {
+            value
+        };
         self.store
             .set_xattr(&key, name, value, flags)
-            .map_err(|e| FsError::io(key.display(), e))
+            .map_err(|e| FsError::io(key.display(), e))?;
+        self.policy_changed(ino, &key, name);
+        Ok(())
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         let key = self.path_of(ino)?;
-        self.check_settable(name)?;
+        self.check_settable(ino, name)?;
         self.store
             .remove_xattr(&key, name)
-            .map_err(|e| FsError::io(key.display(), e))
+            .map_err(|e| FsError::io(key.display(), e))?;
+        self.policy_changed(ino, &key, name);
+        Ok(())
+    }
+
+    /// After a policy attribute changed: the entry's state may have (a shorter duration can
+    /// make it stale or hidden), so what the kernel caches of it goes (it would anyway within
+    /// the 1 s of SPEC §2).
+    fn policy_changed(&self, ino: u64, key: &Path, name: &OsStr) {
+        if entry_policy::is_policy_attribute(name) {
+            debug!(key = %key.display(), name = %name.to_string_lossy(), "entry policy changed");
+            self.invalidate_attributes(ino);
+        }
+    }
+
+    /// `setfattr -n user.cachetta.refresh -v KEY MOUNTPOINT`: start KEY's refresh now, even
+    /// during its backoff, joining one that runs; the entry keeps being served meanwhile. A key
+    /// no refresh rule covers is `EINVAL`.
+    fn refresh_on_demand(self: &Arc<Self>, value: &[u8]) -> FsResult<()> {
+        let text = std::str::from_utf8(value).map_err(|_| errno(libc::EINVAL))?;
+        let key = inspect::relative_key(Path::new(text.trim_end_matches(['\n', '\0'])))
+            .filter(|key| store::is_entry_name(key.file_name().unwrap_or_default()))
+            .ok_or_else(|| FsError::new(libc::EINVAL, format!("{text:?} is not an entry key")))?;
+        if self
+            .config
+            .settings_for(key.as_os_str())
+            .settings
+            .refresh
+            .is_none()
+        {
+            return Err(FsError::new(
+                libc::EINVAL,
+                format!(
+                    "{}: no rule gives this key a refresh command",
+                    key.display()
+                ),
+            ));
+        }
+        self.demand(&key);
+        Ok(())
     }
 }

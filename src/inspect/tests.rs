@@ -188,12 +188,12 @@ fn info_json_is_in_field_order_and_null_where_there_is_no_file() {
     let fresh = Info::of_entry(path.clone(), one_second_old, 7, true, timing, now());
     assert_eq!(
         serde_json::to_string(&fresh).unwrap(),
-        r#"{"exists":true,"state":"fresh","age":1.0,"ttl":59,"expired":false,"stale":false,"duration":60,"stale_duration":30,"path":"/c/x.json","size":7,"refreshing":false}"#
+        r#"{"exists":true,"state":"fresh","age":1.0,"ttl":59,"expired":false,"stale":false,"duration":60,"stale_duration":30,"stale_if_error":0,"overrides":[],"path":"/c/x.json","size":7,"refreshing":false,"last_refresh":null}"#
     );
     let missing = Info::missing(path, timing);
     assert_eq!(
         serde_json::to_string(&missing).unwrap(),
-        r#"{"exists":false,"state":null,"age":null,"ttl":null,"expired":false,"stale":false,"duration":60,"stale_duration":30,"path":"/c/x.json","size":null,"refreshing":false}"#
+        r#"{"exists":false,"state":null,"age":null,"ttl":null,"expired":false,"stale":false,"duration":60,"stale_duration":30,"stale_if_error":0,"overrides":[],"path":"/c/x.json","size":null,"refreshing":false,"last_refresh":null}"#
     );
     for info in [fresh, missing] {
         let json = serde_json::to_string(&info).unwrap();

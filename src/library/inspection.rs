@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{cached, disk, Cachetta, Info};
+use crate::entry_policy::EntryPolicy;
 use crate::inspect;
 use crate::policy::evaluate;
 use crate::store::{Kind, Stat, Version};
@@ -57,15 +58,12 @@ impl Cachetta {
         let mut info = match disk::meta(&path) {
             Ok(Some(st)) if st.kind == Kind::File => {
                 let (valid, version) = self.judge(&path, st);
+                let policy = EntryPolicy::of_path(&path);
+                let timing = policy.apply(timing, false);
                 let now = self.clock.now();
-                Info::of_entry(
-                    path.clone(),
-                    version.mtime,
-                    version.size,
-                    valid,
-                    timing,
-                    now,
-                )
+                let (mtime, size) = (version.mtime, version.size);
+                Info::of_entry(path.clone(), mtime, size, valid, timing, now)
+                    .with_overrides(&policy)
             }
             _ => Info::missing(path.clone(), timing),
         };

@@ -51,6 +51,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::clock::{Clock, SystemClock};
+use crate::entry_policy::EntryPolicy;
 use crate::hot::{HotSet, DEFAULT_MAX_BYTES};
 use crate::policy::{evaluate, EntryState, Timing, Verdict};
 use crate::store::{self, Kind};
@@ -443,7 +444,9 @@ impl Cachetta {
             // The library has no refresh command for stale-if-error to wait on.
             EntryState::Grace | EntryState::Expired => false,
         };
-        let verdict = evaluate(stat.mtime, self.clock.now(), self.timing());
+        // The entry's own policy attributes (SPEC §12) override this cache's timing.
+        let timing = EntryPolicy::of_path(path).apply(self.timing(), false);
+        let verdict = evaluate(stat.mtime, self.clock.now(), timing);
         if !servable(&verdict) {
             debug!(path = %path.display(), state = verdict.state.as_str(), "cache miss");
             return Ok(None);
@@ -459,7 +462,7 @@ impl Cachetta {
             return Ok(None);
         };
         // Judge what was actually read: the file may have been replaced since the lstat.
-        let verdict = evaluate(stat.mtime, self.clock.now(), self.timing());
+        let verdict = evaluate(stat.mtime, self.clock.now(), timing);
         if !servable(&verdict) {
             return Ok(None);
         }

@@ -399,8 +399,11 @@ fn age_and_info_follow_the_clock() {
     assert_eq!(info.size, Some(7));
     assert_eq!(PathBuf::from(&info.path), dir.path().join("x.json"));
     let text = serde_json::to_string(&info).unwrap();
-    assert!(text.starts_with(r#"{"exists":true,"state":"stale","age":70.25,"ttl":-10,"expired":true,"stale":true,"duration":60,"stale_duration":30,"path":"#), "{text}");
-    assert!(text.ends_with(r#""size":7,"refreshing":false}"#), "{text}");
+    assert!(text.starts_with(r#"{"exists":true,"state":"stale","age":70.25,"ttl":-10,"expired":true,"stale":true,"duration":60,"stale_duration":30,"stale_if_error":0,"overrides":[],"path":"#), "{text}");
+    assert!(
+        text.ends_with(r#""size":7,"refreshing":false,"last_refresh":null}"#),
+        "{text}"
+    );
 }
 
 // --- the hot set ---------------------------------------------------------------------------
