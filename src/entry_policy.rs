@@ -112,6 +112,21 @@ impl EntryPolicy {
     }
 }
 
+/// Carry an entry's policy attributes over to the file about to replace it (a scratch file
+/// renamed onto it, which brings its own other attributes): each one `to` does not have yet.
+/// Best effort, like every attribute copy.
+pub fn carry(from: &impl AsFd, to: &impl AsFd) {
+    for (name, _) in ATTRIBUTES {
+        let has = read_all(|buf| rustix::fs::fgetxattr(to, name, buf)).is_some();
+        if has {
+            continue;
+        }
+        if let Some(value) = read_all(|buf| rustix::fs::fgetxattr(from, name, buf)) {
+            let _ = rustix::fs::fsetxattr(to, name, &value, rustix::fs::XattrFlags::empty());
+        }
+    }
+}
+
 /// Whether `name` is one of the per-entry policy attributes.
 pub fn is_policy_attribute(name: &OsStr) -> bool {
     ATTRIBUTES.iter().any(|(full, _)| full.as_bytes() == name.as_bytes())

@@ -2,6 +2,7 @@
 //! publishes an entry).
 
 use super::*;
+use crate::entry_policy;
 
 impl CacheFs {
     pub fn mkdir(
@@ -184,6 +185,9 @@ impl CacheFs {
             .map_err(io)?;
         let copied = store::copy_contents(&source, &staging.file).and_then(|_| {
             store::copy_user_xattrs(&source, &staging.file);
+            if let Ok((old, _)) = self.store.open_file(to, OFlags::RDONLY, Mode::empty()) {
+                entry_policy::carry(&old, &staging.file);
+            }
             Store::set_file_times(
                 &staging.file,
                 Some(SetTime::At(st.atime)),
@@ -237,7 +241,13 @@ impl CacheFs {
             Err(FsError::warn(errno, why.to_string()))
         };
         match store::file_is_valid_json(&file, self.config.max_entry_bytes) {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                // The entry's own policy (SPEC §12) survives its replacement.
+                if let Ok((old, _)) = self.store.open_file(to, OFlags::RDONLY, Mode::empty()) {
+                    entry_policy::carry(&old, &file);
+                }
+                Ok(())
+            }
             Ok(false) => reject(libc::EINVAL, "not valid JSON"),
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
                 reject(libc::EFBIG, "larger than max_entry_bytes")

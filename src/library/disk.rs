@@ -83,10 +83,11 @@ pub(crate) fn load(path: &Path) -> io::Result<Option<(Vec<u8>, Stat)>> {
 pub(crate) fn publish(path: &Path, bytes: &[u8], mtime: SystemTime) -> io::Result<Version> {
     let (dir, name) = split(path);
     let store = Store::open(dir, false)?;
-    let perm = match store.stat(name) {
-        Ok(st) if st.kind == Kind::File => u32::from(st.perm),
-        _ => NEW_ENTRY_MODE,
-    };
+    // The entry keeps its mode and its `user.*` attributes (its own policy among them).
+    let old = store.open_file(name, OFlags::RDONLY, Mode::empty()).ok();
+    let perm = old
+        .as_ref()
+        .map_or(NEW_ENTRY_MODE, |(_, st)| u32::from(st.perm));
     let mut staging = match store.create_staging(Path::new(""), perm) {
         Ok(staging) => staging,
         // A cachetta mount reserves the staging prefix for itself: write there as any program
@@ -96,6 +97,9 @@ pub(crate) fn publish(path: &Path, bytes: &[u8], mtime: SystemTime) -> io::Resul
         }
         Err(e) => return Err(e),
     };
+    if let Some((old, _)) = &old {
+        store::copy_user_xattrs(old, &staging.file);
+    }
     if let Err(e) = staging.file.write_all(bytes) {
         store.discard(staging);
         return Err(e);

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use rustix::fs::{Mode, OFlags};
 use tracing::debug;
 
 use super::command::{self, Ended, Invocation, Sink};
@@ -166,17 +167,23 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
 /// directory; one that succeeds creates it at publish).
 fn stage(shared: &Shared, key: &Path) -> io::Result<Staging> {
     let (dir, _) = store::split(key);
-    // The entry keeps its mode when it exists.
-    let perm = shared
+    // The entry keeps its mode and its `user.*` attributes (its own policy among them) when
+    // it exists.
+    let old = shared
         .store
-        .stat(key)
-        .map_or(0o644, |st| u32::from(st.perm));
-    match shared.store.create_staging(dir, perm) {
+        .open_file(key, OFlags::RDONLY, Mode::empty())
+        .ok();
+    let perm = old.as_ref().map_or(0o644, |(_, st)| u32::from(st.perm));
+    let staging = match shared.store.create_staging(dir, perm) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             shared.store.create_staging(Path::new(""), perm)
         }
         other => other,
+    }?;
+    if let Some((old, _)) = &old {
+        store::copy_user_xattrs(old, &staging.file);
     }
+    Ok(staging)
 }
 
 fn discard(shared: &Shared, staging: Staging, ran: Ran) -> Ran {
