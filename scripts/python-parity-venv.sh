@@ -1,6 +1,6 @@
 #!/bin/sh
 # Creates target/py-venv with the real Python `cachetta` package, so that
-# `cargo test --test python_hash` can compare `cachetta::hash` against it.
+# `cargo test --test library python_hash` can compare `cachetta::hash` against it.
 # Usage: scripts/python-parity-venv.sh   (from anywhere; idempotent)
 # Pin a version with CACHETTA_PY_VERSION=0.7.0.
 set -eu
