@@ -126,7 +126,7 @@ pub enum WatchMode {
 }
 
 impl WatchMode {
-    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 /// `inotify`, `poll` or `poll=INTERVAL`: the syntax of both the `watch` key and `--watch`.

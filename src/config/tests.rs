@@ -146,7 +146,7 @@ fn every_rule_key_is_parsed() {
 #[test]
 fn watch_accepts_inotify_poll_and_poll_with_interval() {
     assert_eq!("inotify".parse(), Ok(WatchMode::Inotify));
-    assert_eq!("poll".parse(), Ok(WatchMode::Poll(secs(2))));
+    assert_eq!("poll".parse(), Ok(WatchMode::Poll(secs(1))));
     assert_eq!("poll=1m".parse(), Ok(WatchMode::Poll(secs(60))));
     assert!("poll=0".parse::<WatchMode>().is_err());
     assert!("fanotify".parse::<WatchMode>().is_err());

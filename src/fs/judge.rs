@@ -119,6 +119,9 @@ impl CacheFs {
         grace: Grace,
     ) -> Seen {
         let name = key.file_name().unwrap_or_default();
+        if store::is_reserved(key) {
+            return Seen::Hidden;
+        }
         match st.kind {
             Kind::Dir => Seen::Dir,
             Kind::Other => Seen::Hidden,

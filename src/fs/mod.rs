@@ -377,8 +377,13 @@ impl CacheFs {
             .ok_or_else(|| errno(libc::ENOENT))
     }
 
+    /// The key of `name` in `parent`. cachetta's own `.cachetta/` at the root is not there,
+    /// whatever the operation.
     fn child_path(&self, parent: u64, name: &OsStr) -> FsResult<PathBuf> {
         check_name(name)?;
+        if parent == ROOT && name == store::RESERVED_DIR {
+            return Err(errno(libc::ENOENT));
+        }
         Ok(self.path_of(parent)?.join(name))
     }
 

@@ -359,7 +359,8 @@ pub struct Walk {
 }
 
 /// Every regular file under `dir` (relative to the backing root), recursively. Symlinks,
-/// special files and anything that vanishes meanwhile are skipped; nothing is followed.
+/// special files, cachetta's own `.cachetta/` and anything that vanishes meanwhile are
+/// skipped; nothing is followed.
 /// Fails only when `dir` itself cannot be read.
 pub fn walk_files(store: &Store, dir: &Path) -> io::Result<Walk> {
     let mut walk = Walk::default();
@@ -377,7 +378,7 @@ pub fn walk_files(store: &Store, dir: &Path) -> io::Result<Walk> {
         first = false;
         for item in items {
             let key = current.join(&item.name);
-            if item.kind == Some(Kind::Other) {
+            if item.kind == Some(Kind::Other) || store::is_reserved(&key) {
                 continue;
             }
             let Ok(stat) = store.stat(&key) else {

@@ -32,6 +32,10 @@ pub struct Control {
 }
 
 impl Control {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
     /// Claim the refresh for a worker: false when it was cancelled before it could start.
     pub fn start(&mut self) -> bool {
         self.started = !self.cancelled;

@@ -36,6 +36,7 @@
 //!   [`Refresher::run_and_wait`] on the monotonic clock, since they bound real elapsed time.
 
 mod command;
+mod lock;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -414,6 +415,16 @@ impl Shared {
         let flight = lead.flight();
         let key = flight.key().display();
         let reason = flight.data().reason.as_str();
+        if ran.elsewhere {
+            // Another mount ran it: its counts and history are its own. A publish is still
+            // news to this mount's caches.
+            debug!(%key, reason, outcome = ?ran.outcome, "refresh ran on another mount");
+            if ran.outcome == Outcome::Published {
+                (self.on_published)(flight.key());
+            }
+            lead.finish(ran.outcome, Settled::Nothing, self.clock.now());
+            return;
+        }
         let outcome = match ran.outcome {
             Outcome::Published => Outcome::Published,
             _ if flight.is_discarded() => Outcome::Cancelled,

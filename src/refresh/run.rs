@@ -6,13 +6,14 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::command::{self, Ended, Invocation, Sink};
-use super::{Lead, Outcome, Reason, Shared};
+use super::lock::{self, Taken};
+use super::{Job, Lead, Outcome, Reason, Shared};
 use crate::flight::one_line;
 use crate::stats::bump;
 use crate::store::{self, Staging, Store, ENTRY_SUFFIX};
@@ -22,9 +23,66 @@ pub(super) struct Ran {
     pub outcome: Outcome,
     /// The stderr (first 4 KiB) of the command that decided the outcome, for the log.
     pub stderr: Vec<u8>,
+    /// Another mount ran it (this one only waited): nothing to count or remember here.
+    pub elsewhere: bool,
 }
 
+/// Run `lead`'s refresh, unless another mount of the backing dir is running it: then a
+/// waiting caller (read-through, stale-if-error's lookup, a demand) waits for that one to end
+/// and gets whatever entry it left, and a background refresh (a stale or early read) is
+/// simply not needed.
 pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
+    let key = lead.flight().key();
+    let job = lead.flight().data();
+    let _lock = match lock::try_lock(&shared.store, key) {
+        Ok(Taken::Ours(lock)) => Some(lock),
+        Ok(Taken::Elsewhere) => return elsewhere(shared, key, job),
+        Err(e) => {
+            warn!(key = %key.display(), "cannot take the refresh lock in .cachetta/ ({e}); running the refresh without it");
+            None
+        }
+    };
+    run_command(shared, lead)
+}
+
+/// The refresh of `key` runs on another mount.
+fn elsewhere(shared: &Shared, key: &Path, job: &Job) -> Ran {
+    let ran = |outcome| Ran {
+        outcome,
+        stderr: Vec::new(),
+        elsewhere: true,
+    };
+    if matches!(job.reason, Reason::Stale | Reason::Early) {
+        debug!(key = %key.display(), "refresh running on another mount; serving what is there");
+        return ran(Outcome::Cancelled);
+    }
+    let before = shared.store.stat(key).ok().map(|st| st.version());
+    let timeout = shared
+        .config
+        .settings_for(key.as_os_str())
+        .settings
+        .refresh_timeout;
+    debug!(key = %key.display(), "refresh running on another mount; waiting for it");
+    match lock::wait_released(&shared.store, key, Instant::now() + timeout, &job.control) {
+        Ok(true) => {}
+        Ok(false) => return ran(Outcome::Failed("still running on another mount".into())),
+        Err(e) => {
+            return ran(Outcome::Failed(format!(
+                "cannot wait for another mount: {e}"
+            )))
+        }
+    }
+    let after = shared.store.stat(key).ok().map(|st| st.version());
+    if after.is_some() && after != before {
+        ran(Outcome::Published)
+    } else {
+        ran(Outcome::Failed(
+            "the refresh on another mount published nothing".into(),
+        ))
+    }
+}
+
+fn run_command(shared: &Shared, lead: &Lead) -> Ran {
     bump(&shared.stats.refreshes_started);
     let key = lead.flight().key();
     let job = lead.flight().data();
@@ -34,6 +92,7 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
         return Ran {
             outcome: Outcome::NoCommand,
             stderr: Vec::new(),
+            elsewhere: false,
         };
     };
     let env = environment(&shared.store, key, job.reason, &matched.captures);
@@ -141,6 +200,7 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
             Ended::Exited(status) if status.code().is_some() => Some(Ran {
                 outcome: Outcome::Declined,
                 stderr,
+                elsewhere: false,
             }),
             Ended::Exited(status) => {
                 let what = format!("condition {}", command::describe(status));
@@ -156,6 +216,7 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
         Ok(true) => Ran {
             outcome: Outcome::Published,
             stderr,
+            elsewhere: false,
         },
         Ok(false) => cancelled(),
         Err(e) => failed(format!("cannot publish: {e}"), stderr),
@@ -255,6 +316,7 @@ fn failed(error: String, stderr: Vec<u8>) -> Ran {
     Ran {
         outcome: Outcome::Failed(error),
         stderr,
+        elsewhere: false,
     }
 }
 
@@ -262,6 +324,7 @@ fn cancelled() -> Ran {
     Ran {
         outcome: Outcome::Cancelled,
         stderr: Vec::new(),
+        elsewhere: false,
     }
 }
 

@@ -34,6 +34,15 @@ pub fn is_entry_name(name: &OsStr) -> bool {
     name.as_bytes().ends_with(ENTRY_SUFFIX.as_bytes()) && !is_staging_name(name)
 }
 
+/// cachetta's own directory at the backing root (SPEC §13): cross-mount refresh locks live in
+/// it. Never shown through the mount, listed by `cachetta ls` or swept by gc.
+pub const RESERVED_DIR: &str = ".cachetta";
+
+/// Whether `rel` (relative to the backing root) is the reserved directory or inside it.
+pub fn is_reserved(rel: &Path) -> bool {
+    rel.components().next().is_some_and(|c| c.as_os_str() == RESERVED_DIR)
+}
+
 /// Whether a file name is one of our own staging files.
 pub fn is_staging_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(STAGING_PREFIX.as_bytes())

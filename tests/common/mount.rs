@@ -93,6 +93,13 @@ impl Mount {
 }
 
 impl MountBuilder {
+    /// Use `backing` (another mount's backing dir, which must outlive this mount) instead of
+    /// `ROOT/backing`: several mounts over one backing dir (SPEC §13).
+    pub fn shared_backing(mut self, backing: &Path) -> Self {
+        self.backing = backing.to_path_buf();
+        self
+    }
+
     /// Write `toml` to `ROOT/config.toml` and pass `--config` with it.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_owned());

@@ -25,6 +25,7 @@ mod mount_lifecycle;
 mod page_cache;
 mod refresh;
 mod refresh_read_through;
+mod shared;
 mod statfs;
 mod storm;
 mod visibility;

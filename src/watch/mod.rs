@@ -8,16 +8,18 @@
 //! inotify is read directly, with a narrow mask: no `IN_OPEN`, `IN_ACCESS` or `IN_MODIFY`, so
 //! the mount's own opens and writes cost no event, and events are taken in batches (one read
 //! every [`BATCH`] at most) so a storm of writes costs a few wake-ups a second, not one per
-//! event. `--watch poll` uses `notify`'s poll watcher, for network filesystems where inotify
-//! sees nothing.
+//! event. `--watch poll` compares the whole tree's content versions every interval (`poll.rs`),
+//! for network filesystems where inotify sees nothing (other machines' changes).
+
+mod poll;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
-use notify::event::{EventKind, Flag};
-use notify::{Event, RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
 use crate::config::WatchMode;
@@ -55,7 +57,15 @@ fn mask() -> WatchMask {
 /// Keeps the watcher alive; dropping it stops a poll watcher (the inotify thread ends with
 /// the process).
 pub struct BackingWatch {
-    _poll: Option<Box<dyn Watcher + Send>>,
+    stop_polling: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for BackingWatch {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop_polling {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for BackingWatch {
@@ -72,60 +82,26 @@ pub fn start(on_change: OnChange, root: &Path, mode: WatchMode) -> std::io::Resu
             std::thread::Builder::new()
                 .name("watch-inotify".into())
                 .spawn(move || tree.run(&on_change))?;
-            Ok(BackingWatch { _poll: None })
+            Ok(BackingWatch { stop_polling: None })
         }
         WatchMode::Poll(interval) => {
-            let root_for_events = root.to_path_buf();
-            let handler = move |result: notify::Result<Event>| match result {
-                Ok(event) => on_poll_event(&on_change, &root_for_events, event),
-                Err(e) => {
-                    warn!("watching the backing dir: {e}; treating everything as changed");
-                    on_change(Change::Everything);
-                }
-            };
-            // Symlinks in the backing dir are never served; following them could loop.
-            let config = notify::Config::default()
-                .with_follow_symlinks(false)
-                .with_poll_interval(interval);
-            let mut watcher = notify::PollWatcher::new(handler, config).map_err(io_error)?;
-            watcher
-                .watch(root, RecursiveMode::Recursive)
-                .map_err(io_error)?;
+            let stop = poll::spawn(on_change, root, interval)?;
             Ok(BackingWatch {
-                _poll: Some(Box::new(watcher)),
+                stop_polling: Some(stop),
             })
         }
     }
-}
-
-fn io_error(e: notify::Error) -> std::io::Error {
-    std::io::Error::other(e.to_string())
 }
 
 /// A change at `rel`, reported if it is an entry's.
 fn entry_changed(on_change: &OnChange, rel: &Path) {
     let name = rel.file_name().unwrap_or_default();
     // Directories, scratch files and staging files are never pinned, and the kernel keeps
-    // nothing of them past a second: nothing to hurry along.
-    if !store::is_entry_name(name) || store::is_staging_name(name) {
+    // nothing of them past a second: nothing to hurry along. `.cachetta/` is not shown.
+    if !store::is_entry_name(name) || store::is_staging_name(name) || store::is_reserved(rel) {
         return;
     }
     on_change(Change::Entry(rel));
-}
-
-fn on_poll_event(on_change: &OnChange, root: &Path, event: Event) {
-    if event.need_rescan() || event.flag() == Some(Flag::Rescan) {
-        on_change(Change::Everything);
-        return;
-    }
-    if matches!(event.kind, EventKind::Access(_)) {
-        return;
-    }
-    for path in &event.paths {
-        if let Ok(rel) = path.strip_prefix(root) {
-            entry_changed(on_change, rel);
-        }
-    }
 }
 
 /// The inotify watches of a directory tree: one per directory, by path relative to the root.

@@ -1,0 +1,282 @@
+//! Several mounts over one backing dir (SPEC §13): two daemons on this machine, both with
+//! `--watch poll=200ms`, as mounts on different machines over NFS would run. A key's refresh
+//! runs on one of them at a time (a `flock` in `.cachetta/locks/`), each sees the other's
+//! writes and removals within a second and never a torn entry, and `.cachetta/` never shows.
+//!
+//! Refresh commands count their runs in `ROOT/outside/runs` of the first mount (one line per
+//! run).
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const OLD: &str = r#"{"v":"old"}"#;
+const NEW_LINE: &str = "{\"v\":\"new\"}\n";
+
+/// Two mounts of one backing dir under `toml` (which may name `{out}`, the runs directory);
+/// the first is given the backing dir's files by `setup`.
+fn two_mounts(toml: &str, setup: impl FnOnce(MountBuilder) -> MountBuilder) -> (Mount, Mount) {
+    let first = Mount::new();
+    let out = first.root().join("outside");
+    let toml = toml.replace("{out}", &out.display().to_string());
+    let a = setup(first.config(&toml).args(&["--watch", "poll=200ms"])).start();
+    let b = Mount::new()
+        .config(&toml)
+        .args(&["--watch", "poll=200ms"])
+        .shared_backing(&a.backing)
+        .start();
+    (a, b)
+}
+
+fn runs(a: &Mount) -> usize {
+    fs::read_to_string(a.outside_path("runs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Read `key` on both mounts from `per_mount` threads each, all at once; every read's bytes.
+fn read_on_both(a: &Mount, b: &Mount, key: &str, per_mount: usize) -> Vec<Vec<u8>> {
+    let paths: Vec<PathBuf> = [a, b].iter().map(|m| m.path(key)).collect();
+    let start = Arc::new(Barrier::new(2 * per_mount));
+    let readers: Vec<_> = paths
+        .iter()
+        .flat_map(|path| std::iter::repeat_n(path.clone(), per_mount))
+        .map(|path| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            })
+        })
+        .collect();
+    readers.into_iter().map(|r| r.join().unwrap()).collect()
+}
+
+#[test]
+fn a_stale_key_read_on_two_mounts_runs_its_refresh_once() {
+    if !require_fuse() {
+        return;
+    }
+    let toml = "duration = \"1h\"\nstale = \"1h\"\n[[rule]]\nmatch = \"x.json\"\n\
+                refresh = 'echo run >> {out}/runs; sleep 1; echo \"{\\\"v\\\":\\\"new\\\"}\"'\n";
+    let (a, b) = two_mounts(toml, |m| {
+        m.backing_file_aged("x.json", OLD, Duration::from_secs(90 * 60))
+    });
+    for read in read_on_both(&a, &b, "x.json", 20) {
+        assert_bytes(&read, OLD.as_bytes(), "a stale read is answered at once");
+    }
+    let refreshed = eventually(Duration::from_secs(10), || {
+        [&a, &b]
+            .iter()
+            .all(|m| fs::read(m.path("x.json")).is_ok_and(|r| r == NEW_LINE.as_bytes()))
+    });
+    assert!(refreshed, "{} / {}", info(&a, "x.json"), info(&b, "x.json"));
+    assert!(eventually(Duration::from_secs(5), || {
+        attr(&a, "x.json", "refreshing").as_deref() == Some("false")
+            && attr(&b, "x.json", "refreshing").as_deref() == Some("false")
+    }));
+    assert_eq!(runs(&a), 1, "the refresh ran on one mount, once");
+    assert_eq!(
+        stat(&a, "refreshes_started") + stat(&b, "refreshes_started"),
+        1
+    );
+}
+
+#[test]
+fn a_fill_on_miss_key_looked_up_on_two_mounts_runs_its_command_once() {
+    if !require_fuse() {
+        return;
+    }
+    let toml = "[[rule]]\nmatch = \"x.json\"\nfill_on_miss = true\n\
+                refresh = 'echo run >> {out}/runs; sleep 1; echo \"{\\\"v\\\":\\\"new\\\"}\"'\n";
+    let (a, b) = two_mounts(toml, |m| m);
+    for read in read_on_both(&a, &b, "x.json", 10) {
+        assert_bytes(
+            &read,
+            NEW_LINE.as_bytes(),
+            "every reader gets the filled entry",
+        );
+    }
+    assert_eq!(runs(&a), 1, "the command ran on one mount, once");
+}
+
+#[test]
+fn a_killed_lock_holder_does_not_block_the_other_mount() {
+    if !require_fuse() {
+        return;
+    }
+    // The first run hangs (and records its process group to be ended); later runs publish.
+    let toml = "duration = \"1h\"\nstale = \"1h\"\n[[rule]]\nmatch = \"x.json\"\n\
+                refresh = 'echo run >> {out}/runs; if [ ! -e {out}/hung ]; then echo $$ > {out}/hung; \
+                sleep 30; fi; echo \"{\\\"v\\\":\\\"new\\\"}\"'\n";
+    let (mut a, b) = two_mounts(toml, |m| {
+        m.backing_file_aged("x.json", OLD, Duration::from_secs(90 * 60))
+    });
+    let hung = a.outside_path("hung");
+    let _end_hung = EndGroupOnDrop(hung.clone());
+    assert_bytes(
+        &fs::read(a.path("x.json")).unwrap(),
+        OLD.as_bytes(),
+        "stale read on a",
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || hung.exists()),
+        "a's refresh never ran"
+    );
+    a.stop_with(libc::SIGKILL);
+    // b's next stale read runs the refresh itself: the lock died with a.
+    assert_bytes(
+        &fs::read(b.path("x.json")).unwrap(),
+        OLD.as_bytes(),
+        "stale read on b",
+    );
+    let refreshed = eventually(Duration::from_secs(10), || {
+        fs::read(b.path("x.json")).is_ok_and(|r| r == NEW_LINE.as_bytes())
+    });
+    assert!(refreshed, "b never refreshed; {}", info(&b, "x.json"));
+    assert_eq!(runs(&a), 2);
+}
+
+/// Kill the process group whose leader's pid is in the file, when the test ends.
+struct EndGroupOnDrop(PathBuf);
+
+impl Drop for EndGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+            // touched.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn writes_and_removals_on_one_mount_show_on_the_other_within_a_second() {
+    if !require_fuse() {
+        return;
+    }
+    let (a, b) = two_mounts("duration = \"1h\"\n", |m| m.backing_file("x.json", OLD));
+    assert_bytes(
+        &fs::read(b.path("x.json")).unwrap(),
+        OLD.as_bytes(),
+        "b before",
+    );
+    fs::write(a.path("x.json"), NEW_LINE).unwrap();
+    let written = Instant::now();
+    let seen = eventually(Duration::from_secs(5), || {
+        fs::read(b.path("x.json")).is_ok_and(|r| r == NEW_LINE.as_bytes())
+    });
+    assert!(
+        seen && written.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        written.elapsed()
+    );
+    fs::remove_file(a.path("x.json")).unwrap();
+    let removed = Instant::now();
+    let gone = eventually(Duration::from_secs(5), || !b.path("x.json").exists());
+    assert!(
+        gone && removed.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        removed.elapsed()
+    );
+}
+
+/// A JSON value whose length says which it is: a torn or mixed read cannot parse as one.
+fn value(n: usize) -> String {
+    format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(n * 997 % 20_000))
+}
+
+#[test]
+fn a_writer_storm_on_one_mount_never_shows_a_torn_entry_on_the_other() {
+    if !require_fuse() {
+        return;
+    }
+    let (a, b) = two_mounts("duration = \"1h\"\n", |m| {
+        m.backing_file("x.json", value(0))
+    });
+    let end = Instant::now() + Duration::from_secs(3);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let path = a.path("x.json");
+            thread::spawn(move || {
+                let mut n = w;
+                while Instant::now() < end {
+                    n += 4;
+                    fs::write(&path, value(n)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let path = b.path("x.json");
+            thread::spawn(move || {
+                let mut reads = 0;
+                while Instant::now() < end {
+                    let bytes = fs::read(&path).unwrap();
+                    let v: serde_json::Value = serde_json::from_slice(&bytes)
+                        .unwrap_or_else(|e| panic!("torn read ({e}): {} bytes", bytes.len()));
+                    let n = v["n"].as_u64().unwrap() as usize;
+                    assert_eq!(bytes, value(n).as_bytes(), "a mix of two writes");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
+}
+
+#[test]
+fn cachettas_own_directory_never_shows() {
+    if !require_fuse() {
+        return;
+    }
+    let toml = "[[rule]]\nmatch = \"x.json\"\nfill_on_miss = true\nrefresh = 'echo 1'\n";
+    let (a, _b) = two_mounts(toml, |m| m.backing_file("keep.json", OLD));
+    assert_bytes(&fs::read(a.path("x.json")).unwrap(), b"1\n", "filled");
+    assert!(a.backing_path(".cachetta/locks/x.json.lock").is_file());
+    assert!(!a.list("").iter().any(|n| n == ".cachetta"));
+    assert_eq!(errno_of(fs::metadata(a.path(".cachetta"))), libc::ENOENT);
+    assert!(fs::create_dir(a.path(".cachetta")).is_err());
+    assert!(fs::write(a.path(".cachetta/x.json"), "1").is_err());
+    let config = a.config_path.clone().unwrap();
+    let common = [
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--backing".as_ref(),
+        a.backing.as_os_str(),
+    ];
+    let ls = a.cachetta(
+        &[
+            &["ls".as_ref(), "--all".as_ref(), "--json".as_ref()],
+            &common[..],
+        ]
+        .concat(),
+    );
+    assert!(ls.status.success(), "{ls:?}");
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains(".cachetta"),
+        "{ls:?}"
+    );
+    let gc = a.cachetta(&[&["gc".as_ref(), "--dry-run".as_ref()], &common[..]].concat());
+    assert!(
+        !String::from_utf8_lossy(&gc.stdout).contains(".cachetta"),
+        "{gc:?}"
+    );
+    // `rm -r` of everything in the mount leaves it.
+    a.sh("rm -rf ./* ./.[!.]*");
+    assert!(a.backing_path(".cachetta/locks").is_dir());
+    assert!(!a.backing_path("keep.json").exists());
+}
