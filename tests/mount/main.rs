@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cache_commands;
 mod concurrency;
 mod confinement;
 mod copy_in;
