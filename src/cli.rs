@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{gc, info, ls, unmount};
+use crate::commands::{gc, info, ls, refresh, stats, unmount};
 use crate::exit_codes::{ExitCode, Outcome};
 use crate::mount;
 
@@ -30,6 +30,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Remove expired entries, and scratch files untouched for an hour, from the backing dir.
     Gc(gc::GcArgs),
+    /// Refresh keys now through a running mount (warming missing ones); --wait for the outcome.
+    Refresh(refresh::RefreshArgs),
+    /// Print a running mount's counters: a table with the hit ratio, --json or --prometheus.
+    Stats(stats::StatsArgs),
 }
 
 /// Parse the command line (clap exits 2 on bad usage), run the command, print its failure.
@@ -41,6 +45,8 @@ pub fn run() -> std::process::ExitCode {
         Command::Ls(args) => ls::run(args),
         Command::Info(args) => info::run(args),
         Command::Gc(args) => gc::run(args),
+        Command::Refresh(args) => refresh::run(args),
+        Command::Stats(args) => stats::run(args),
     };
     report(outcome).into()
 }

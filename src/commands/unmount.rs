@@ -4,17 +4,15 @@
 //! unmounted, so a typo never detaches some other filesystem. Reading mountinfo and the
 //! unmounting itself are [`crate::umount`], shared with the daemon's own shutdown.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
+use super::live::{resolve_mountpoint, FUSE_TYPES};
 use super::CommonArgs;
 use crate::config;
 use crate::exit_codes::{ExitCode, Failure, Outcome};
 use crate::umount::{self, Unmounted};
-
-/// Filesystem types `unmount` agrees to remove.
-const FUSE_TYPES: [&str; 2] = ["fuse", "fuse.cachetta"];
 
 #[derive(Debug, Args)]
 pub struct UnmountArgs {
@@ -48,30 +46,4 @@ pub fn run(args: UnmountArgs) -> Outcome {
         Unmounted::NotMounted => return Err(not_mounted()),
     }
     Ok(ExitCode::Success)
-}
-
-/// The absolute path the kernel lists the mount under. Only the parent is canonicalized:
-/// `stat` of a dead FUSE mount itself fails with `ENOTCONN`, and it must still be unmountable.
-fn resolve_mountpoint(given: &Path) -> PathBuf {
-    let absolute = std::path::absolute(given).unwrap_or_else(|_| given.to_path_buf());
-    match (absolute.parent(), absolute.file_name()) {
-        (Some(parent), Some(name)) => parent
-            .canonicalize()
-            .map(|p| p.join(name))
-            .unwrap_or(absolute.clone()),
-        _ => absolute.canonicalize().unwrap_or(absolute),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolve_mountpoint_keeps_the_last_component_unresolved() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().canonicalize().unwrap();
-        let got = resolve_mountpoint(&dir.path().join("./mnt"));
-        assert_eq!(got, real.join("mnt"));
-    }
 }

@@ -6,5 +6,6 @@
 mod common;
 
 mod cli;
+mod cli_cache_commands;
 mod cli_inspect;
 mod daemon_install;

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cache_commands;
 mod cache_control;
 mod concurrency;
 mod confinement;

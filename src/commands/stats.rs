@@ -1,0 +1,154 @@
+//! `cachetta stats [MOUNTPOINT] [--json | --prometheus]`: a running mount's counters
+//! (`user.cachetta.stats` on its root, SPEC §5 and §12) for people (a table led by the hit
+//! ratio), as that JSON object, or for Prometheus (the mapping is in `prometheus`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{Map, Value};
+
+use super::live::{LiveMount, STATS_XATTR};
+use super::{print, prometheus, CommonArgs};
+use crate::config;
+use crate::exit_codes::{Failure, Outcome};
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The mount to ask (default ~/.cachetta).
+    pub mountpoint: Option<PathBuf>,
+    /// Print the object of `user.cachetta.stats` as the daemon gave it.
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Print the Prometheus text format (0.0.4), for node_exporter's textfile collector.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Accepted like every command; the counters come from the mount alone.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The counters in the order the table shows them (SPEC §5); fields a newer daemon adds follow,
+/// then the requests that reached the daemon.
+const TABLE_ORDER: &[&str] = &[
+    "hits",
+    "misses",
+    "stale_served",
+    "lru_hits",
+    "refreshes_started",
+    "refreshes_ok",
+    "refreshes_failed",
+    "refreshes_declined",
+    "writes_ok",
+    "writes_rejected",
+    "lru_entries",
+    "lru_bytes",
+    "inodes",
+    "uptime_s",
+    "passthrough",
+    "watching",
+];
+
+pub fn run(args: StatsArgs) -> Outcome {
+    let given = args.mountpoint.unwrap_or_else(config::default_mountpoint);
+    let mount = LiveMount::find(&given)?;
+    let raw = mount.get(STATS_XATTR)?;
+    let stats = match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(stats)) => stats,
+        _ => {
+            return Err(Failure::failed(format_args!(
+                "{STATS_XATTR} of {} is not a JSON object",
+                mount.root().display()
+            )))
+        }
+    };
+    if args.json {
+        let mut text = String::from_utf8_lossy(&raw).into_owned();
+        text.push('\n');
+        return print(&text);
+    }
+    if args.prometheus {
+        return print(&prometheus::exposition(&stats));
+    }
+    print(&table(&stats))
+}
+
+/// `hits / (hits + misses)` as a percentage with one decimal, `n/a` before any lookup.
+pub fn hit_ratio(stats: &Map<String, Value>) -> String {
+    let count = |name: &str| stats.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let (hits, misses) = (count("hits"), count("misses"));
+    if hits + misses == 0 {
+        return "n/a".into();
+    }
+    format!("{:.1}%", 100.0 * hits as f64 / (hits + misses) as f64)
+}
+
+/// One line per counter, names left-aligned and values right-aligned, the hit ratio first.
+/// Requests the daemon never saw (0) are left out.
+fn table(stats: &Map<String, Value>) -> String {
+    let mut rows = vec![("hit ratio".to_string(), hit_ratio(stats))];
+    let shown = |value: &Value| match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    };
+    let known = TABLE_ORDER
+        .iter()
+        .filter_map(|&name| Some((name, stats.get(name)?)));
+    let newer = stats
+        .iter()
+        .filter(|(name, _)| name.as_str() != "requests" && !TABLE_ORDER.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str(), value));
+    for (name, value) in known.chain(newer) {
+        if let Some(value) = shown(value) {
+            rows.push((name.to_string(), value));
+        }
+    }
+    if let Some(Value::Object(requests)) = stats.get("requests") {
+        for (op, value) in requests {
+            if value.as_u64() != Some(0) {
+                if let Some(value) = shown(value) {
+                    rows.push((format!("requests.{op}"), value));
+                }
+            }
+        }
+    }
+    let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(name, value)| format!("{name:<name_width$}  {value:>value_width$}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn hit_ratio_is_hits_over_lookups_and_na_before_any() {
+        assert_eq!(hit_ratio(&object(json!({"hits": 3, "misses": 1}))), "75.0%");
+        assert_eq!(hit_ratio(&object(json!({"hits": 2, "misses": 1}))), "66.7%");
+        assert_eq!(hit_ratio(&object(json!({"hits": 0, "misses": 0}))), "n/a");
+    }
+
+    #[test]
+    fn table_aligns_names_left_and_values_right() {
+        let stats = object(json!({
+            "misses": 1, "hits": 1000, "passthrough": false,
+            "requests": {"lookup": 12, "open": 0}
+        }));
+        assert_eq!(
+            table(&stats),
+            "hit ratio        99.9%\n\
+             hits              1000\n\
+             misses               1\n\
+             passthrough      false\n\
+             requests.lookup     12\n"
+        );
+    }
+}
