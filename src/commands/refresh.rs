@@ -1,8 +1,9 @@
 //! `cachetta refresh [--wait] [--mountpoint MP] KEY...`: refresh on demand (SPEC §12) through
 //! a running mount: each KEY is set as `user.cachetta.refresh` on the mount root, which starts
 //! its refresh in the background (warming a missing key). `--wait` then watches the root's
-//! record of recent demands until each has ended (no request of the mount is ever held open),
-//! and until each warmed entry is visible through the mount.
+//! record of recent demands until each has ended (no request of the mount is ever held open).
+//! The mount never lets the kernel remember a key under a refresh rule as missing, so a warmed
+//! entry is visible the moment its refresh is done.
 //!
 //! Exit codes: 0 when every refresh started (with `--wait`: every entry was replaced); 2 when
 //! a KEY is malformed (nothing is started then) or the daemon refuses one because its rule has
@@ -12,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use rustix::io::Errno;
@@ -30,10 +31,6 @@ const REFRESH_XATTR: &str = "user.cachetta.refresh";
 
 /// How often `--wait` reads the record of demands.
 const POLL: Duration = Duration::from_millis(50);
-
-/// How long the kernel may cache a name the mount answered (SPEC §2's one second), and some
-/// slack.
-const NAME_CACHE: Duration = Duration::from_millis(1500);
 
 /// With `--wait`, keys are demanded and waited for this many at a time: the root keeps only
 /// the 128 most recent demands, and a batch must not push its own out.
@@ -167,29 +164,7 @@ fn demand_batch(
             thread::sleep(POLL);
         }
     }
-    if wait {
-        let replaced = ended.iter().filter(|(_, end)| *end == Ended::Done);
-        await_visible(mount, replaced.map(|(key, _)| key.as_str()));
-    }
     Ok(ended)
-}
-
-/// Wait, at most [`NAME_CACHE`], until each warmed key is visible through the mount. The
-/// kernel may remember for that long that a name did not exist (a lookup just before the
-/// refresh), and that memory is shared by every process: once this command sees the entry,
-/// so does `cat` after it. An entry still not there (removed meanwhile, or a zero duration)
-/// is not a failure: its refresh did succeed.
-fn await_visible<'k>(mount: &LiveMount, keys: impl Iterator<Item = &'k str>) {
-    let deadline = Instant::now() + NAME_CACHE;
-    for key in keys {
-        let path = mount.root().join(key);
-        while std::fs::symlink_metadata(&path)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            && Instant::now() < deadline
-        {
-            thread::sleep(POLL);
-        }
-    }
 }
 
 /// What a finished demand means to the user.

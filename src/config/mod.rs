@@ -238,8 +238,18 @@ impl Config {
     /// The directories that `fill_on_miss` rules name literally (`weather` for
     /// `weather/{city}.json`), so the mount can show them before they exist. No duplicates.
     pub fn fill_dirs(&self) -> Vec<PathBuf> {
+        self.literal_dirs(|settings| settings.fill_on_miss)
+    }
+
+    /// The directories that rules with a `refresh` command name literally: a refresh may
+    /// create them at any moment.
+    pub fn refresh_dirs(&self) -> Vec<PathBuf> {
+        self.literal_dirs(|settings| settings.refresh.is_some())
+    }
+
+    fn literal_dirs(&self, of: impl Fn(&Settings) -> bool) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for rule in self.rules.iter().filter(|r| r.settings.fill_on_miss) {
+        for rule in self.rules.iter().filter(|r| of(&r.settings)) {
             for dir in rule.literal_dirs() {
                 if !dirs.contains(&dir) {
                     dirs.push(dir);

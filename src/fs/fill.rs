@@ -67,6 +67,19 @@ impl CacheFs {
         self.fill_reason(parent, name).is_some()
     }
 
+    /// Whether a refresh may create `name` at any moment: an entry key whose rule has a
+    /// refresh command, or a directory such a rule names.
+    pub(super) fn may_be_refreshed(&self, parent: u64, name: &OsStr) -> bool {
+        let Ok(key) = self.child_path(parent, name) else {
+            return false;
+        };
+        if !store::is_entry_name(name) {
+            return self.refresh_dirs.contains(&key);
+        }
+        let settings = self.config.settings_for(key.as_os_str()).settings;
+        settings.refresh.is_some()
+    }
+
     fn fill_reason(&self, parent: u64, name: &OsStr) -> Option<Reason> {
         if !store::is_entry_name(name) {
             return None;

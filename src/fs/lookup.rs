@@ -85,10 +85,12 @@ impl CacheFs {
     }
 
     /// How long the kernel may remember that `name` in `parent` does not exist: as long as
-    /// anything else, except where a lookup can make it exist (read-through) or its writer
-    /// is at work.
+    /// anything else, except where a refresh can make it exist at any moment (a key under a
+    /// rule with a refresh command: read-through, stale-if-error, `cachetta refresh`, another
+    /// mount) or its writer is at work.
     pub fn negative_ttl(&self, parent: u64, name: &OsStr) -> Duration {
-        if self.may_fill(parent, name) || self.coherence.is_writing(parent, name, self.clock.now())
+        if self.may_be_refreshed(parent, name)
+            || self.coherence.is_writing(parent, name, self.clock.now())
         {
             return Duration::ZERO;
         }

@@ -237,6 +237,9 @@ pub struct CacheFs {
     demands: Mutex<demand::Demands>,
     /// Directories a `fill_on_miss` rule names literally: shown even before they exist.
     fill_dirs: Vec<PathBuf>,
+    /// Directories a rule with a `refresh` command names literally: never remembered as
+    /// missing, since a refresh may create them.
+    refresh_dirs: Vec<PathBuf>,
     started: SystemTime,
 }
 
@@ -290,6 +293,7 @@ impl CacheFs {
             );
             CacheFs {
                 fill_dirs: config.fill_dirs(),
+                refresh_dirs: config.refresh_dirs(),
                 hot: HotSet::new(config.lru_entries, config.lru_bytes),
                 store,
                 config,
