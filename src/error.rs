@@ -20,6 +20,9 @@ pub struct FsError {
     pub errno: i32,
     pub message: String,
     pub level: Level,
+    /// The I/O error this one reports, if any (`std::error::Error::source`).
+    #[source]
+    pub source: Option<io::Error>,
 }
 
 impl FsError {
@@ -28,6 +31,7 @@ impl FsError {
             errno,
             message: message.into(),
             level: Level::Quiet,
+            source: None,
         }
     }
 
@@ -36,6 +40,7 @@ impl FsError {
             errno,
             message: message.into(),
             level: Level::Warn,
+            source: None,
         }
     }
 
@@ -67,6 +72,7 @@ impl FsError {
             errno,
             message: format!("{context}: {err}"),
             level,
+            source: Some(err),
         }
     }
 }
@@ -78,3 +84,22 @@ impl From<io::Error> for FsError {
 }
 
 pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_io_error_keeps_its_errno_and_its_source() {
+        let err = FsError::io("x.json", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(err.errno, libc::ENOSPC);
+        assert_eq!(err.level, Level::Error);
+        let source = err.source().expect("the io::Error");
+        assert_eq!(
+            source.to_string(),
+            io::Error::from_raw_os_error(libc::ENOSPC).to_string()
+        );
+        assert!(FsError::errno(libc::ENOENT).source().is_none());
+    }
+}
