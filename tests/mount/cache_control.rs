@@ -92,6 +92,18 @@ fn per_entry_duration_overrides_the_rule_until_it_is_removed() {
     let from_cli = cli_info(&m, "x.json");
     assert_eq!(from_cli["duration"], 3600, "{from_cli}");
     assert_eq!(from_cli["overrides"], serde_json::json!(["duration"]));
+    let config = m.config_path.clone().unwrap();
+    let ls = m.cachetta(&[
+        "ls".as_ref(),
+        "--json".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--backing".as_ref(),
+        m.backing.as_os_str(),
+    ]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(listed[0]["key"], "x.json", "{listed}");
+    assert_eq!(listed[0]["duration"], 3600, "{listed}");
     let library = Cachetta::new(m.backing_path("x.json"))
         .duration(WEEK)
         .info();
