@@ -584,7 +584,36 @@ fn condition_that_hangs_is_a_failure_not_a_decline() {
 }
 
 #[test]
-fn refresher_can_be_shared_between_request_threads() {
-    fn shareable<T: Send + Sync>() {}
-    shareable::<Refresher>();
+fn sixteen_request_threads_share_one_refresher_and_each_key_runs_once() {
+    // Each run records its key; the command takes long enough for all callers to join it.
+    let fx = Fixture::new(
+        r#"echo "$CACHETTA_KEY" >> '{out}/runs'; sleep 0.3; echo "{\"k\": \"$CACHETTA_KEY\"}""#,
+    );
+    let fx = Arc::new(fx);
+    let barrier = Arc::new(Barrier::new(16));
+    let callers: Vec<_> = (0..16)
+        .map(|i| {
+            let (fx, barrier) = (fx.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let key = format!("k{}.json", i % 4);
+                let outcome = fx.refresher.run_and_wait(Path::new(&key), Reason::Miss);
+                (key, outcome)
+            })
+        })
+        .collect();
+    for caller in callers {
+        let (key, outcome) = caller.join().unwrap();
+        assert_eq!(outcome, Outcome::Published, "{key}");
+        let want = format!("{{\"k\": \"{key}\"}}\n");
+        assert_eq!(fx.entry(&key).unwrap(), want.as_bytes(), "{key}");
+    }
+    let mut runs: Vec<String> = fx.trace("runs").lines().map(String::from).collect();
+    runs.sort();
+    assert_eq!(
+        runs,
+        ["k0.json", "k1.json", "k2.json", "k3.json"],
+        "one run per key"
+    );
+    assert_eq!(fx.count(&fx.stats.refreshes_started), 4);
 }
