@@ -17,6 +17,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(5);
 
 /// What a daemon needs besides its mountpoint.
+#[derive(Clone, Copy)]
 pub struct DaemonSpec<'a> {
     pub binary: &'a Path,
     pub backing: &'a Path,

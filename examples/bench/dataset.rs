@@ -1,6 +1,7 @@
 //! The data set: the same tree written twice, once as the mount's backing dir and once as a
 //! plain sibling dir for the native runs (so native runs never wake the daemon's watcher),
-//! plus the mount's config file.
+//! plus the mount's config file; and the small backing dir and config that the two mounts of
+//! `shared-refresh` share.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -34,6 +35,11 @@ pub struct Layout {
     pub work: PathBuf,
     pub entries: usize,
     pub big_bytes: u64,
+    /// `shared-refresh`'s own backing dir (one stale key per round), its config, and the
+    /// file outside it where the refresh command appends a line per run.
+    pub shared_backing: PathBuf,
+    pub shared_config: PathBuf,
+    pub shared_runs: PathBuf,
 }
 
 impl Layout {
@@ -55,6 +61,9 @@ impl Layout {
     pub fn fresh_key(root: &Path) -> PathBuf {
         root.join("stale/fresh.json")
     }
+    pub fn shared_key(root: &Path, round: usize) -> PathBuf {
+        root.join(format!("r{round}.json"))
+    }
     pub fn entry_paths(&self, root: &Path) -> Vec<PathBuf> {
         (0..self.entries)
             .map(|i| Self::many(root).join(entry_name(i)))
@@ -65,6 +74,12 @@ impl Layout {
 fn entry_name(i: usize) -> String {
     format!("e{i:06}.json")
 }
+
+/// What a `shared-refresh` key holds before its refresh, and what its refresh command prints.
+pub const SHARED_OLD: &[u8] = b"{\"v\":\"old\"}\n";
+pub const SHARED_NEW: &[u8] = b"{\"v\":\"new\"}\n";
+/// How long `shared-refresh`'s command sleeps between counting its run and printing.
+pub const SHARED_COMMAND_SECS: u64 = 1;
 
 /// A valid JSON object of exactly `len` bytes (newline included) whose content depends on `tag`.
 pub fn small_json(len: usize, tag: u64) -> Vec<u8> {
@@ -87,6 +102,9 @@ pub fn prepare(work: &Path, sizes: &Sizes, config_lines: &[String]) -> Result<La
         work: work.to_path_buf(),
         entries: sizes.entries,
         big_bytes: (sizes.big_mib as u64) << 20,
+        shared_backing: work.join("shared/backing"),
+        shared_config: work.join("shared/config.toml"),
+        shared_runs: work.join("shared/runs"),
     };
     for root in [&layout.native, &layout.backing] {
         write_tree(root, sizes)
@@ -100,6 +118,17 @@ pub fn prepare(work: &Path, sizes: &Sizes, config_lines: &[String]) -> Result<La
         &layout.config_poll,
         format!("watch = \"poll=1h\"\n{config}"),
     )?;
+    fs::create_dir_all(&layout.shared_backing)?;
+    for round in 0..sizes.stale_keys {
+        fs::write(
+            Layout::shared_key(&layout.shared_backing, round),
+            SHARED_OLD,
+        )?;
+    }
+    let mut shared = config_lines.join("\n");
+    shared.push('\n');
+    shared.push_str(&shared_config_toml(&layout.shared_runs));
+    fs::write(&layout.shared_config, shared)?;
     // Nothing left to write back while measuring.
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
@@ -122,6 +151,28 @@ stale = "{d}s"
 refresh = "sleep 5; cat \"$CACHETTA_ENTRY\""
 "#,
         d = STALE_DURATION.as_secs()
+    )
+}
+
+/// `shared-refresh`'s config: every key stale for an hour after an hour, and a refresh that
+/// appends a line to `runs` (outside the backing dir), sleeps, then prints the new entry.
+fn shared_config_toml(runs: &Path) -> String {
+    let command = format!(
+        "echo \"$CACHETTA_KEY\" >> '{}'; sleep {SHARED_COMMAND_SECS}; echo '{}'",
+        runs.display(),
+        String::from_utf8_lossy(SHARED_NEW).trim_end()
+    );
+    format!(
+        r#"gc_interval = "0"
+
+[[rule]]
+match = "r*.json"
+duration = "{d}s"
+stale = "{d}s"
+refresh = "{command}"
+"#,
+        d = STALE_DURATION.as_secs(),
+        command = command.replace('\\', "\\\\").replace('"', "\\\""),
     )
 }
 

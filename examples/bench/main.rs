@@ -47,8 +47,9 @@ struct Args {
     #[arg(long = "config-line")]
     config_lines: Vec<String>,
     /// Run only the workloads whose name contains this (repeatable): `--only cold`.
-    /// Names: round trip, hot read, hot read no passthrough, hot read threads, stat, ls -l,
-    /// sequential warm, sequential cold, atomic writes, atomic writes poll watcher, stale reads.
+    /// Names: round trip, hot read, hot read no passthrough, hot read threads, cold stat, stat,
+    /// ls -l, sequential warm, sequential cold, atomic writes, storm-trunc, storm-rename,
+    /// atomic writes poll watcher, stale reads, shared-refresh.
     #[arg(long)]
     only: Vec<String>,
     /// Rounds per workload (default 7, or 3 with --quick).
@@ -142,7 +143,7 @@ fn run(args: Args) -> Result<()> {
     }
     let mut bench = Bench::new(&layout, spec, plan);
     type Step<'a> = (&'static str, fn(&mut Bench<'a>) -> Result<()>);
-    let steps: [Step; 15] = [
+    let steps: [Step; 16] = [
         ("round trip", Bench::round_trip),
         ("hot read", |b| b.hot_read(Variant::Default)),
         ("hot read no passthrough", |b| {
@@ -168,6 +169,7 @@ fn run(args: Args) -> Result<()> {
             b.atomic_writes(Variant::PollWatch)
         }),
         ("stale reads", Bench::stale_reads),
+        ("shared-refresh", Bench::shared_refresh),
     ];
     for (name, step) in steps {
         // The round trip is the unit the hot read is measured in: it always runs.
@@ -190,6 +192,9 @@ fn run(args: Args) -> Result<()> {
          over rounds of each round's total. RT = the FUSE round trip of the first row \
          (mount − native).\n"
     );
+    for table in &bench.own_tables {
+        println!("{table}");
+    }
     println!("## Latency distributions (all rounds pooled)\n");
     println!("| workload | samples | p50 | mean | p99 | max |\n|---|---|---|---|---|---|");
     for line in &bench.latencies {

@@ -6,6 +6,7 @@
 //! whole file) take each round's total time. The table shows the median over rounds.
 
 mod cold;
+mod shared;
 mod storm;
 
 use std::path::Path;
@@ -91,6 +92,9 @@ pub struct Bench<'a> {
     /// Latency distributions (Markdown table lines) of the per-op workloads.
     pub latencies: Vec<String>,
     pub notes: Vec<String>,
+    /// Workloads that are no native-vs-mount comparison print a table of their own (Markdown,
+    /// with its heading).
+    pub own_tables: Vec<String>,
     /// The measured FUSE round trip (mount − native getxattr), seconds.
     round_trip: f64,
     mounts: usize,
@@ -133,6 +137,7 @@ impl<'a> Bench<'a> {
             counters: Vec::new(),
             latencies: Vec::new(),
             notes: Vec::new(),
+            own_tables: Vec::new(),
             round_trip: f64::NAN,
             mounts: 0,
         }
@@ -143,13 +148,24 @@ impl<'a> Bench<'a> {
     }
 
     fn mount(&mut self, variant: Variant) -> Result<Daemon> {
+        let config = match variant {
+            Variant::PollWatch => self.layout.config_poll.clone(),
+            _ => self.layout.config.clone(),
+        };
+        let spec = self.spec;
+        self.mount_with(&spec, &config, variant != Variant::NoPassthrough)
+    }
+
+    /// A fresh mount of `spec.backing` at the next `mntN`.
+    fn mount_with(
+        &mut self,
+        spec: &DaemonSpec,
+        config: &Path,
+        passthrough: bool,
+    ) -> Result<Daemon> {
         self.mounts += 1;
         let mnt = self.layout.work.join(format!("mnt{}", self.mounts));
-        let config = match variant {
-            Variant::PollWatch => &self.layout.config_poll,
-            _ => &self.layout.config,
-        };
-        Daemon::start(&self.spec, &mnt, config, variant != Variant::NoPassthrough)
+        Daemon::start(spec, &mnt, config, passthrough)
     }
 
     fn record(
