@@ -58,7 +58,7 @@ use crate::flight::{self, Flights, Settled};
 use crate::inspect::LastRefresh;
 use crate::pool::Pool;
 use crate::stats::{bump, Stats};
-use crate::store::{Store, ENTRY_SUFFIX};
+use crate::store::{Store, Version, ENTRY_SUFFIX};
 use command::Control;
 use run::Ran;
 pub use then::Then;
@@ -192,6 +192,9 @@ impl Finished {
 struct Job {
     reason: Reason,
     control: Mutex<Control>,
+    /// The entry's content version when the refresh was asked for: if another mount (or
+    /// anyone) replaces it before this refresh gets the key's lock, the refresh is not needed.
+    seen: Option<Version>,
 }
 
 type Lead = flight::Lead<Outcome, Job>;
@@ -369,6 +372,7 @@ impl Shared {
             return Begin::Refused(Outcome::NoCommand);
         }
         let now = self.clock.now();
+        let seen = self.store.stat(key).ok().map(|st| st.version());
         let lead = {
             // Held across the begin, so a shutdown either comes first or sees this flight.
             let shut_down = self.shut_down.lock();
@@ -378,6 +382,7 @@ impl Shared {
             let job = || Job {
                 reason,
                 control: Mutex::new(Control::default()),
+                seen,
             };
             // Asked for by a user: the backoff only holds back automatic refreshes.
             let respect_backoff = reason != Reason::Demand;

@@ -35,7 +35,20 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
     let key = lead.flight().key();
     let job = lead.flight().data();
     let _lock = match lock::try_lock(&shared.store, key) {
-        Ok(Taken::Ours(lock)) => Some(lock),
+        Ok(Taken::Ours(lock)) => {
+            // Replaced since this refresh was asked for (another mount's refresh that ended
+            // just before this one got the lock, or a write): not needed any more.
+            let now = shared.store.stat(key).ok().map(|st| st.version());
+            if now.is_some() && now != job.seen {
+                debug!(key = %key.display(), "entry replaced since the refresh was asked for; not running it");
+                return Ran {
+                    outcome: Outcome::Published,
+                    stderr: Vec::new(),
+                    elsewhere: true,
+                };
+            }
+            Some(lock)
+        }
         Ok(Taken::Elsewhere) => return elsewhere(shared, key, job),
         Err(e) => {
             warn!(key = %key.display(), "cannot take the refresh lock in .cachetta/ ({e}); running the refresh without it");
