@@ -127,6 +127,26 @@ pub fn carry(from: &impl AsFd, to: &impl AsFd) {
     }
 }
 
+/// Give `staging`, about to replace the entry `key` of `store`, the entry's policy attributes
+/// as they are at this moment: a policy set (or removed) while the new content was being
+/// written or refreshed is not undone by its publish. Best effort.
+pub fn follow(store: &crate::store::Store, key: &Path, staging: &impl AsFd) {
+    use rustix::fs::{Mode, OFlags};
+    let Ok((entry, _)) = store.open_file(key, OFlags::RDONLY, Mode::empty()) else {
+        return;
+    };
+    for (name, _) in ATTRIBUTES {
+        match read_all(|buf| rustix::fs::fgetxattr(&entry, name, buf)) {
+            Some(value) => {
+                let _ = rustix::fs::fsetxattr(staging, name, &value, rustix::fs::XattrFlags::empty());
+            }
+            None => {
+                let _ = rustix::fs::fremovexattr(staging, name);
+            }
+        }
+    }
+}
+
 /// Whether `name` is one of the per-entry policy attributes.
 pub fn is_policy_attribute(name: &OsStr) -> bool {
     ATTRIBUTES.iter().any(|(full, _)| full.as_bytes() == name.as_bytes())

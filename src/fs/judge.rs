@@ -31,19 +31,11 @@ impl CacheFs {
     /// version. `None` when not known and there is no file to read them from.
     pub(super) fn policy_of(&self, st: &Stat, file: Option<&File>) -> Option<EntryPolicy> {
         let version = st.version();
-        let known = self.known.lock().get(&version).copied().unwrap_or_default();
-        if let Some(policy) = known.policy {
+        if let Some(policy) = self.known.lock().get(&version).and_then(|k| k.policy) {
             return Some(policy);
         }
         let policy = EntryPolicy::of_file(file?);
-        let valid = known.valid;
-        self.remember(
-            version,
-            Known {
-                valid,
-                policy: Some(policy),
-            },
-        );
+        self.remember(version, |known| known.policy = Some(policy));
         Some(policy)
     }
 
@@ -51,8 +43,7 @@ impl CacheFs {
     /// JSON value; parsed once per version.
     fn is_valid(&self, key: &Path, st: &Stat, file: Option<&File>) -> bool {
         let version = st.version();
-        let known = self.known.lock().get(&version).copied().unwrap_or_default();
-        if let Some(valid) = known.valid {
+        if let Some(valid) = self.known.lock().get(&version).and_then(|k| k.valid) {
             return valid;
         }
         // Not opened (gone, or unreadable): hidden now, judged again next time.
@@ -65,31 +56,24 @@ impl CacheFs {
         if !valid {
             warn!(key = %key.display(), "corrupt entry hidden: not valid JSON (or over max_entry_bytes)");
         }
-        let policy = self.known.lock().get(&version).and_then(|k| k.policy);
-        self.remember(
-            version,
-            Known {
-                valid: Some(valid),
-                policy,
-            },
-        );
+        self.remember(version, |known| known.valid = Some(valid));
         valid
     }
 
     /// Remember that a content version is valid JSON (the mount wrote it after checking).
     pub(super) fn remember_validity(&self, version: Version, valid: bool) {
-        let policy = self.known.lock().get(&version).and_then(|k| k.policy);
-        let valid = Some(valid);
-        self.remember(version, Known { valid, policy });
+        self.remember(version, |known| known.valid = Some(valid));
     }
 
-    /// Bounded: the memory of a long-running daemon must not grow with every entry ever written.
-    fn remember(&self, version: Version, known: Known) {
+    /// Add to what is known of a version, under the cache's lock (requests judge the same
+    /// version at once: no update may undo another). Bounded: the memory of a long-running
+    /// daemon must not grow with every entry ever written.
+    fn remember(&self, version: Version, update: impl FnOnce(&mut Known)) {
         let mut cache = self.known.lock();
-        if cache.len() >= VALIDITY_CACHE_MAX {
+        if cache.len() >= VALIDITY_CACHE_MAX && !cache.contains_key(&version) {
             cache.clear();
         }
-        cache.insert(version, known);
+        update(cache.entry(version).or_default());
     }
 
     /// Whether what is known of `st`'s version is complete (no need to open the file).
@@ -213,7 +197,15 @@ impl CacheFs {
                 opened = Some(file);
             }
         }
-        match self.judge_as(key, &st, opened.as_ref(), grace) {
+        let mut seen = self.judge_as(key, &st, opened.as_ref(), grace);
+        if matches!(seen, Seen::Hidden) && opened.is_none() && !self.is_known(&st) {
+            // What was known a moment ago is gone (the cache was cleared): open and judge.
+            if let Ok((file, fst)) = self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
+                st = fst;
+                seen = self.judge_as(key, &st, Some(&file), grace);
+            }
+        }
+        match seen {
             Seen::Hidden => Err(errno(libc::ENOENT)),
             seen => Ok((st, seen)),
         }

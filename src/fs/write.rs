@@ -391,6 +391,7 @@ impl CacheFs {
             Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
         }
         let staging = state.staging.take().expect("checked above");
+        crate::entry_policy::follow(&self.store, key, &staging.file);
         let published =
             match self
                 .store

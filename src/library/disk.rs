@@ -104,6 +104,7 @@ pub(crate) fn publish(path: &Path, bytes: &[u8], mtime: SystemTime) -> io::Resul
         store.discard(staging);
         return Err(e);
     }
+    crate::entry_policy::follow(&store, name, &staging.file);
     let file = store.publish(staging, name, Some(mtime))?;
     Ok(Store::fstat(&file)?.version())
 }

@@ -282,6 +282,7 @@ fn publish(shared: &Shared, lead: &Lead, staging: Staging) -> io::Result<bool> {
     let mut staging = Some(staging);
     let published = lead.publish(|| {
         let staging = staging.take().expect("published once");
+        crate::entry_policy::follow(&shared.store, key, &staging.file);
         shared.store.publish(staging, key, Some(shared.clock.now()))
     });
     match published {

@@ -419,3 +419,75 @@ fn last_refresh_records_ok_failed_and_declined_refreshes() {
     let refused = setxattr(&m.path(""), "user.cachetta.refresh", b"other.json");
     assert_eq!(errno_of(refused), libc::EINVAL, "no refresh rule for it");
 }
+
+#[test]
+fn policy_changes_demands_writes_and_reads_hold_with_sixteen_threads() {
+    if !require_fuse() {
+        return;
+    }
+    let toml = "duration = \"1h\"\n[[rule]]\nmatch = \"k*.json\"\nrefresh_backoff = \"0s\"\n\
+                refresh = 'echo \"{\\\"v\\\": \\\"refreshed\\\"}\"'\n";
+    let keys = ["k0.json", "k1.json", "k2.json", "k3.json"];
+    let mut b = Mount::new().config(toml);
+    for key in keys {
+        b = b.backing_file(key, OLD);
+    }
+    let m = b.start();
+    let end = Instant::now() + Duration::from_secs(3);
+    let slow = Duration::from_secs(2);
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let (root, path) = (m.path(""), m.path(keys[t % 4]));
+            let key = keys[t % 4];
+            thread::spawn(move || {
+                let mut ops = 0;
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    match t / 4 {
+                        0 => {
+                            let value = format!("{}h", 1 + ops % 5);
+                            let set = setxattr(&path, "user.cachetta.duration", value.as_bytes());
+                            set.unwrap_or_else(|e| panic!("setfattr {key}: {e}"));
+                            if ops % 7 == 0 {
+                                let removed = removexattr(&path, "user.cachetta.duration");
+                                if let Err(e) = &removed {
+                                    assert_eq!(
+                                        e.raw_os_error(),
+                                        Some(libc::ENODATA),
+                                        "{key} removexattr: {e}"
+                                    );
+                                }
+                            }
+                        }
+                        1 => fs::write(&path, format!("{{\"w\": {ops}}}")).unwrap(),
+                        2 => {
+                            let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{key}: {e}"));
+                            let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
+                            assert!(parsed.is_ok(), "{key}: {bytes:?}");
+                            let state = getxattr(&path, "user.cachetta.state")
+                                .unwrap_or_else(|e| panic!("{key} getxattr: {e}"));
+                            assert_eq!(state, b"fresh", "{key}");
+                        }
+                        _ => setxattr(&root, "user.cachetta.refresh", key.as_bytes()).unwrap(),
+                    }
+                    assert!(
+                        started.elapsed() < slow,
+                        "{key}: one operation took {:?}",
+                        started.elapsed()
+                    );
+                    ops += 1;
+                }
+                ops
+            })
+        })
+        .collect();
+    let ops: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(ops > 16, "{ops} operations");
+    for key in keys {
+        setxattr(&m.path(key), "user.cachetta.duration", b"90m").unwrap();
+        assert_eq!(attr(&m, key, "duration").as_deref(), Some("5400"), "{key}");
+        let stored = getxattr(&m.backing_path(key), "user.cachetta.duration").unwrap();
+        assert_eq!(stored, b"5400", "{key}: on the backing file");
+    }
+    assert!(!m.stderr().contains(" WARN "), "{}", m.stderr());
+}
