@@ -20,11 +20,20 @@ const NEW_LINE: &str = "{\"v\":\"new\"}\n";
 /// Two mounts of one backing dir under `toml` (which may name `{out}`, the runs directory);
 /// the first is given the backing dir's files by `setup`.
 fn two_mounts(toml: &str, setup: impl FnOnce(MountBuilder) -> MountBuilder) -> (Mount, Mount) {
+    two_mounts_with(toml, setup, |b| b)
+}
+
+/// [`two_mounts`], the second one built further by `second`.
+fn two_mounts_with(
+    toml: &str,
+    setup: impl FnOnce(MountBuilder) -> MountBuilder,
+    second: impl FnOnce(MountBuilder) -> MountBuilder,
+) -> (Mount, Mount) {
     let first = Mount::new();
     let out = first.root().join("outside");
     let toml = toml.replace("{out}", &out.display().to_string());
     let a = setup(first.config(&toml).args(&["--watch", "poll=200ms"])).start();
-    let b = Mount::new()
+    let b = second(Mount::new())
         .config(&toml)
         .args(&["--watch", "poll=200ms"])
         .shared_backing(&a.backing)
@@ -163,6 +172,34 @@ fn writes_and_removals_on_one_mount_show_on_the_other_within_a_second() {
         return;
     }
     let (a, b) = two_mounts("duration = \"1h\"\n", |m| m.backing_file("x.json", OLD));
+    shows_within_a_second(&a, &b);
+}
+
+/// The same where the second mount serves reads itself (no passthrough, as for ordinary
+/// users): from the kernel's page cache and its own hot set, which must not keep old content.
+#[test]
+fn writes_and_removals_show_within_a_second_on_a_mount_without_passthrough() {
+    if !require_fuse() {
+        return;
+    }
+    let (a, b) = two_mounts_with(
+        "duration = \"1h\"\n",
+        |m| m.backing_file("x.json", OLD),
+        |m| m.env("CACHETTA_PASSTHROUGH", "0"),
+    );
+    assert_eq!(stats(&b)["passthrough"], false);
+    for _ in 0..3 {
+        // Cached by the kernel and kept in the hot set.
+        assert_bytes(
+            &fs::read(b.path("x.json")).unwrap(),
+            OLD.as_bytes(),
+            "b warm",
+        );
+    }
+    shows_within_a_second(&a, &b);
+}
+
+fn shows_within_a_second(a: &Mount, b: &Mount) {
     assert_bytes(
         &fs::read(b.path("x.json")).unwrap(),
         OLD.as_bytes(),
@@ -201,6 +238,24 @@ fn a_writer_storm_on_one_mount_never_shows_a_torn_entry_on_the_other() {
     let (a, b) = two_mounts("duration = \"1h\"\n", |m| {
         m.backing_file("x.json", value(0))
     });
+    storm_on_a_read_on_b(&a, &b);
+}
+
+#[test]
+fn a_writer_storm_never_shows_a_torn_entry_on_a_mount_without_passthrough() {
+    if !require_fuse() {
+        return;
+    }
+    let (a, b) = two_mounts_with(
+        "duration = \"1h\"\n",
+        |m| m.backing_file("x.json", value(0)),
+        |m| m.env("CACHETTA_PASSTHROUGH", "0"),
+    );
+    storm_on_a_read_on_b(&a, &b);
+}
+
+/// 4 writers on `a` and 4 readers on `b`, for 3 s: every read is one whole written value.
+fn storm_on_a_read_on_b(a: &Mount, b: &Mount) {
     let end = Instant::now() + Duration::from_secs(3);
     let writers: Vec<_> = (0..4)
         .map(|w| {
