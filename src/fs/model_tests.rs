@@ -1,9 +1,10 @@
 //! A model test (proptest), in the spirit of mountpoint-s3's reftests: random sequences of
 //! operations on [`CacheFs`] with a manual clock, through the mount's ways in (O_TRUNC writes,
 //! temp file + rename, `rm`, `touch -d`) and behind its back (writes, deletes, corruption in the
-//! backing dir), with clock jumps both ways. After every step the filesystem must agree with a
-//! small reference model judged by `policy`: the listing, each lookup, the bytes read, and
-//! `user.cachetta.state`.
+//! backing dir), with clock jumps both ways and per-entry durations set and removed with
+//! `setfattr`. After every step the filesystem must agree with a small reference model judged
+//! by `policy`: the listing, each lookup, the bytes read, `user.cachetta.state` and
+//! `user.cachetta.duration`.
 //!
 //! `PROPTEST_CASES` raises the number of cases (default 2,000); failures shrink and are kept in
 //! `proptest-regressions/` as regression cases.
@@ -66,6 +67,10 @@ enum Op {
     /// Behind the mount's back: a new file renamed over the key, mtime now.
     ExternalReplace(usize, Body),
     ExternalDelete(usize),
+    /// `setfattr -n user.cachetta.duration -v <secs>` on a visible entry.
+    SetDuration(usize, u8),
+    /// `setfattr -x user.cachetta.duration`.
+    RemoveDuration(usize),
 }
 
 fn body() -> impl Strategy<Value = Body> {
@@ -83,7 +88,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key.clone().prop_map(Op::Append),
         2 => (key.clone(), body()).prop_map(|(k, b)| Op::External(k, b)),
         1 => (key.clone(), body()).prop_map(|(k, b)| Op::ExternalReplace(k, b)),
-        1 => key.prop_map(Op::ExternalDelete),
+        1 => key.clone().prop_map(Op::ExternalDelete),
+        2 => (key.clone(), 0..150u8).prop_map(|(k, s)| Op::SetDuration(k, s)),
+        1 => key.prop_map(Op::RemoveDuration),
     ]
 }
 
@@ -91,16 +98,31 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Default)]
 struct Model {
     files: BTreeMap<&'static str, (Vec<u8>, SystemTime)>,
+    /// Per-entry durations: kept by every write through the mount and by writes in place
+    /// behind its back; gone with the file (`rm`, a delete or a replace behind its back).
+    durations: BTreeMap<&'static str, Duration>,
 }
 
 impl Model {
+    fn timing(&self, key: &str) -> Timing {
+        Timing {
+            duration: self.durations.get(key).copied().unwrap_or(TIMING.duration),
+            ..TIMING
+        }
+    }
+
     fn state(&self, key: &str, now: SystemTime) -> Option<&'static str> {
         let (bytes, mtime) = self.files.get(key)?;
         if serde_json::from_slice::<serde_json::Value>(bytes).is_err() {
             return None;
         }
-        let state = policy::evaluate(*mtime, now, TIMING).state;
+        let state = policy::evaluate(*mtime, now, self.timing(key)).state;
         state.is_visible().then(|| state.as_str())
+    }
+
+    fn gone(&mut self, key: &str) {
+        self.files.remove(key);
+        self.durations.remove(key);
     }
 }
 
@@ -231,7 +253,7 @@ impl World {
                 // `rm` looks the name up first: a hidden entry is "no such file".
                 if self.lookup(key).is_ok() {
                     self.fs.unlink(ROOT, OsStr::new(key)).unwrap();
-                    self.model.files.remove(key);
+                    self.model.gone(key);
                 }
             }
             Op::Touch(k, secs) => {
@@ -296,13 +318,52 @@ impl World {
                     .unwrap();
                 std::fs::rename(&tmp, self.backing(key)).unwrap();
                 self.fs.backing_changed(Path::new(key));
+                self.model.durations.remove(key);
                 self.model.files.insert(key, (body.bytes(), now));
             }
             Op::ExternalDelete(k) => {
                 let key = KEYS[*k];
                 let _ = std::fs::remove_file(self.backing(key));
                 self.fs.backing_changed(Path::new(key));
-                self.model.files.remove(key);
+                self.model.gone(key);
+            }
+            Op::SetDuration(k, secs) => {
+                let key = KEYS[*k];
+                if self.model.state(key, now).is_some() {
+                    let ino = self
+                        .lookup(key)
+                        .map_err(|e| TestCaseError::fail(format!("lookup {key}: {e}")))?
+                        .attr
+                        .ino;
+                    let value = format!("{secs}s");
+                    let set = self.fs.setxattr(
+                        ino,
+                        OsStr::new("user.cachetta.duration"),
+                        value.as_bytes(),
+                        0,
+                    );
+                    prop_assert!(set.is_ok(), "setfattr {key}: {set:?}");
+                    self.model
+                        .durations
+                        .insert(key, Duration::from_secs(u64::from(*secs)));
+                }
+            }
+            Op::RemoveDuration(k) => {
+                let key = KEYS[*k];
+                if self.model.state(key, now).is_some() {
+                    let ino = self
+                        .lookup(key)
+                        .map_err(|e| TestCaseError::fail(format!("lookup {key}: {e}")))?
+                        .attr
+                        .ino;
+                    let removed = self
+                        .fs
+                        .removexattr(ino, OsStr::new("user.cachetta.duration"));
+                    match self.model.durations.remove(key) {
+                        Some(_) => prop_assert!(removed.is_ok(), "setfattr -x {key}: {removed:?}"),
+                        None => prop_assert_eq!(removed.map_err(|e| e.errno), Err(libc::ENODATA)),
+                    }
+                }
             }
         }
         Ok(())
@@ -351,6 +412,17 @@ impl World {
                         .getxattr(entry.attr.ino, OsStr::new("user.cachetta.state"))
                         .unwrap();
                     prop_assert_eq!(String::from_utf8_lossy(&got), state, "state of {}", key);
+                    let duration = self
+                        .fs
+                        .getxattr(entry.attr.ino, OsStr::new("user.cachetta.duration"))
+                        .unwrap();
+                    let want = self.model.timing(key).duration.as_secs().to_string();
+                    prop_assert_eq!(
+                        String::from_utf8_lossy(&duration),
+                        want,
+                        "duration of {}",
+                        key
+                    );
                 }
             }
         }
