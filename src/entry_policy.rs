@@ -135,14 +135,21 @@ pub fn follow(store: &crate::store::Store, key: &Path, staging: &impl AsFd) {
     let Ok((entry, _)) = store.open_file(key, OFlags::RDONLY, Mode::empty()) else {
         return;
     };
+    // One listing each, so an entry without a policy (the usual case) costs two calls.
+    let listed = |fd: &dyn Fn(&mut [u8]) -> rustix::io::Result<usize>| {
+        read_all(fd).unwrap_or_default()
+    };
+    let has = |names: &[u8], name: &str| names.split(|&b| b == 0).any(|n| n == name.as_bytes());
+    let on_entry = listed(&|buf| rustix::fs::flistxattr(&entry, buf));
+    let on_staging = listed(&|buf| rustix::fs::flistxattr(staging, buf));
     for (name, _) in ATTRIBUTES {
-        match read_all(|buf| rustix::fs::fgetxattr(&entry, name, buf)) {
-            Some(value) => {
-                let _ = rustix::fs::fsetxattr(staging, name, &value, rustix::fs::XattrFlags::empty());
+        if has(&on_entry, name) {
+            if let Some(value) = read_all(|buf| rustix::fs::fgetxattr(&entry, name, buf)) {
+                let flags = rustix::fs::XattrFlags::empty();
+                let _ = rustix::fs::fsetxattr(staging, name, &value, flags);
             }
-            None => {
-                let _ = rustix::fs::fremovexattr(staging, name);
-            }
+        } else if has(&on_staging, name) {
+            let _ = rustix::fs::fremovexattr(staging, name);
         }
     }
 }
