@@ -116,15 +116,21 @@ impl EntryPolicy {
 /// renamed onto it, which brings its own other attributes): each one `to` does not have yet.
 /// Best effort, like every attribute copy.
 pub fn carry(from: &impl AsFd, to: &impl AsFd) {
+    let on_from = read_all(|buf| rustix::fs::flistxattr(from, buf)).unwrap_or_default();
+    let on_to = read_all(|buf| rustix::fs::flistxattr(to, buf)).unwrap_or_default();
     for (name, _) in ATTRIBUTES {
-        let has = read_all(|buf| rustix::fs::fgetxattr(to, name, buf)).is_some();
-        if has {
+        if !lists(&on_from, name) || lists(&on_to, name) {
             continue;
         }
         if let Some(value) = read_all(|buf| rustix::fs::fgetxattr(from, name, buf)) {
             let _ = rustix::fs::fsetxattr(to, name, &value, rustix::fs::XattrFlags::empty());
         }
     }
+}
+
+/// Whether a NUL-separated attribute listing has `name`.
+fn lists(listing: &[u8], name: &str) -> bool {
+    listing.split(|&b| b == 0).any(|n| n == name.as_bytes())
 }
 
 /// Give `staging`, about to replace the entry `key` of `store`, the entry's policy attributes
@@ -136,19 +142,15 @@ pub fn follow(store: &crate::store::Store, key: &Path, staging: &impl AsFd) {
         return;
     };
     // One listing each, so an entry without a policy (the usual case) costs two calls.
-    let listed = |fd: &dyn Fn(&mut [u8]) -> rustix::io::Result<usize>| {
-        read_all(fd).unwrap_or_default()
-    };
-    let has = |names: &[u8], name: &str| names.split(|&b| b == 0).any(|n| n == name.as_bytes());
-    let on_entry = listed(&|buf| rustix::fs::flistxattr(&entry, buf));
-    let on_staging = listed(&|buf| rustix::fs::flistxattr(staging, buf));
+    let on_entry = read_all(|buf| rustix::fs::flistxattr(&entry, buf)).unwrap_or_default();
+    let on_staging = read_all(|buf| rustix::fs::flistxattr(staging, buf)).unwrap_or_default();
     for (name, _) in ATTRIBUTES {
-        if has(&on_entry, name) {
+        if lists(&on_entry, name) {
             if let Some(value) = read_all(|buf| rustix::fs::fgetxattr(&entry, name, buf)) {
                 let flags = rustix::fs::XattrFlags::empty();
                 let _ = rustix::fs::fsetxattr(staging, name, &value, flags);
             }
-        } else if has(&on_staging, name) {
+        } else if lists(&on_staging, name) {
             let _ = rustix::fs::fremovexattr(staging, name);
         }
     }

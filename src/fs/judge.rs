@@ -60,9 +60,15 @@ impl CacheFs {
         valid
     }
 
-    /// Remember that a content version is valid JSON (the mount wrote it after checking).
-    pub(super) fn remember_validity(&self, version: Version, valid: bool) {
-        self.remember(version, |known| known.valid = Some(valid));
+    /// Remember what the mount knows of a version it just published: valid JSON (it checked),
+    /// with these policy attributes if known, so the next lookup need not open it again.
+    pub(super) fn remember_published_content(&self, version: Version, policy: Option<EntryPolicy>) {
+        self.remember(version, |known| {
+            known.valid = Some(true);
+            if policy.is_some() {
+                known.policy = policy;
+            }
+        });
     }
 
     /// Add to what is known of a version, under the cache's lock (requests judge the same

@@ -128,8 +128,9 @@ impl CacheFs {
                 .rename((parent, name), (newparent, newname));
             return Ok(());
         }
+        let mut policy = None;
         if st.kind == Kind::File && store::is_entry_name(newname) {
-            self.check_rename_content(&from, &to)?;
+            policy = Some(self.check_rename_content(&from, &to)?);
             if !store::is_entry_name(name) {
                 // Publishing a scratch file is a write. It keeps its own mtime: the time of
                 // its last write, or the time its writer set (`rsync -a`, SPEC §3).
@@ -144,7 +145,7 @@ impl CacheFs {
             // changed its ctime, so the version is taken now).
             if let Ok(now) = self.store.stat(&to) {
                 if now.ino == st.ino {
-                    self.remember_validity(now.version(), true);
+                    self.remember_published_content(now.version(), policy);
                     self.remember_published(now.version());
                     if let Some(ino) = self.nodes.read().find(parent, name) {
                         self.page_cache.renamed(ino, now.version());
@@ -218,7 +219,8 @@ impl CacheFs {
         }
         let published = self.store.publish(staging, to, None).map_err(io)?;
         if let Ok(now) = Store::fstat(&published) {
-            self.remember_validity(now.version(), true);
+            let policy = entry_policy::EntryPolicy::of_file(&published);
+            self.remember_published_content(now.version(), Some(policy));
             self.remember_published(now.version());
         }
         bump(&self.stats.writes_ok);
@@ -230,7 +232,12 @@ impl CacheFs {
     }
 
     /// A file renamed onto an entry name must be valid JSON within `max_entry_bytes`.
-    pub(super) fn check_rename_content(&self, from: &Path, to: &Path) -> FsResult<()> {
+    /// Returns the policy attributes the file will carry as the entry.
+    pub(super) fn check_rename_content(
+        &self,
+        from: &Path,
+        to: &Path,
+    ) -> FsResult<entry_policy::EntryPolicy> {
         let (file, _) = self
             .store
             .open_file(from, OFlags::RDONLY, Mode::empty())
@@ -246,7 +253,7 @@ impl CacheFs {
                 if let Ok((old, _)) = self.store.open_file(to, OFlags::RDONLY, Mode::empty()) {
                     entry_policy::carry(&old, &file);
                 }
-                Ok(())
+                Ok(entry_policy::EntryPolicy::of_file(&file))
             }
             Ok(false) => reject(libc::EINVAL, "not valid JSON"),
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {

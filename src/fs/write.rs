@@ -402,7 +402,8 @@ impl CacheFs {
                 Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
             };
         if let Ok(st) = Store::fstat(&published) {
-            self.remember_validity(st.version(), true);
+            let policy = crate::entry_policy::EntryPolicy::of_file(&published);
+            self.remember_published_content(st.version(), Some(policy));
             self.remember_published(st.version());
         }
         state.base = Some(published);
