@@ -162,6 +162,13 @@ impl World {
         self.fs.lookup(ROOT, OsStr::new(key))
     }
 
+    /// The inode of a name the model says is visible.
+    fn ino(&self, key: &str) -> Result<u64, TestCaseError> {
+        let entry = self.lookup(key);
+        let entry = entry.map_err(|e| TestCaseError::fail(format!("lookup {key}: {e}")))?;
+        Ok(entry.attr.ino)
+    }
+
     /// Open an existing name for writing the way the kernel does, retrying once on `ESTALE`.
     fn open_for_writing(&self, key: &str, flags: i32) -> FsResult<Opened> {
         let ino = self.lookup(key)?.attr.ino;
@@ -330,11 +337,7 @@ impl World {
             Op::SetDuration(k, secs) => {
                 let key = KEYS[*k];
                 if self.model.state(key, now).is_some() {
-                    let ino = self
-                        .lookup(key)
-                        .map_err(|e| TestCaseError::fail(format!("lookup {key}: {e}")))?
-                        .attr
-                        .ino;
+                    let ino = self.ino(key)?;
                     let value = format!("{secs}s");
                     let set = self.fs.setxattr(
                         ino,
@@ -351,11 +354,7 @@ impl World {
             Op::RemoveDuration(k) => {
                 let key = KEYS[*k];
                 if self.model.state(key, now).is_some() {
-                    let ino = self
-                        .lookup(key)
-                        .map_err(|e| TestCaseError::fail(format!("lookup {key}: {e}")))?
-                        .attr
-                        .ino;
+                    let ino = self.ino(key)?;
                     let removed = self
                         .fs
                         .removexattr(ino, OsStr::new("user.cachetta.duration"));
