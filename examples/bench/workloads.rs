@@ -9,7 +9,7 @@ mod cold;
 mod shared;
 mod storm;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
@@ -306,24 +306,36 @@ impl<'a> Bench<'a> {
 
     /// `stat` of every entry of the big directory, after one warming pass.
     pub fn stat_all(&mut self) -> Result<()> {
+        let name = format!("warm stat, {} entries (all)", self.layout.entries);
+        self.stat_workload(&name, Variant::Default, 0.8, stat_all)
+    }
+
+    /// `each` (a `stat` of every entry, timed) on both sides, once to warm up, then in
+    /// alternating rounds; the row has goal `goal`.
+    pub(super) fn stat_workload(
+        &mut self,
+        name: &str,
+        variant: Variant,
+        goal: f64,
+        each: impl Fn(&[PathBuf]) -> Result<f64>,
+    ) -> Result<()> {
         let entries = self.layout.entries;
-        let name = format!("warm stat, {entries} entries (all)");
-        let d = self.mount(Variant::Default)?;
+        let d = self.mount(variant)?;
         let native = self.layout.entry_paths(self.native());
         let mounted = self.layout.entry_paths(&d.mnt);
-        stat_all(&native)?;
-        stat_all(&mounted)?;
+        each(&native)?;
+        each(&mounted)?;
         let mut requests = Requests::default();
         let (n, m) = alternate(
             self.plan.rounds,
-            |_| stat_all(&native),
-            |_| d.counted(&mut requests, || stat_all(&mounted)),
+            |_| each(&native),
+            |_| d.counted(&mut requests, || each(&mounted)),
         )?;
         self.rows
-            .push(Row::compare(&name, n, m, Unit::Seconds, Some(0.8)));
+            .push(Row::compare(name, n, m, Unit::Seconds, Some(goal)));
         let ops = (entries * self.plan.rounds) as u64;
         let extra = (m - n) / entries as f64;
-        self.record(&name, &d, ops, "stats", requests, extra)
+        self.record(name, &d, ops, "stats", requests, extra)
     }
 
     /// `ls -l` of the big directory: readdir + lstat of each entry, in process; then the real
