@@ -179,21 +179,9 @@ fn stored_seconds(value: &[u8]) -> Option<Duration> {
     Some(Duration::from_secs(seconds).min(MAX_DURATION))
 }
 
-/// The whole of a variable-size attribute read (a list or a value); `None` on any error.
+/// The whole of an attribute read; `None` on any error (no attribute, no user xattrs).
 fn read_all(read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match read(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Some(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                buf.resize(buf.len() * 16, 0);
-            }
-            Err(_) => return None,
-        }
-    }
+    crate::store::read_xattr(read).ok()
 }
 
 #[cfg(test)]

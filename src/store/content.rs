@@ -111,27 +111,35 @@ pub fn read_all(file: &File, limit: u64) -> io::Result<Vec<u8>> {
     }
 }
 
+/// The whole of a variable-size extended-attribute read (a value or a list of names): `read`
+/// is tried with a growing buffer until it fits (`ERANGE` means it did not; one attribute
+/// holds at most 64 KiB).
+pub fn read_xattr(read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
+                buf.resize(buf.len() * 16, 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Copy the `user.*` extended attributes of `from` onto `to` (best effort: a filesystem
 /// without user xattrs has none to copy).
 pub fn copy_user_xattrs(from: &File, to: &File) {
-    let Ok(len) = rustix::fs::flistxattr_query(from) else {
+    let Ok(names) = read_xattr(|buf| rustix::fs::flistxattr(from, buf)) else {
         return;
     };
-    let mut names = vec![0u8; len];
-    let Ok(n) = rustix::fs::flistxattr(from, &mut names[..]) else {
-        return;
-    };
-    for name in names[..n]
-        .split(|&b| b == 0)
-        .filter(|n| n.starts_with(b"user."))
-    {
+    for name in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
         let name = OsStr::from_bytes(name);
-        let Ok(len) = rustix::fs::fgetxattr_query(from, name) else {
-            continue;
-        };
-        let mut value = vec![0u8; len];
-        if let Ok(n) = rustix::fs::fgetxattr(from, name, &mut value[..]) {
-            let _ = rustix::fs::fsetxattr(to, name, &value[..n], rustix::fs::XattrFlags::empty());
+        if let Ok(value) = read_xattr(|buf| rustix::fs::fgetxattr(from, name, buf)) {
+            let _ = rustix::fs::fsetxattr(to, name, &value, rustix::fs::XattrFlags::empty());
         }
     }
 }

@@ -18,7 +18,9 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlag
 mod content;
 mod stat;
 
-pub use content::{copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all};
+pub use content::{
+    copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
+};
 use stat::{set_timestamps, timespec};
 pub use stat::{Kind, SetTime, Stat, Version};
 
@@ -440,35 +442,13 @@ impl Store {
 
     pub fn get_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
         let fd = self.open_for_xattr(rel)?;
-        loop {
-            let len = rustix::fs::fgetxattr_query(&fd, name)?;
-            let mut buf = vec![0u8; len];
-            match rustix::fs::fgetxattr(&fd, name, &mut buf[..]) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(rustix::io::Errno::RANGE) => continue, // grew meanwhile
-                Err(e) => return Err(e.into()),
-            }
-        }
+        read_xattr(|buf| rustix::fs::fgetxattr(&fd, name, buf))
     }
 
     /// The NUL-separated names of a file's extended attributes.
     pub fn list_xattr(&self, rel: &Path) -> io::Result<Vec<u8>> {
         let fd = self.open_for_xattr(rel)?;
-        loop {
-            let len = rustix::fs::flistxattr_query(&fd)?;
-            let mut buf = vec![0u8; len];
-            match rustix::fs::flistxattr(&fd, &mut buf[..]) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(rustix::io::Errno::RANGE) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        read_xattr(|buf| rustix::fs::flistxattr(&fd, buf))
     }
 
     pub fn set_xattr(&self, rel: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
