@@ -27,17 +27,13 @@ pub(super) struct Demands {
 struct Demand {
     /// Increases with every demand: a waiter looks for one newer than it saw before asking.
     id: u64,
-    #[serde(serialize_with = "lossy")]
+    #[serde(serialize_with = "crate::inspect::lossy_path")]
     key: PathBuf,
     /// `running` until it ends; then `ok`, `failed`, `declined`, `cancelled` (by `rm` or
     /// unmount) or `timeout` (still running after the key's `refresh_timeout`).
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-}
-
-fn lossy<S: serde::Serializer>(key: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&key.to_string_lossy())
 }
 
 impl CacheFs {

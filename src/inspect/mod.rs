@@ -125,7 +125,8 @@ pub struct LastRefresh {
     pub reason: String,
 }
 
-fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+/// A path as a JSON string; bytes that are not UTF-8 become U+FFFD.
+pub(crate) fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&path.to_string_lossy())
 }
 
