@@ -10,6 +10,15 @@ use super::*;
 use crate::refresh::{Outcome, Reason};
 use crate::store;
 
+/// A missed lookup that is to wait for its key's refresh (see [`CacheFs::fill`]).
+#[derive(Debug)]
+pub struct Fill {
+    parent: u64,
+    name: std::ffi::OsString,
+    key: std::path::PathBuf,
+    reason: Reason,
+}
+
 impl CacheFs {
     /// The refresh state of a key, for `info` and its attributes.
     pub(super) fn with_refresh_state(
@@ -62,9 +71,16 @@ impl CacheFs {
 
     /// Whether a missed `.json` lookup should run the key's refresh and wait for it: a
     /// `fill_on_miss` key (read-through), or an entry past its stale window that
-    /// stale-if-error keeps if its refresh fails.
-    pub fn may_fill(&self, parent: u64, name: &OsStr) -> bool {
-        self.fill_reason(parent, name).is_some()
+    /// stale-if-error keeps if its refresh fails. What [`CacheFs::lookup_filling`] takes.
+    pub fn fill(&self, parent: u64, name: &OsStr) -> Option<Fill> {
+        let reason = self.fill_reason(parent, name)?;
+        let key = self.child_path(parent, name).ok()?;
+        Some(Fill {
+            parent,
+            name: name.to_os_string(),
+            key,
+            reason,
+        })
     }
 
     /// Whether a refresh may create `name` at any moment: an entry key whose rule has a
@@ -96,26 +112,21 @@ impl CacheFs {
         }
     }
 
-    /// Read-through: a lookup that missed runs the key's refresh (or joins the one running),
+    /// Read-through: a lookup that missed ([`CacheFs::fill`]) runs the key's refresh (or joins the one running),
     /// and `reply` gets the new entry, or `ENOENT`, once it ends. No thread waits for it: the
     /// refresh worker replies (so a flood of missed lookups costs no thread each).
     pub fn lookup_filling(
         self: &Arc<Self>,
-        parent: u64,
-        name: &OsStr,
+        fill: Fill,
         reply: impl FnOnce(FsResult<Entry>) + Send + 'static,
     ) {
-        let key = match self.lookup_quietly(parent, name) {
-            Err(e) if e.errno == libc::ENOENT => match self.child_path(parent, name) {
-                Ok(key) => key,
-                Err(e) => return reply(Err(e)),
-            },
-            other => return reply(other),
-        };
-        let Some(reason) = self.fill_reason(parent, name) else {
-            return reply(Err(errno(libc::ENOENT)));
-        };
-        let (fs, name, run_key) = (self.clone(), name.to_os_string(), key.clone());
+        let Fill {
+            parent,
+            name,
+            key,
+            reason,
+        } = fill;
+        let (fs, run_key) = (self.clone(), key.clone());
         let then = move |outcome: Outcome| {
             reply(match outcome {
                 Outcome::Published => fs.lookup_quietly(parent, &name),

@@ -43,6 +43,7 @@ use crate::stats::{bump, Requests, Stats};
 use crate::store::{self, Kind, SetTime, Stat, Store, Version};
 
 use coherence::Coherence;
+pub use fill::Fill;
 use handles::Handle;
 pub use handles::Listed;
 use nodes::Nodes;

@@ -125,14 +125,13 @@ impl Filesystem for FuseAdapter {
         guarded("lookup", req, parent.0, move || {
             bump(&self.fs.requests().lookup);
             let found = self.fs.lookup(parent.0, name);
-            if matches!(&found, Err(e) if e.errno == libc::ENOENT)
-                && self.fs.may_fill(parent.0, name)
-            {
+            let missed = matches!(&found, Err(e) if e.errno == libc::ENOENT);
+            if let Some(fill) = missed.then(|| self.fs.fill(parent.0, name)).flatten() {
                 // Read-through waits for a refresh command: the refresh worker replies when it
                 // ends, so the workers stay free for every other request.
-                return self.fs.lookup_filling(parent.0, name, move |result| {
-                    reply_entry(reply, "lookup", result)
-                });
+                return self
+                    .fs
+                    .lookup_filling(fill, move |result| reply_entry(reply, "lookup", result));
             }
             if matches!(&found, Err(e) if e.errno == libc::ENOENT) {
                 let ttl = self.fs.negative_ttl(parent.0, name);
