@@ -112,9 +112,10 @@ impl CacheFs {
         }
     }
 
-    /// Read-through: a lookup that missed ([`CacheFs::fill`]) runs the key's refresh (or joins the one running),
-    /// and `reply` gets the new entry, or `ENOENT`, once it ends. No thread waits for it: the
-    /// refresh worker replies (so a flood of missed lookups costs no thread each).
+    /// Read-through: a lookup that missed ([`CacheFs::fill`]) runs the key's refresh (or joins
+    /// the one running), and `reply` gets the new entry, or `ENOENT`, once it ends. No thread
+    /// waits for it: the refresh worker replies (so a flood of missed lookups costs no thread
+    /// each).
     pub fn lookup_filling(
         self: &Arc<Self>,
         fill: Fill,
