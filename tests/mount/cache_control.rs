@@ -255,6 +255,43 @@ fn stale_if_error_serves_the_old_entry_while_its_refresh_fails() {
 }
 
 #[test]
+fn a_per_entry_stale_if_error_keeps_an_entry_its_rule_would_hide() {
+    if !require_fuse() {
+        return;
+    }
+    let m = outage_mount("0s");
+    let on_file = rustix::fs::XattrFlags::empty();
+    rustix::fs::setxattr(
+        m.backing_path("x.json"),
+        "user.cachetta.stale_if_error",
+        b"3600",
+        on_file,
+    )
+    .unwrap();
+    assert_bytes(
+        &fs::read(m.path("x.json")).unwrap(),
+        OLD.as_bytes(),
+        "kept by the entry's own window",
+    );
+    assert_eq!(
+        attr(&m, "x.json", "stale_if_error").as_deref(),
+        Some("3600")
+    );
+    assert_eq!(
+        info(&m, "x.json")["overrides"],
+        serde_json::json!(["stale_if_error"])
+    );
+    assert!(attr(&m, "x.json", "refresh_error").is_some());
+    rustix::fs::removexattr(m.backing_path("x.json"), "user.cachetta.stale_if_error").unwrap();
+    let hidden = eventually(Duration::from_secs(5), || !m.path("x.json").exists());
+    assert!(
+        hidden,
+        "the rule's 0s applies again: {}",
+        info(&m, "x.json")
+    );
+}
+
+#[test]
 fn stale_if_error_ends_with_its_window() {
     if !require_fuse() {
         return;
