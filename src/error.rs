@@ -11,6 +11,19 @@ pub enum Level {
     Warn,
     /// Something went wrong on our side or in the backing dir.
     Error,
+    /// The backing dir's server is away (a distributed filesystem's client answered
+    /// `ENOTCONN`): logged once per outage, not once per request.
+    Outage,
+}
+
+/// What the backing dir's client answers while its server is away. The mount answers `EIO`
+/// instead: to every tool (and to `cachetta mount`'s own check) `ENOTCONN` from a FUSE mount
+/// means its daemon is dead.
+fn is_outage(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOTCONN | libc::ECONNABORTED | libc::ESHUTDOWN | libc::EHOSTDOWN
+    )
 }
 
 /// A failed filesystem request.
@@ -51,6 +64,14 @@ impl FsError {
     /// An I/O error on the backing dir, with what we were doing.
     pub fn io(context: impl std::fmt::Display, err: io::Error) -> Self {
         let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        if is_outage(errno) {
+            return FsError {
+                errno: libc::EIO,
+                message: format!("{context}: {err}"),
+                level: Level::Outage,
+                source: Some(err),
+            };
+        }
         let level = match errno {
             // Ordinary answers, not faults: nothing there, not allowed, not supported.
             libc::ENOENT
@@ -101,5 +122,14 @@ mod tests {
             io::Error::from_raw_os_error(libc::ENOSPC).to_string()
         );
         assert!(FsError::errno(libc::ENOENT).source().is_none());
+    }
+
+    #[test]
+    fn a_backing_server_away_is_eio_never_enotconn() {
+        for errno in [libc::ENOTCONN, libc::ECONNABORTED] {
+            let err = FsError::io("x.json", io::Error::from_raw_os_error(errno));
+            assert_eq!(err.errno, libc::EIO);
+            assert_eq!(err.level, Level::Outage);
+        }
     }
 }

@@ -199,12 +199,16 @@ fn same_file(a: &Stat, b: &Stat) -> bool {
 fn remove_if_unchanged(store: &Store, key: &Path, judged: &Stat) -> io::Result<bool> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let aside_name = format!(
-        "{STAGING_PREFIX}gc.{}.{}.tmp",
+        "{STAGING_PREFIX}gc.{}.{:016x}.{}.tmp",
         std::process::id(),
+        process_token(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let aside = key.with_file_name(aside_name);
-    store.rename(key, &aside, true)?;
+    // The name is this process's alone (pid, a random token for other machines' processes
+    // with the same pid, a sequence), so a plain rename replaces nothing: no
+    // `RENAME_NOREPLACE`, which NFS and GlusterFS refuse.
+    store.rename(key, &aside, false)?;
     let moved = store.stat(&aside)?;
     if same_file(&moved, judged) {
         store.unlink(&aside)?;
@@ -219,6 +223,17 @@ fn remove_if_unchanged(store: &Store, key: &Path, judged: &Stat) -> io::Result<b
         }
         Err(e) => Err(e),
     }
+}
+
+/// A random number drawn once per process (std's hasher keys come from the OS's randomness).
+fn process_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static TOKEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    })
 }
 
 /// Count of swept files per reason, e.g. `3 (2 expired, 1 scratch)`, for summaries.

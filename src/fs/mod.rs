@@ -208,6 +208,22 @@ enum Seen {
 }
 
 /// The filesystem.
+///
+/// **Locks.** No lock here is held across backing-dir I/O (on a network filesystem that is a
+/// round trip every other request would queue behind) or while running a command; bind what
+/// is needed under the lock, drop it, then do the I/O. Where two are held at once, they are
+/// taken in this order, never the reverse:
+///
+/// 1. `nodes` (the inode table);
+/// 2. then one of `coherence` (`judge::attr_ttl`, `open::pin_current`) or `page_cache`
+///    (`namespace::rename`).
+///
+/// Every other lock is a leaf, taken alone and released before another is taken: `pins`,
+/// `handles`, `published`, `known`, `demands`, `hot`'s own, the refresher's, and the fuse
+/// adapter's `backings` (held across the `/dev/fuse` ioctl that registers a backing file,
+/// never across backing-dir I/O). A writer's `state` (one per open file) is the one lock held
+/// across I/O: its own staging file's validation and publish, which only requests on that
+/// same open file wait for. `docs/concurrency.md` has the table.
 pub struct CacheFs {
     store: Arc<Store>,
     config: Arc<Config>,

@@ -284,7 +284,8 @@ impl CacheFs {
         let handle = self.handles.write().remove(&fh)?;
         match &*handle {
             Handle::Write(w) => {
-                if let Some(staging) = w.state.lock().staging.take() {
+                let staging = w.state.lock().staging.take();
+                if let Some(staging) = staging {
                     self.store.discard(staging);
                 }
                 self.writer_exit(w.ino, &(w.parent, w.name.clone()));

@@ -34,7 +34,10 @@ impl CacheFs {
             return Ok(None);
         }
         let found = self.visible(&key);
-        let (st, policy) = match self.pins.lock().get(ino).map(|pin| pin.file.clone()) {
+        // Bound first: the mount-wide `pins` lock must not be held across the `fstat` and
+        // `fgetxattr` below (a network round trip on a shared backing dir).
+        let pinned = self.pins.lock().get(ino).map(|pin| pin.file.clone());
+        let (st, policy) = match pinned {
             Some(file) => (Store::fstat(&*file)?, EntryPolicy::of_file(&*file)),
             None => {
                 let st = found?.0;

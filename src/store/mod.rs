@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
@@ -79,6 +79,8 @@ pub struct Store {
     root_path: PathBuf,
     sync_writes: bool,
     staging_seq: AtomicU64,
+    /// Set once the filesystem refused `RENAME_NOREPLACE` (NFS, GlusterFS): not asked again.
+    noreplace_refused: AtomicBool,
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -115,6 +117,7 @@ impl Store {
             root_path,
             sync_writes,
             staging_seq: AtomicU64::new(0),
+            noreplace_refused: AtomicBool::new(false),
         })
     }
 
@@ -129,10 +132,17 @@ impl Store {
 
     fn open_at(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
         let rel = dot_if_empty(rel);
+        let mut stale = 0;
         loop {
-            // openat2 may answer EAGAIN when a rename raced with the resolution; just retry.
             match rustix::fs::openat2(&self.root, rel, flags | OFlags::CLOEXEC, mode, RESOLVE) {
+                // openat2 may answer EAGAIN when a rename raced with the resolution; just retry.
                 Err(rustix::io::Errno::AGAIN) => continue,
+                // A distributed filesystem's client answers ESTALE for a name another client
+                // just replaced (its cached handle is gone): open the name again.
+                Err(rustix::io::Errno::STALE) if stale < ESTALE_RETRIES => {
+                    stale += 1;
+                    stale_pause(stale);
+                }
                 Err(rustix::io::Errno::XDEV) => {
                     return Err(io::Error::from_raw_os_error(libc::ENOENT))
                 }
@@ -148,17 +158,21 @@ impl Store {
 
     /// `lstat` of a path beneath the root; a trailing symlink is reported, never followed.
     pub fn stat(&self, rel: &Path) -> io::Result<Stat> {
-        let fd = self.open_at(rel, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?;
-        Ok(Stat::from_raw(&rustix::fs::fstat(&fd)?))
+        retry_stale(|| {
+            let fd = self.open_at(rel, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?;
+            Ok(Stat::from_raw(&rustix::fs::fstat(&fd)?))
+        })
     }
 
     /// `lstat` of `name` in an open directory: one syscall, for listings.
     pub fn stat_in(dir: &OwnedFd, name: &OsStr) -> io::Result<Stat> {
-        Ok(Stat::from_raw(&rustix::fs::statat(
-            dir,
-            name,
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?))
+        retry_stale(|| {
+            Ok(Stat::from_raw(&rustix::fs::statat(
+                dir,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?))
+        })
     }
 
     /// `fstat` of an open file.
@@ -169,17 +183,20 @@ impl Store {
     /// Open a regular file beneath the root. Anything that is not a regular file is `ENOENT`
     /// (never served), whatever raced with us.
     pub fn open_file(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
-        // O_NONBLOCK: opening a FIFO that replaced the file must not hang the request.
-        let fd = self
-            .open_at(rel, flags | OFlags::NOFOLLOW | OFlags::NONBLOCK, mode)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    io::Error::from_raw_os_error(libc::ENOENT)
-                } else {
-                    e
-                }
-            })?;
-        let st = Stat::from_raw(&rustix::fs::fstat(&fd)?);
+        let (fd, st) = retry_stale(|| {
+            // O_NONBLOCK: opening a FIFO that replaced the file must not hang the request.
+            let fd = self
+                .open_at(rel, flags | OFlags::NOFOLLOW | OFlags::NONBLOCK, mode)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ELOOP) {
+                        io::Error::from_raw_os_error(libc::ENOENT)
+                    } else {
+                        e
+                    }
+                })?;
+            let st = Stat::from_raw(&rustix::fs::fstat(&fd)?);
+            Ok((fd, st))
+        })?;
         if st.kind != Kind::File {
             return Err(io::Error::from_raw_os_error(if st.kind == Kind::Dir {
                 libc::EISDIR
@@ -191,6 +208,10 @@ impl Store {
     }
 
     pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirItem>> {
+        retry_stale(|| self.read_dir_once(rel))
+    }
+
+    fn read_dir_once(&self, rel: &Path) -> io::Result<Vec<DirItem>> {
         let fd = self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         let dir = rustix::fs::Dir::read_from(&fd)?;
         let mut items = Vec::new();
@@ -367,19 +388,74 @@ impl Store {
         Ok(())
     }
 
+    /// Rename `from` to `to`; with `noreplace`, fail with `EEXIST` rather than replace
+    /// anything at `to`. Where the filesystem refuses `RENAME_NOREPLACE` (`EINVAL`: NFS,
+    /// GlusterFS), a file is linked to its new name (`link` never replaces) and unlinked from
+    /// its old one; see [`Store::rename_noreplace_by_link`].
     pub fn rename(&self, from: &Path, to: &Path, noreplace: bool) -> io::Result<()> {
         let (from_parent, from_name) = split(from);
         let (to_parent, to_name) = split(to);
         let from_dir = self.dir(from_parent)?;
         let to_dir = self.dir(to_parent)?;
-        let flags = if noreplace {
-            RenameFlags::NOREPLACE
-        } else {
-            RenameFlags::empty()
-        };
-        Ok(rustix::fs::renameat_with(
-            &from_dir, from_name, &to_dir, to_name, flags,
-        )?)
+        if !noreplace {
+            return Ok(rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name)?);
+        }
+        if !self.noreplace_refused.load(Ordering::Relaxed) {
+            match rustix::fs::renameat_with(
+                &from_dir,
+                from_name,
+                &to_dir,
+                to_name,
+                RenameFlags::NOREPLACE,
+            ) {
+                Err(rustix::io::Errno::INVAL) => {}
+                other => return Ok(other?),
+            }
+        }
+        Self::rename_noreplace_by_link(&from_dir, from_name, &to_dir, to_name).inspect(|()| {
+            if !self.noreplace_refused.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "the backing filesystem refuses RENAME_NOREPLACE; renaming without replacing by link and unlink instead"
+                );
+            }
+        })
+    }
+
+    /// `RENAME_NOREPLACE` without the flag. A regular file gets its new name by `linkat`,
+    /// which fails with `EEXIST` whatever raced with it, and loses the old one by `unlinkat`
+    /// (a crash in between leaves both names on the same content: nothing is lost or
+    /// replaced). Anything else (a directory, or a filesystem without hard links) is renamed
+    /// only if nothing is at `to` when looked at just before: the one case where a name
+    /// created in that instant could be replaced.
+    fn rename_noreplace_by_link(
+        from_dir: &OwnedFd,
+        from_name: &OsStr,
+        to_dir: &OwnedFd,
+        to_name: &OsStr,
+    ) -> io::Result<()> {
+        let st = Self::stat_in(from_dir, from_name)?;
+        if st.kind == Kind::File {
+            match rustix::fs::linkat(from_dir, from_name, to_dir, to_name, AtFlags::empty()) {
+                Ok(()) => {
+                    if let Err(e) = rustix::fs::unlinkat(from_dir, from_name, AtFlags::empty()) {
+                        // Both names now hold the same content; the rename happened.
+                        tracing::warn!(
+                            "renamed by link, but the old name could not be removed: {e}"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(rustix::io::Errno::PERM | rustix::io::Errno::NOTSUP | rustix::io::Errno::MLINK) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match Self::stat_in(to_dir, to_name) {
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn set_times(
@@ -441,14 +517,18 @@ impl Store {
     }
 
     pub fn get_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
-        let fd = self.open_for_xattr(rel)?;
-        read_xattr(|buf| rustix::fs::fgetxattr(&fd, name, buf))
+        retry_stale(|| {
+            let fd = self.open_for_xattr(rel)?;
+            read_xattr(|buf| rustix::fs::fgetxattr(&fd, name, buf))
+        })
     }
 
     /// The NUL-separated names of a file's extended attributes.
     pub fn list_xattr(&self, rel: &Path) -> io::Result<Vec<u8>> {
-        let fd = self.open_for_xattr(rel)?;
-        read_xattr(|buf| rustix::fs::flistxattr(&fd, buf))
+        retry_stale(|| {
+            let fd = self.open_for_xattr(rel)?;
+            read_xattr(|buf| rustix::fs::flistxattr(&fd, buf))
+        })
     }
 
     pub fn set_xattr(&self, rel: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
@@ -464,6 +544,35 @@ impl Store {
 
     pub fn statfs(&self) -> io::Result<rustix::fs::StatVfs> {
         Ok(rustix::fs::fstatvfs(&self.root)?)
+    }
+}
+
+/// How many times a name is opened again after `ESTALE` before the error is given up on. A
+/// GlusterFS client whose name another client keeps replacing can answer it many times in a
+/// row (FUSE-NOTES: 8,998 of 9,223 opens in one storm); each retry looks the name up afresh.
+const ESTALE_RETRIES: u32 = 64;
+
+/// Between retries: at once for the first few, then a short, growing sleep (a replace on
+/// another client takes a round trip to settle), at most a few milliseconds.
+fn stale_pause(attempt: u32) {
+    if attempt > 4 {
+        std::thread::sleep(std::time::Duration::from_micros(
+            50 << (attempt - 4).min(6),
+        ));
+    }
+}
+
+/// Run `op` (which opens a name afresh each time) again while it fails with `ESTALE`.
+pub fn retry_stale<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut attempt = 0;
+    loop {
+        match op() {
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && attempt < ESTALE_RETRIES => {
+                attempt += 1;
+                stale_pause(attempt);
+            }
+            other => return other,
+        }
     }
 }
 

@@ -159,3 +159,51 @@ fn fifo_is_not_opened() {
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
 }
+
+/// `RENAME_NOREPLACE` as NFS and GlusterFS get it (they refuse the flag with `EINVAL`): by link
+/// and unlink for files, look-then-rename for directories; never replacing what is there.
+#[test]
+fn rename_without_the_noreplace_flag_never_replaces_and_moves_files_and_dirs() {
+    let (dir, store) = store();
+    std::fs::write(dir.path().join("a.json"), "1").unwrap();
+    std::fs::write(dir.path().join("b.json"), "2").unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    let root = store.dir(Path::new("")).unwrap();
+    let by_link = |from: &str, to: &str| {
+        Store::rename_noreplace_by_link(&root, OsStr::new(from), &root, OsStr::new(to))
+    };
+    let err = by_link("a.json", "b.json").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(std::fs::read_to_string(dir.path().join("a.json")).unwrap(), "1");
+    assert_eq!(std::fs::read_to_string(dir.path().join("b.json")).unwrap(), "2");
+    by_link("a.json", "c.json").unwrap();
+    assert!(!dir.path().join("a.json").exists());
+    assert_eq!(std::fs::read_to_string(dir.path().join("c.json")).unwrap(), "1");
+    let err = by_link("d", "c.json").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+    by_link("d", "e").unwrap();
+    assert!(dir.path().join("e").is_dir());
+    assert!(!dir.path().join("d").exists());
+}
+
+#[test]
+fn estale_is_retried_a_bounded_number_of_times() {
+    let mut calls = 0;
+    let got = retry_stale(|| {
+        calls += 1;
+        if calls < 3 {
+            Err(io::Error::from_raw_os_error(libc::ESTALE))
+        } else {
+            Ok(calls)
+        }
+    });
+    assert_eq!(got.unwrap(), 3);
+    let mut calls = 0;
+    let err = retry_stale(|| -> io::Result<()> {
+        calls += 1;
+        Err(io::Error::from_raw_os_error(libc::ESTALE))
+    })
+    .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
+    assert_eq!(calls, ESTALE_RETRIES + 1);
+}
