@@ -364,6 +364,11 @@ impl CacheFs {
         self.nodes.read().len()
     }
 
+    /// Whether the backing dir is on a FUSE filesystem, where kernel passthrough is not used.
+    pub fn backing_is_on_fuse(&self) -> bool {
+        self.store.is_on_fuse()
+    }
+
     /// Reads of large entries may use kernel passthrough (the adapter negotiated it).
     pub fn enable_passthrough(&self, on: bool) {
         self.passthrough.store(on, Ordering::Relaxed);

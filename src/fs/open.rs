@@ -111,7 +111,24 @@ impl CacheFs {
             Some(acquired) => acquired,
             None => self.pin_current(ino, key)?,
         };
-        let st = Store::fstat(&*acquired.file)?;
+        let st = match Store::fstat(&*acquired.file) {
+            Ok(st) => st,
+            Err(e) => {
+                self.pins.lock().release(ino);
+                if e.raw_os_error() == Some(libc::ESTALE) {
+                    // The pinned file is gone on the server (another machine replaced it; a
+                    // GlusterFS client may open lazily). Its name moves to a fresh inode, and
+                    // ESTALE makes the kernel look it up again and retry the open once, which
+                    // then opens what the name holds now.
+                    self.rotate(ino);
+                    return Err(FsError::new(
+                        libc::ESTALE,
+                        format!("{}: replaced on the server", key.display()),
+                    ));
+                }
+                return Err(FsError::io(key.display(), e));
+            }
+        };
         // The name was shown by a lookup: an entry that stale-if-error keeps is served.
         let Seen::Entry(verdict) = self.judge_as(key, &st, Some(&acquired.file), Grace::Serve)
         else {

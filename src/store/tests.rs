@@ -187,23 +187,31 @@ fn rename_without_the_noreplace_flag_never_replaces_and_moves_files_and_dirs() {
 }
 
 #[test]
-fn estale_is_retried_a_bounded_number_of_times() {
+fn estale_is_retried_a_bounded_number_of_times_then_taken_as_gone() {
+    let relearned = std::cell::Cell::new(0);
     let mut calls = 0;
-    let got = retry_stale(|| {
-        calls += 1;
-        if calls < 3 {
-            Err(io::Error::from_raw_os_error(libc::ESTALE))
-        } else {
-            Ok(calls)
-        }
-    });
+    let got = retry_stale(
+        || relearned.set(relearned.get() + 1),
+        || {
+            calls += 1;
+            if calls < 3 {
+                Err(io::Error::from_raw_os_error(libc::ESTALE))
+            } else {
+                Ok(calls)
+            }
+        },
+    );
     assert_eq!(got.unwrap(), 3);
+    assert_eq!(relearned.get(), 2);
     let mut calls = 0;
-    let err = retry_stale(|| -> io::Result<()> {
-        calls += 1;
-        Err(io::Error::from_raw_os_error(libc::ESTALE))
-    })
+    let err = retry_stale(
+        || {},
+        || -> io::Result<()> {
+            calls += 1;
+            Err(io::Error::from_raw_os_error(libc::ESTALE))
+        },
+    )
     .unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
     assert_eq!(calls, ESTALE_RETRIES + 1);
 }
