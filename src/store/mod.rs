@@ -565,6 +565,8 @@ impl Store {
     /// Whether the backing dir is on a FUSE filesystem (GlusterFS's client, JuiceFS, sshfs...).
     pub fn is_on_fuse(&self) -> bool {
         const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+        // `f_type`'s integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
         rustix::fs::fstatfs(&self.root).is_ok_and(|st| st.f_type as i64 == FUSE_SUPER_MAGIC)
     }
 
