@@ -100,6 +100,12 @@ impl EntryPolicy {
         }
     }
 
+    /// The timing of an entry with these overrides under `settings` (its rule's): the one
+    /// place the mount, `cachetta info` and gc compute an entry's effective timing.
+    pub fn timing_under(&self, settings: &crate::config::Settings) -> Timing {
+        self.apply(settings.timing(), settings.refresh.is_some())
+    }
+
     /// The short names of what is overridden, in attribute order (`info`'s `overrides`).
     pub fn overridden(&self) -> Vec<&'static str> {
         let set = [self.duration, self.stale, self.stale_if_error];
