@@ -114,7 +114,7 @@ fn reason_to_remove(
         });
     }
     let settings = config.settings_for(found.key.as_os_str()).settings;
-    let timing = |policy: &EntryPolicy| policy.timing_under(&settings);
+    let timing = |policy: &EntryPolicy| policy.timing_under(settings);
     is_expired_entry(store, found, &timing, config.max_entry_bytes, now).then_some(REASON_EXPIRED)
 }
 

@@ -92,7 +92,7 @@ impl CacheFs {
 
     /// The timing of the entry `key` whose content has `policy`: its rule's, overridden.
     pub(super) fn timing_of(&self, key: &Path, policy: &EntryPolicy) -> policy::Timing {
-        policy.timing_under(&self.config.settings_for(key.as_os_str()).settings)
+        policy.timing_under(self.config.settings_for(key.as_os_str()).settings)
     }
 
     /// How the mount shows the backing file `key` with metadata `st`.

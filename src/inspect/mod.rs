@@ -249,7 +249,7 @@ pub fn entry_info(store: &Store, config: &Config, key: &Path, now: SystemTime) -
         Ok((file, st)) => {
             let valid = content_is_valid(&file, config.max_entry_bytes);
             let policy = EntryPolicy::of_file(&file);
-            let timing = policy.timing_under(&settings);
+            let timing = policy.timing_under(settings);
             Info::from_stat(key, path, &st, valid, timing, now).with_overrides(&policy)
         }
         // Exists but cannot be read: the mount cannot serve it either.
