@@ -140,6 +140,10 @@ impl<O: Clone, D> Flight<O, D> {
     /// Call `then` with the outcome: now if there is one, else when it comes.
     pub fn then(&self, then: Then<O>) {
         let mut waiting = self.then.lock();
+        // `then` is held across the look at `outcome`: `complete` records the outcome before
+        // it takes `then`, so a waiter pushed here is always found (lock order: `then`, then
+        // `outcome`; `complete` never holds both).
+        #[allow(clippy::significant_drop_in_scrutinee)]
         if let Some(outcome) = self.outcome.lock().clone() {
             drop(waiting);
             return then(outcome);

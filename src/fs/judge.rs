@@ -31,7 +31,8 @@ impl CacheFs {
     /// version. `None` when not known and there is no file to read them from.
     pub(super) fn policy_of(&self, st: &Stat, file: Option<&File>) -> Option<EntryPolicy> {
         let version = st.version();
-        if let Some(policy) = self.known.lock().get(&version).and_then(|k| k.policy) {
+        let known = self.known.lock().get(&version).and_then(|k| k.policy);
+        if let Some(policy) = known {
             return Some(policy);
         }
         let policy = EntryPolicy::of_file(file?);
@@ -43,7 +44,8 @@ impl CacheFs {
     /// JSON value; parsed once per version.
     fn is_valid(&self, key: &Path, st: &Stat, file: Option<&File>) -> bool {
         let version = st.version();
-        if let Some(valid) = self.known.lock().get(&version).and_then(|k| k.valid) {
+        let known = self.known.lock().get(&version).and_then(|k| k.valid);
+        if let Some(valid) = known {
             return valid;
         }
         // Not opened (gone, or unreadable): hidden now, judged again next time.
@@ -164,6 +166,9 @@ impl CacheFs {
         if ttl.is_zero() {
             return ttl;
         }
+        // `nodes` then `coherence`, the documented order: the name stays bound to `ino`
+        // while it is asked about.
+        #[allow(clippy::significant_drop_in_scrutinee)]
         match self.nodes.read().name_of(ino) {
             Some((parent, name)) if self.coherence.is_writing(parent, &name, self.clock.now()) => {
                 Duration::ZERO

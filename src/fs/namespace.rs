@@ -147,6 +147,9 @@ impl CacheFs {
                 if now.ino == st.ino {
                     self.remember_published_content(now.version(), policy);
                     self.remember_published(now.version());
+                    // `nodes` then `page_cache`, the documented order: the inode stays bound
+                    // to the name while the kernel's view of it is moved.
+                    #[allow(clippy::significant_drop_in_scrutinee)]
                     if let Some(ino) = self.nodes.read().find(parent, name) {
                         self.page_cache.renamed(ino, now.version());
                     }
