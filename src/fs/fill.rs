@@ -72,7 +72,7 @@ impl CacheFs {
     /// Whether a missed `.json` lookup should run the key's refresh and wait for it: a
     /// `fill_on_miss` key (read-through), or an entry past its stale window that
     /// stale-if-error keeps if its refresh fails. What [`CacheFs::lookup_filling`] takes.
-    pub fn fill(&self, parent: u64, name: &OsStr) -> Option<Fill> {
+    pub(super) fn fill(&self, parent: u64, name: &OsStr) -> Option<Fill> {
         let reason = self.fill_reason(parent, name)?;
         let key = self.child_path(parent, name).ok()?;
         Some(Fill {

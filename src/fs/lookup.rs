@@ -5,6 +5,21 @@ use super::judge::Grace;
 use super::*;
 
 impl CacheFs {
+    /// The whole answer to a kernel lookup: the name, a read-through to wait for, or "no
+    /// such name" with how long the kernel may remember that. The adapter only replies.
+    pub fn lookup_answer(&self, parent: u64, name: &OsStr) -> FsResult<Lookup> {
+        match self.lookup(parent, name) {
+            Ok(entry) => Ok(Lookup::Found(entry)),
+            Err(e) if e.errno == libc::ENOENT => Ok(match self.fill(parent, name) {
+                Some(fill) => Lookup::Filling(fill),
+                None => Lookup::Missing {
+                    ttl: self.negative_ttl(parent, name),
+                },
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
         let found = self.lookup_quietly(parent, name);
         if store::is_entry_name(name) && found.is_err() {
@@ -88,7 +103,7 @@ impl CacheFs {
     /// anything else, except where a refresh can make it exist at any moment (a key under a
     /// rule with a refresh command: read-through, stale-if-error, `cachetta refresh`, another
     /// mount) or its writer is at work.
-    pub fn negative_ttl(&self, parent: u64, name: &OsStr) -> Duration {
+    pub(super) fn negative_ttl(&self, parent: u64, name: &OsStr) -> Duration {
         if self.may_be_refreshed(parent, name)
             || self.coherence.is_writing(parent, name, self.clock.now())
         {

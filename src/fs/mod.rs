@@ -207,6 +207,19 @@ enum Seen {
     Hidden,
 }
 
+/// What a lookup answers (see [`CacheFs::lookup_answer`]).
+#[derive(Debug)]
+pub enum Lookup {
+    /// The name, with its attributes.
+    Found(Entry),
+    /// Read-through: a refresh command may create the name; [`CacheFs::lookup_filling`]
+    /// answers when it ends, so no worker waits for it.
+    Filling(Fill),
+    /// No such name. The kernel may remember that for `ttl` (a negative entry); zero means
+    /// not at all, and the answer is plain `ENOENT`.
+    Missing { ttl: Duration },
+}
+
 /// The filesystem.
 ///
 /// **Locks.** No lock here is held across backing-dir I/O (on a network filesystem that is a
@@ -367,6 +380,29 @@ impl CacheFs {
     /// Whether the backing dir is on a FUSE filesystem, where kernel passthrough is not used.
     pub fn backing_is_on_fuse(&self) -> bool {
         self.store.is_on_fuse()
+    }
+
+    /// Whether to ask the kernel for passthrough: unless `CACHETTA_PASSTHROUGH=0` (to
+    /// measure, or to work around a kernel) or the backing dir is on a FUSE filesystem.
+    pub fn passthrough_wanted(&self) -> bool {
+        if std::env::var("CACHETTA_PASSTHROUGH").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        if self.backing_is_on_fuse() {
+            // Measured over GlusterFS's client: the kernel's passthrough reads of a file
+            // another client had replaced answered EIO (109 of 2,400 reads in a 4 s storm);
+            // reads through the daemon of the same open files answered none.
+            tracing::info!("the backing dir is on a FUSE filesystem: no kernel passthrough, reads go through the daemon");
+            return false;
+        }
+        true
+    }
+
+    /// The kernel refused to register a backing file: reads go through the daemon from now
+    /// on.
+    pub fn passthrough_refused(&self, why: &std::io::Error) {
+        warn!("kernel passthrough unavailable ({why}); reading through the daemon");
+        self.enable_passthrough(false);
     }
 
     /// Reads of large entries may use kernel passthrough (the adapter negotiated it).

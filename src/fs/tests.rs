@@ -380,3 +380,43 @@ fn a_writer_of_a_name_the_kernel_caches_is_sent_to_look_it_up_again_uncached() {
         "cached again once the writing is over"
     );
 }
+
+/// The adapter only replies: what a lookup answers (found, wait for a read-through, or missing
+/// and for how long the kernel may remember that) is decided here.
+#[test]
+fn a_lookup_answers_found_filling_or_missing_with_how_long_to_remember_it() {
+    let f = fixture(
+        r#"
+duration = "1h"
+[[rule]]
+match = "live/*.json"
+refresh = "echo 1"
+[[rule]]
+match = "filled/*.json"
+refresh = "echo 1"
+fill_on_miss = true
+"#,
+    );
+    f.put("a.json", "{}", Duration::ZERO);
+    std::fs::create_dir_all(f.dir.path().join("live")).unwrap();
+    std::fs::create_dir_all(f.dir.path().join("filled")).unwrap();
+    let live = f.fs.lookup(ROOT, OsStr::new("live")).unwrap().attr.ino;
+    let filled = f.fs.lookup(ROOT, OsStr::new("filled")).unwrap().attr.ino;
+    assert!(matches!(
+        f.fs.lookup_answer(ROOT, OsStr::new("a.json")),
+        Ok(Lookup::Found(e)) if e.attr.size == 2
+    ));
+    assert!(matches!(
+        f.fs.lookup_answer(ROOT, OsStr::new("nothing.json")),
+        Ok(Lookup::Missing { ttl }) if ttl == KERNEL_TTL
+    ));
+    // A refresh may create it at any moment (another mount, `cachetta refresh`).
+    assert!(matches!(
+        f.fs.lookup_answer(live, OsStr::new("x.json")),
+        Ok(Lookup::Missing { ttl }) if ttl.is_zero()
+    ));
+    assert!(matches!(
+        f.fs.lookup_answer(filled, OsStr::new("x.json")),
+        Ok(Lookup::Filling(_))
+    ));
+}

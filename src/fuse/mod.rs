@@ -17,7 +17,7 @@ use fuser::{
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
-use crate::fs::{Attr, CacheFs, Changes, OpenMode, Opened};
+use crate::fs::{Attr, CacheFs, Changes, Lookup, OpenMode, Opened};
 use crate::stats::bump;
 
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
@@ -78,8 +78,7 @@ impl FuseAdapter {
                     }
                     Err(e) => {
                         // No backing was registered, so plain direct I/O is allowed here.
-                        warn!("kernel passthrough unavailable ({e}); reading through the daemon");
-                        self.fs.enable_passthrough(false);
+                        self.fs.passthrough_refused(&e);
                         reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
                     }
                 }
@@ -94,15 +93,7 @@ use reply::*;
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Kernel passthrough (Linux >= 6.9, root): large reads never reach the daemon.
-        // CACHETTA_PASSTHROUGH=0 turns it off (to measure, or to work around a kernel).
-        let mut wanted = std::env::var("CACHETTA_PASSTHROUGH").map_or(true, |v| v != "0");
-        if wanted && self.fs.backing_is_on_fuse() {
-            // Measured over GlusterFS's client: the kernel's passthrough reads of a file another
-            // client had replaced answered EIO (109 of 2,400 reads in a 4 s storm); reads
-            // through the daemon of the same open files answered none.
-            info!("the backing dir is on a FUSE filesystem: no kernel passthrough, reads go through the daemon");
-            wanted = false;
-        }
+        let wanted = self.fs.passthrough_wanted();
         // Lookups in one directory may run at once (a read-through waiting for its command
         // must not hold up its neighbours); the inode table is locked on its own.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
@@ -131,28 +122,23 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", req, parent.0, move || {
             bump(&self.fs.requests().lookup);
-            let found = self.fs.lookup(parent.0, name);
-            let missed = matches!(&found, Err(e) if e.errno == libc::ENOENT);
-            if let Some(fill) = missed.then(|| self.fs.fill(parent.0, name)).flatten() {
-                // Read-through waits for a refresh command: the refresh worker replies when it
-                // ends, so the workers stay free for every other request.
-                return self
+            match self.fs.lookup_answer(parent.0, name) {
+                Ok(Lookup::Found(entry)) => reply_entry(reply, "lookup", Ok(entry)),
+                // The refresh worker replies when the command ends: the workers stay free.
+                Ok(Lookup::Filling(fill)) => self
                     .fs
-                    .lookup_filling(fill, move |result| reply_entry(reply, "lookup", result));
-            }
-            if matches!(&found, Err(e) if e.errno == libc::ENOENT) {
-                let ttl = self.fs.negative_ttl(parent.0, name);
-                if !ttl.is_zero() {
-                    // A negative entry (node id 0): the kernel remembers "no such name" for
-                    // `ttl`, so the write idiom's temp-file name costs no second lookup.
+                    .lookup_filling(fill, move |result| reply_entry(reply, "lookup", result)),
+                Ok(Lookup::Missing { ttl }) if !ttl.is_zero() => {
+                    // A negative entry (node id 0): the kernel remembers "no such name".
                     let none = FileAttr {
                         ino: INodeNo(0),
                         ..file_attr(&Attr::absent())
                     };
-                    return reply.entry(&ttl, &none, Generation(0));
+                    reply.entry(&ttl, &none, Generation(0));
                 }
+                Ok(Lookup::Missing { .. }) => reply.error(Errno::ENOENT),
+                Err(err) => reply.error(fail("lookup", err)),
             }
-            reply_entry(reply, "lookup", found);
         });
     }
 
