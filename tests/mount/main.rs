@@ -27,6 +27,7 @@ mod page_cache;
 mod refresh;
 mod refresh_read_through;
 mod shared;
+mod shared_coherence;
 mod statfs;
 mod storm;
 mod visibility;
