@@ -18,6 +18,7 @@ mod daemon_scene;
 mod exact_time;
 mod external_changes;
 mod faults;
+mod gluster;
 mod inspection;
 mod invalidation;
 mod kernel_cache;
