@@ -338,13 +338,15 @@ fn while_the_brick_is_away_the_mount_answers_eio_or_kept_content_and_serves_agai
     let brick = volume.kill_brick();
     let limit = GLUSTER_PING_TIMEOUT + Duration::from_secs(2);
     let mut problems = Vec::new();
+    // Rounds 0.6 s apart: the last comes after the kernel's cached names and attributes (1 s
+    // at most) are gone, so the daemon answers it.
     for round in 0..3 {
         problems.extend(
             outage_answers(&m, CONTENT, limit)
                 .into_iter()
                 .map(|p| format!("round {round}, {p}")),
         );
-        thread::sleep(Duration::from_millis(300));
+        thread::sleep(Duration::from_millis(600));
     }
     problems.extend(second_mount_refused(&m));
     let warnings = warnings_after(&m, log_before);
