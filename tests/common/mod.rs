@@ -2,13 +2,16 @@
 //! runner of the `cachetta` binary ([`Isolated`]), the real-mount harness ([`Mount`]), extended
 //! attributes on rustix, mtimes set one way ([`set_mtime`]), child processes under the
 //! [`forking`] lock, and the serial sections that keep tests in one process from disturbing
-//! each other. Mounts are found with the crate's own mountinfo parser (`cachetta::umount`).
+//! each other; GlusterFS for the tests of a shared backing dir ([`SharedBacking`]). Mounts are
+//! found with the crate's own mountinfo parser (`cachetta::umount`).
 
 // Each binary uses its own part of the support.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 mod binary;
 mod files;
+#[cfg(feature = "mount")]
+mod gluster;
 #[cfg(feature = "mount")]
 mod mount;
 mod process;
@@ -16,6 +19,8 @@ mod xattr;
 
 pub use binary::*;
 pub use files::*;
+#[cfg(feature = "mount")]
+pub use gluster::*;
 #[cfg(feature = "mount")]
 pub use mount::*;
 pub use process::*;

@@ -5,11 +5,12 @@
 //! asserts what a user of the mountpoint sees. Ages are made with [`set_mtime`] on the backing
 //! file, never by sleeping. Nothing here knows the daemon's internals.
 
+use std::any::Any;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,9 +58,14 @@ pub struct Mount {
     argv: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     child: Option<Child>,
+    /// What must outlive the mount (a shared backing dir's guard), dropped after unmounting.
+    _held: Vec<Held>,
     // Declared last so it is removed after `Drop::drop` has unmounted.
     _dir: TempDir,
 }
+
+/// Something a mount keeps until it is unmounted (see [`MountBuilder::holding`]).
+pub type Held = Arc<dyn Any + Send + Sync>;
 
 /// Builds a [`Mount`]: config text, extra flags, and the backing dir's contents before mounting.
 pub struct MountBuilder {
@@ -71,6 +77,7 @@ pub struct MountBuilder {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     create_dirs: bool,
+    held: Vec<Held>,
 }
 
 impl Mount {
@@ -88,6 +95,7 @@ impl Mount {
             args: Vec::new(),
             env: Vec::new(),
             create_dirs: true,
+            held: Vec::new(),
         }
     }
 }
@@ -100,13 +108,19 @@ impl MountBuilder {
         self
     }
 
+    /// Keep `guard` until this mount is unmounted: the guard of a backing dir on a shared
+    /// filesystem, which two mounts hold and the last one to go removes.
+    pub fn holding(mut self, guard: Held) -> Self {
+        self.held.push(guard);
+        self
+    }
+
     /// Write `toml` to `ROOT/config.toml` and pass `--config` with it.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_owned());
         self
     }
 
-    /// Extra arguments after `mount MNT --backing DIR [--config FILE]`.
     /// An environment variable for the daemon (e.g. `CACHETTA_PASSTHROUGH=0`).
     pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
@@ -114,6 +128,7 @@ impl MountBuilder {
         self
     }
 
+    /// Extra arguments after `mount MNT --backing DIR [--config FILE]`.
     pub fn args<S: AsRef<OsStr>>(mut self, args: &[S]) -> Self {
         self.args
             .extend(args.iter().map(|a| a.as_ref().to_os_string()));
@@ -233,6 +248,7 @@ impl MountBuilder {
             argv,
             env: self.env,
             child: None,
+            _held: self.held,
             _dir: self.dir,
         };
         let child = mount.spawn_daemon();
