@@ -575,17 +575,20 @@ impl Store {
     }
 }
 
-/// How many times a name is opened again after `ESTALE` before the error is given up on. A
+/// How many times a name is reached again after `ESTALE` before it is taken as gone. A
 /// GlusterFS client whose name another client keeps replacing can answer it many times in a
-/// row (FUSE-NOTES: 8,998 of 9,223 opens in one storm); each retry looks the name up afresh.
-const ESTALE_RETRIES: u32 = 32;
+/// row (FUSE-NOTES: 8,998 of 9,223 opens in one storm); each retry relearns the directory and
+/// looks the name up afresh. With the pauses below, all of them take about 1.8 s at most:
+/// longer than the client's own cache time (1 s), after which a name that is really gone
+/// answers `ENOENT` by itself.
+const ESTALE_RETRIES: u32 = 100;
 
-/// Between retries: at once for the first few, then a short, growing sleep (a replace on
-/// another client takes a round trip to settle): 1 ms, 2 ms, ... at most 20 ms, so every
-/// retry together stays within about half a second.
+/// Between retries: at once for the first eight (each already costs a listing round trip),
+/// then a short, growing sleep (a replace on another client takes a round trip to settle):
+/// 1 ms, 2 ms, ... at most 20 ms.
 fn stale_pause(attempt: u32) {
-    if attempt > 4 {
-        let ms = u64::from(attempt - 4).min(20);
+    if attempt > 8 {
+        let ms = u64::from(attempt - 8).min(20);
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
