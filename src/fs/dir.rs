@@ -19,6 +19,15 @@ impl CacheFs {
             }
             Err(e) => return Err(FsError::io(key.display(), e)),
         };
+        {
+            // A name in the listing exists: whatever the watcher saw go from it is back.
+            let mut gone = self.gone.lock();
+            if !gone.is_empty() {
+                for item in &items {
+                    gone.remove(&key.join(&item.name));
+                }
+            }
+        }
         let dir_attr = self
             .getattr(ino, None)
             .map(|e| e.attr)

@@ -189,6 +189,9 @@ impl CacheFs {
             .store
             .stat(key)
             .map_err(|e| FsError::io(key.display(), e))?;
+        if self.is_gone(key, &st) {
+            return Err(errno(libc::ENOENT));
+        }
         self.judge_stat_as(key, st, grace)
     }
 

@@ -36,6 +36,7 @@ impl CacheFs {
     /// (another program, or a refresh that published): pinned inodes move on, and the kernel
     /// is told the attributes of the directory and the file changed.
     pub fn backing_changed(&self, rel: &Path) {
+        self.gone.lock().remove(rel);
         let (parent_rel, name) = store::split(rel);
         let (parent, child) = {
             let nodes = self.nodes.read();
@@ -47,6 +48,57 @@ impl CacheFs {
         self.invalidate_attributes(parent);
         if let Some(child) = child {
             self.content_changed(child);
+        }
+    }
+
+    /// The watcher saw the name `rel` go: its directory's listing no longer has it (with the
+    /// inode it had, when known), or another mount removed it. Until a stat by that name finds
+    /// another inode, or the name is reported back, the inode the filesystem's client still
+    /// answers with for it is not shown (see `gone` in `CacheFs`).
+    pub fn backing_gone(&self, rel: &Path, ino: Option<u64>) {
+        let ino = match ino {
+            Some(ino) => ino,
+            // What the client answers for the name now, if anything, is what went.
+            None => match self.store.stat(rel) {
+                Ok(st) => st.ino,
+                Err(_) => {
+                    self.backing_changed(rel);
+                    return;
+                }
+            },
+        };
+        {
+            let mut gone = self.gone.lock();
+            if gone.len() >= GONE_REMEMBERED {
+                gone.clear();
+            }
+            gone.insert(rel.to_path_buf(), ino);
+        }
+        let (parent_rel, name) = store::split(rel);
+        let (parent, child) = {
+            let nodes = self.nodes.read();
+            let Some(parent) = nodes.resolve(parent_rel) else {
+                return;
+            };
+            (parent, nodes.find(parent, name))
+        };
+        self.invalidate_attributes(parent);
+        if let Some(child) = child {
+            self.content_changed(child);
+        }
+    }
+
+    /// Whether `st`, found at `rel` by name, is a file the watcher saw go from that name. A
+    /// different file there means the name was reused: forgotten.
+    pub(super) fn is_gone(&self, rel: &Path, st: &Stat) -> bool {
+        let mut gone = self.gone.lock();
+        match gone.get(rel) {
+            Some(&ino) if ino == st.ino => true,
+            Some(_) => {
+                gone.remove(rel);
+                false
+            }
+            None => false,
         }
     }
 

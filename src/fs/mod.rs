@@ -59,6 +59,10 @@ pub const KERNEL_TTL: Duration = Duration::from_secs(1);
 
 const NAME_MAX: usize = 255;
 
+/// How many names seen gone are remembered (see `gone` in `CacheFs`); past it, all are
+/// forgotten and the filesystem's own answers are trusted again.
+const GONE_REMEMBERED: usize = 65_536;
+
 /// How many published versions the watcher can recognise as this mount's own.
 const PUBLISHED_REMEMBERED: usize = 256;
 
@@ -232,7 +236,7 @@ pub enum Lookup {
 ///    (`namespace::rename`).
 ///
 /// Every other lock is a leaf, taken alone and released before another is taken: `pins`,
-/// `handles`, `published`, `known`, `demands`, `hot`'s own, the refresher's, and the fuse
+/// `handles`, `published`, `known`, `gone`, `demands`, `hot`'s own, the refresher's, and the fuse
 /// adapter's `backings` (held across the `/dev/fuse` ioctl that registers a backing file,
 /// never across backing-dir I/O). A writer's `state` (one per open file) is the one lock held
 /// across I/O: its own staging file's validation and publish, which only requests on that
@@ -258,6 +262,13 @@ pub struct CacheFs {
     /// JSON validity and policy attributes per content version, so an unchanged entry is
     /// parsed once.
     known: Mutex<HashMap<Version, judge::Known>>,
+    /// Names the watcher saw go (not in their directory's listing any more, or removed by
+    /// another mount), with the inode they had: a distributed filesystem's client may go on
+    /// answering for such a name for a while (GlusterFS: a name renamed away by another client
+    /// stays `stat`-able for seconds while its directory is being listed), and the mount must
+    /// not show it. A stat of the name that finds another inode, or a report that the name is
+    /// back, forgets it.
+    gone: Mutex<HashMap<PathBuf, u64>>,
     stats: Arc<Stats>,
     /// Entry contents for reads that reach the daemon (SPEC §7).
     hot: HotSet,
@@ -340,6 +351,7 @@ impl CacheFs {
                 next_fh: AtomicU64::new(1),
                 published: Mutex::new(std::collections::VecDeque::new()),
                 known: Mutex::new(HashMap::new()),
+                gone: Mutex::new(HashMap::new()),
                 demands: Mutex::default(),
                 stats,
                 requests: Requests::default(),

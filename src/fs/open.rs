@@ -197,6 +197,9 @@ impl CacheFs {
             .store
             .open_file(key, OFlags::RDONLY, Mode::empty())
             .map_err(|e| FsError::io(key.display(), e))?;
+        if self.is_gone(key, &st) {
+            return Err(errno(libc::ENOENT));
+        }
         // A name being written is read without passthrough, so its writer's open is never
         // refused by the kernel.
         let passthrough = self.passthrough.load(Ordering::Relaxed)

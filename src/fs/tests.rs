@@ -420,3 +420,29 @@ fill_on_miss = true
         Ok(Lookup::Filling(_))
     ));
 }
+
+/// A distributed filesystem's client may answer for a name another client renamed away; once
+/// the watcher saw it go, the mount does not show it, until the name holds another file or is
+/// reported back.
+#[test]
+fn a_name_seen_gone_is_hidden_until_it_holds_another_file_or_comes_back() {
+    let f = fixture("duration = \"1h\"\n");
+    f.put("a.json", "{}", Duration::ZERO);
+    let name = OsStr::new("a.json");
+    assert!(f.fs.lookup(ROOT, name).is_ok());
+    f.fs.backing_gone(Path::new("a.json"), None);
+    assert_eq!(f.fs.lookup(ROOT, name).unwrap_err().errno, libc::ENOENT);
+    // A listing that has the name: it exists on the server after all.
+    assert!(f.names().contains(&"a.json".to_string()));
+    assert!(f.fs.lookup(ROOT, name).is_ok());
+    // Reported back (the name reappeared in a listing, another mount published it).
+    f.fs.backing_gone(Path::new("a.json"), None);
+    f.fs.backing_changed(Path::new("a.json"));
+    assert!(f.fs.lookup(ROOT, name).is_ok());
+    // Another file at the name: shown, and the memory of the old one is dropped.
+    f.fs.backing_gone(Path::new("a.json"), None);
+    let tmp = f.dir.path().join("new.tmp");
+    std::fs::write(&tmp, "[1]").unwrap();
+    std::fs::rename(&tmp, f.dir.path().join("a.json")).unwrap();
+    assert_eq!(f.fs.lookup(ROOT, name).unwrap().attr.size, 3);
+}
