@@ -242,7 +242,13 @@ impl World {
         let got = self.fs.read(fh, 0, 1 << 16);
         self.fs.release(fh);
         let got = got.map_err(|e| fail(format_args!("read {key}"), e))?;
-        prop_assert_eq!(got, want, "bytes of {}", key);
+        prop_assert!(
+            got == want,
+            "{} reads {:?}, not {:?}",
+            key,
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
         Ok(())
     }
 
@@ -602,7 +608,13 @@ impl World {
             let got = self.fs.read(fh, 0, 1 << 16);
             self.fs.release(fh);
             let got = got.map_err(|e| fail(format_args!("read {key}"), e))?;
-            prop_assert_eq!(got, want, "bytes of {}", key);
+            prop_assert!(
+                got == want,
+                "{} reads {:?}, not {:?}",
+                key,
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
         }
         for held in &self.held {
             let got = self.fs.read(held.fh, 0, 1 << 16);
