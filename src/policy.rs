@@ -87,6 +87,10 @@ pub fn evaluate(mtime: SystemTime, now: SystemTime, timing: Timing) -> Verdict {
     }
 }
 
+/// The test oracle this module's tests and the filesystem's model test check against.
+#[cfg(test)]
+pub(crate) mod reference;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +199,159 @@ mod tests {
         };
         let v = evaluate(mtime, mtime + Duration::from_secs(60), no_stale);
         assert_eq!(v.state, EntryState::Grace, "an empty stale window is skipped");
+    }
+
+    /// `evaluate` against the reference's own arithmetic of SPEC §1 and §12 (`reference.rs`):
+    /// state, age, time to the next change and ttl must all agree.
+    mod against_the_reference {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+        use proptest::prelude::*;
+
+        use super::super::reference::{self, Phase, Windows};
+        use super::super::{evaluate, EntryState, Timing};
+
+        const NS: i128 = 1_000_000_000;
+
+        /// The instant `n` nanoseconds from the epoch, if a `SystemTime` can hold it.
+        fn instant(n: i128) -> Option<SystemTime> {
+            let secs = i64::try_from(n.div_euclid(NS)).ok()?;
+            let whole = if secs >= 0 {
+                UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
+            } else {
+                UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+            }?;
+            whole.checked_add(Duration::from_nanos(n.rem_euclid(NS) as u64))
+        }
+
+        fn phase(state: EntryState) -> Phase {
+            match state {
+                EntryState::Fresh => Phase::Fresh,
+                EntryState::Stale => Phase::Stale,
+                EntryState::Grace => Phase::Grace,
+                EntryState::Expired => Phase::Expired,
+            }
+        }
+
+        fn agree(mtime: SystemTime, now: SystemTime, timing: Timing) -> Result<(), TestCaseError> {
+            let windows = Windows {
+                duration: timing.duration,
+                stale: timing.stale,
+                stale_if_error: timing.stale_if_error,
+            };
+            let want = reference::judge(mtime, now, windows);
+            let got = evaluate(mtime, now, timing);
+            prop_assert_eq!(got.age, want.age, "age");
+            let last_end = timing.duration.checked_add(timing.stale);
+            if last_end.and_then(|end| end.checked_add(timing.stale_if_error)).is_none() {
+                // Windows ending beyond `Duration::MAX` (584 billion years; no config or
+                // override reaches them, both are capped at 100 years): the SPEC says nothing
+                // of how such a far end saturates, so only the end of freshness, which is
+                // exact, is compared.
+                let fresh = got.state == EntryState::Fresh;
+                prop_assert_eq!(fresh, want.phase == Phase::Fresh, "fresh");
+                return Ok(());
+            }
+            prop_assert_eq!(phase(got.state), want.phase, "state");
+            prop_assert_eq!(got.until_change, want.next_change, "time to the next change");
+            // An f64 of seconds: equal to within the rounding of its operands' magnitude.
+            let scale = [timing.duration, want.age]
+                .iter()
+                .map(Duration::as_secs_f64)
+                .fold(1.0, f64::max);
+            prop_assert!(
+                (got.ttl_secs - want.ttl_secs).abs() <= scale * 1e-12,
+                "ttl_secs {} != {}",
+                got.ttl_secs,
+                want.ttl_secs
+            );
+            Ok(())
+        }
+
+        /// A duration, stale window or stale-if-error window: mostly small, sometimes with
+        /// nanoseconds, sometimes as large as a `Duration` goes.
+        fn window() -> impl Strategy<Value = Duration> {
+            prop_oneof![
+                3 => Just(Duration::ZERO),
+                4 => (1..200u64).prop_map(Duration::from_secs),
+                2 => (0..200u64, 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+                // The config's cap, 100 years.
+                1 => Just(Duration::from_secs(100 * 365 * 86_400)),
+                1 => (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+                1 => (0..3u64).prop_map(|k| Duration::MAX - Duration::from_secs(k)),
+            ]
+        }
+
+        /// An mtime: around today, or anywhere a `SystemTime` reaches.
+        fn mtime() -> impl Strategy<Value = i128> {
+            prop_oneof![
+                4 => (1_600_000_000..1_900_000_000i64, 0..NS).prop_map(|(s, n)| i128::from(s) * NS + n),
+                1 => (any::<i64>(), 0..NS).prop_map(|(s, n)| i128::from(s) * NS + n),
+                1 => Just(i128::from(i64::MIN) * NS),
+                1 => Just(i128::from(i64::MAX) * NS + NS - 1),
+            ]
+        }
+
+        /// How far `now` is from the boundary it is drawn near: on it, a nanosecond or a second
+        /// either side, a few minutes either side, or anywhere.
+        fn offset() -> impl Strategy<Value = i128> {
+            prop_oneof![
+                2 => Just(0),
+                1 => Just(-1),
+                1 => Just(1),
+                1 => Just(-NS),
+                1 => Just(NS),
+                2 => -300 * NS..300 * NS,
+                1 => any::<i64>().prop_map(|s| i128::from(s) * NS),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+            ))]
+
+            /// `now` is drawn near one of the boundaries 0, d, d + s and d + s + e past mtime
+            /// (or near mtime itself, or anywhere), so every edge is met to the nanosecond.
+            #[test]
+            fn evaluate_agrees_with_the_reference(
+                duration in window(),
+                stale in window(),
+                stale_if_error in window(),
+                mtime in mtime(),
+                boundary in 0..4usize,
+                offset in offset(),
+            ) {
+                let timing = Timing { duration, stale, stale_if_error };
+                let windows = [duration, stale, stale_if_error];
+                let anchor: i128 = windows[..boundary].iter().map(|w| w.as_nanos() as i128).sum();
+                // Where the boundary is beyond what a SystemTime holds, the offset alone.
+                let now = instant(mtime + anchor + offset)
+                    .or_else(|| instant(mtime + offset))
+                    .or_else(|| instant(mtime));
+                let (Some(mtime), Some(now)) = (instant(mtime), now) else {
+                    return Err(TestCaseError::reject("not a SystemTime"));
+                };
+                agree(mtime, now, timing)?;
+            }
+        }
+
+        /// Every combination of small windows (0 to 3 s) at every age from 2 s in the future
+        /// to 10 s, each a nanosecond either side too.
+        #[test]
+        fn evaluate_agrees_with_the_reference_on_a_small_grid() {
+            let mtime = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let secs = |n: u64| Duration::from_secs(n);
+            for (d, s, e) in (0..4).flat_map(|d| (0..4).flat_map(move |s| (0..4).map(move |e| (d, s, e)))) {
+                let timing = Timing { duration: secs(d), stale: secs(s), stale_if_error: secs(e) };
+                let ages = (-2..=10).flat_map(|s| [-1, 0, 1].map(|ns| i128::from(s) * NS + ns));
+                for age in ages {
+                    let now = instant(i128::from(1_700_000_000i64) * NS + age).unwrap();
+                    if let Err(e) = agree(mtime, now, timing) {
+                        panic!("d={d} s={s} e={e} age={age}ns: {e}");
+                    }
+                }
+            }
+        }
     }
 }
