@@ -2,6 +2,9 @@
 //! that reach the daemon and for the library's reads alike. A copy is keyed by the content's
 //! version (device, inode, size, mtime, ctime), so a file that changed in any way (a write,
 //! `rm`, `touch` or replace by anyone) is never served from here; stale copies simply age out.
+//! The mount adds the node the content was read through to the key (`HotSet<(u64, Version)>`):
+//! a file created on the inode number another just freed, in the same clock tick and with the
+//! same size, has the same version, and must never be served another name's bytes.
 //! Expiry is not judged here: callers evaluate the policy on the file's current mtime first.
 
 use std::num::NonZeroUsize;
@@ -16,21 +19,21 @@ use crate::store::Version;
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Debug)]
-pub struct HotSet {
-    inner: Mutex<Inner>,
+pub struct HotSet<K: std::hash::Hash + Eq = Version> {
+    inner: Mutex<Inner<K>>,
     max_bytes: u64,
 }
 
 #[derive(Debug)]
-struct Inner {
-    entries: LruCache<Version, Arc<[u8]>>,
+struct Inner<K: std::hash::Hash + Eq> {
+    entries: LruCache<K, Arc<[u8]>>,
     bytes: u64,
 }
 
-impl HotSet {
+impl<K: std::hash::Hash + Eq> HotSet<K> {
     /// At most `max_entries` entries and `max_bytes` bytes; an entry over a quarter of
     /// `max_bytes` is never kept.
-    pub fn new(max_entries: usize, max_bytes: u64) -> HotSet {
+    pub fn new(max_entries: usize, max_bytes: u64) -> HotSet<K> {
         let cap = NonZeroUsize::new(max_entries.max(1)).expect("at least 1");
         let max_bytes = if max_entries == 0 { 0 } else { max_bytes };
         HotSet {
@@ -47,17 +50,17 @@ impl HotSet {
         size <= self.max_bytes / 4
     }
 
-    pub fn get(&self, version: &Version) -> Option<Arc<[u8]>> {
-        self.inner.lock().entries.get(version).cloned()
+    pub fn get(&self, key: &K) -> Option<Arc<[u8]>> {
+        self.inner.lock().entries.get(key).cloned()
     }
 
-    pub fn insert(&self, version: Version, content: Arc<[u8]>) {
+    pub fn insert(&self, key: K, content: Arc<[u8]>) {
         let size = content.len() as u64;
         if !self.admits(size) {
             return;
         }
         let mut inner = self.inner.lock();
-        if let Some(old) = inner.entries.put(version, content) {
+        if let Some(old) = inner.entries.put(key, content) {
             inner.bytes -= old.len() as u64;
         }
         inner.bytes += size;

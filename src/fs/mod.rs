@@ -271,7 +271,7 @@ pub struct CacheFs {
     gone: Mutex<HashMap<PathBuf, u64>>,
     stats: Arc<Stats>,
     /// Entry contents for reads that reach the daemon (SPEC §7).
-    hot: HotSet,
+    hot: HotSet<(u64, Version)>,
     requests: Requests,
     refresher: Refresher,
     /// Refreshes asked for through `user.cachetta.refresh`, and how they went.

@@ -286,7 +286,7 @@ impl CacheFs {
         let handle = self.handle(fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = match &*handle {
-            Handle::Read { file, .. } => return self.read_entry(file, offset, size),
+            Handle::Read { ino, file } => return self.read_entry(*ino, file, offset, size),
             Handle::Scratch { file, .. } => read_full_at(file, &mut buf, offset)?,
             Handle::Write(w) => match w.state.lock().current() {
                 Some(file) => read_full_at(file, &mut buf, offset)?,
@@ -326,9 +326,15 @@ impl CacheFs {
 
     /// A read of an entry that reached the daemon: from the hot set while the file is
     /// unchanged (one `fstat` tells), else from the file, keeping small entries for next time.
-    pub(super) fn read_entry(&self, file: &File, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub(super) fn read_entry(
+        &self,
+        ino: u64,
+        file: &File,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
         let st = Store::fstat(file)?;
-        let version = st.version();
+        let version = (ino, st.version());
         let content = match self.hot.get(&version) {
             Some(content) => {
                 bump(&self.stats.lru_hits);

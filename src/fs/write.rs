@@ -53,7 +53,19 @@ impl CacheFs {
                     .map_err(|e| FsError::io(key.display(), e))?;
             }
         }
-        self.getattr(ino, fh)
+        match self.getattr(ino, fh) {
+            // The change itself hid the entry (`touch -d` into its past): it was made, so it
+            // succeeds, with the file's attributes and nothing for the kernel to keep; the next
+            // lookup answers ENOENT.
+            Err(e) if e.errno == libc::ENOENT && exists => match self.store.stat(&key) {
+                Ok(st) => Ok(Entry {
+                    attr: Attr::from_stat(ino, &st),
+                    ttl: Duration::ZERO,
+                }),
+                Err(_) => Err(e),
+            },
+            answer => answer,
+        }
     }
 
     /// Times set by a writer on the entry it is writing (`futimens`, as `cp -a` and `tar x` do
@@ -197,8 +209,15 @@ impl CacheFs {
         perm: u32,
         append: bool,
     ) -> FsResult<WriteState> {
+        // The name was shown by a lookup: an entry that stale-if-error keeps is the base of
+        // this write (an append appends to it), as it is what a read would get.
         let base = match self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
-            Ok((file, st)) if !matches!(self.judge(key, &st, Some(&file)), Seen::Hidden) => {
+            Ok((file, st))
+                if !matches!(
+                    self.judge_as(key, &st, Some(&file), super::judge::Grace::Serve),
+                    Seen::Hidden
+                ) =>
+            {
                 Some((file, st))
             }
             _ => None,
