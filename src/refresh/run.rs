@@ -37,8 +37,10 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
     let _lock = match lock::try_lock(&shared.store, key) {
         Ok(Taken::Ours(lock)) => {
             // Replaced since this refresh was asked for (another mount's refresh that ended
-            // just before this one got the lock, or a write): not needed any more.
-            let now = shared.store.stat(key).ok().map(|st| st.version());
+            // just before this one got the lock, or a write): not needed any more. Opened, not
+            // just `stat`-ed: another machine's publish must not hide behind a network
+            // filesystem's attribute cache (GlusterFS: a refresh ran twice).
+            let now = shared.store.stat_opened(key).ok().map(|st| st.version());
             if now.is_some() && now != job.seen {
                 debug!(key = %key.display(), "entry replaced since the refresh was asked for; not running it");
                 return Ran {
@@ -69,7 +71,7 @@ fn elsewhere(shared: &Shared, key: &Path, job: &Job) -> Ran {
         debug!(key = %key.display(), "refresh running on another mount; serving what is there");
         return ran(Outcome::Cancelled);
     }
-    let before = shared.store.stat(key).ok().map(|st| st.version());
+    let before = shared.store.stat_opened(key).ok().map(|st| st.version());
     let timeout = shared
         .config
         .settings_for(key.as_os_str())
@@ -85,7 +87,7 @@ fn elsewhere(shared: &Shared, key: &Path, job: &Job) -> Ran {
             )))
         }
     }
-    let after = shared.store.stat(key).ok().map(|st| st.version());
+    let after = shared.store.stat_opened(key).ok().map(|st| st.version());
     if after.is_some() && after != before {
         ran(Outcome::Published)
     } else {

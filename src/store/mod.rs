@@ -184,6 +184,14 @@ impl Store {
         })
     }
 
+    /// The `Stat` of the regular file at `rel` as its server has it now: the file is opened
+    /// (an open reaches the server of a network filesystem, where a plain `stat` may be
+    /// answered from the client's attribute cache for a second) and `fstat`-ed.
+    pub fn stat_opened(&self, rel: &Path) -> io::Result<Stat> {
+        self.open_file(rel, OFlags::RDONLY, Mode::empty())
+            .map(|(_, st)| st)
+    }
+
     /// `lstat` of `name` in an open directory: one syscall, for listings.
     pub fn stat_in(dir: &OwnedFd, name: &OsStr) -> io::Result<Stat> {
         retry_stale(|| relearn_names_in(dir), || {
