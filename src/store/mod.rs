@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 
@@ -56,6 +57,8 @@ pub struct DirItem {
     pub name: OsString,
     /// From `d_type`; `None` when the filesystem did not say.
     pub kind: Option<Kind>,
+    /// From `d_ino`: a name renamed onto gets another one, with no `stat` needed.
+    pub ino: u64,
 }
 
 /// A staging file: new content being written beside its target, published by `rename`.
@@ -64,6 +67,50 @@ pub struct Staging {
     dir: OwnedFd,
     name: OsString,
     pub file: File,
+    /// What the publisher knows of the content, for the store's [`Observer`].
+    pub judged: Option<Judged>,
+}
+
+/// What the publisher of staged content knows of it, handed to the store's [`Observer`] with
+/// the publish, so that other mounts need not judge it again (SPEC §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// Whether it is one JSON value within `max_entry_bytes`.
+    pub valid: bool,
+    /// The entry's own policy overrides in `entry_policy::ATTRIBUTES` order (duration, stale,
+    /// stale_if_error), `None` where the rule applies; the whole `None` when not known.
+    pub policy: Option<[Option<Duration>; 3]>,
+}
+
+/// A change this store made beneath its root, as its [`Observer`] is told of it. Keys are
+/// paths relative to the root, whatever their name (the observer picks the entries).
+#[derive(Debug, Clone, Copy)]
+pub enum Observed<'a> {
+    /// New content was renamed onto `key`; `stat` is the published file's `fstat`, taken
+    /// after the rename (which changes ctime on some filesystems).
+    Published {
+        key: &'a Path,
+        stat: &'a Stat,
+        judged: Option<Judged>,
+    },
+    /// `key` was removed.
+    Removed { key: &'a Path },
+    /// `from` was renamed to `to`; `stat` is what is at `to` now (`None` if it could not be
+    /// had).
+    Renamed {
+        from: &'a Path,
+        to: &'a Path,
+        stat: Option<&'a Stat>,
+    },
+    /// `key`'s times, mode, owner or extended attributes changed in place.
+    Changed { key: &'a Path, stat: Option<&'a Stat> },
+}
+
+/// Told of every change a [`Store`] makes, after it succeeded, on the thread that made it:
+/// the change journal (`crate::journal`) announces them to the other mounts of the backing
+/// dir. Must not block.
+pub trait Observer: Send + Sync {
+    fn observe(&self, change: Observed<'_>);
 }
 
 impl Staging {
@@ -79,6 +126,13 @@ pub struct Store {
     root_path: PathBuf,
     sync_writes: bool,
     staging_seq: AtomicU64,
+    observer: OnceLock<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for dyn Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -115,7 +169,35 @@ impl Store {
             root_path,
             sync_writes,
             staging_seq: AtomicU64::new(0),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Tell `observer` of every change this store makes from now on (once; a second call is
+    /// ignored). The mount and `cachetta gc` set the change journal; the library sets none.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, change: Observed<'_>) {
+        if let Some(observer) = self.observer.get() {
+            observer.observe(change);
+        }
+    }
+
+    /// Tell the observer that `rel` changed in place (`fd`: the file, if it is open).
+    fn observe_changed(&self, rel: &Path, fd: Option<&OwnedFd>) {
+        if self.observer.get().is_some() {
+            let stat = match fd {
+                Some(fd) => Store::fstat(fd),
+                None => self.stat(rel),
+            }
+            .ok();
+            self.observe(Observed::Changed {
+                key: rel,
+                stat: stat.as_ref(),
+            });
+        }
     }
 
     pub fn root_path(&self) -> &Path {
@@ -209,6 +291,7 @@ impl Store {
             items.push(DirItem {
                 name: OsStr::from_bytes(name).to_os_string(),
                 kind,
+                ino: item.ino(),
             });
         }
         Ok(items)
@@ -243,6 +326,7 @@ impl Store {
                         dir,
                         name: name.into(),
                         file: File::from(fd),
+                        judged: None,
                     });
                 }
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -289,6 +373,10 @@ impl Store {
         };
         // A published entry is no writer's staging any more.
         let _ = rustix::fs::flock(&staging.file, FlockOperation::Unlock);
+        if let (Some(_), Ok(stat)) = (self.observer.get(), Store::fstat(&staging.file)) {
+            let (key, judged) = (target, staging.judged);
+            self.observe(Observed::Published { key, stat: &stat, judged });
+        }
         if self.sync_writes {
             // The entry is published whatever this says; only its durability is in doubt.
             if let Err(e) = rustix::fs::fsync(&target_dir) {
@@ -333,7 +421,9 @@ impl Store {
     pub fn unlink(&self, rel: &Path) -> io::Result<()> {
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
-        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?)
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+        self.observe(Observed::Removed { key: rel });
+        Ok(())
     }
 
     pub fn rmdir(&self, rel: &Path) -> io::Result<()> {
@@ -377,9 +467,21 @@ impl Store {
         } else {
             RenameFlags::empty()
         };
-        Ok(rustix::fs::renameat_with(
-            &from_dir, from_name, &to_dir, to_name, flags,
-        )?)
+        rustix::fs::renameat_with(&from_dir, from_name, &to_dir, to_name, flags)?;
+        self.observe_renamed(from, &to_dir, to);
+        Ok(())
+    }
+
+    /// Tell the observer that `from` was renamed to `to` (in the open directory `to_dir`).
+    fn observe_renamed(&self, from: &Path, to_dir: &OwnedFd, to: &Path) {
+        if self.observer.get().is_some() {
+            let stat = Store::stat_in(to_dir, split(to).1).ok();
+            self.observe(Observed::Renamed {
+                from,
+                to,
+                stat: stat.as_ref(),
+            });
+        }
     }
 
     pub fn set_times(
@@ -391,12 +493,9 @@ impl Store {
         let ts = set_timestamps(atime, mtime);
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
-        Ok(rustix::fs::utimensat(
-            &dir,
-            name,
-            &ts,
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)
+        rustix::fs::utimensat(&dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.observe_changed(rel, None);
+        Ok(())
     }
 
     pub fn set_mode(&self, rel: &Path, perm: u32) -> io::Result<()> {
@@ -405,12 +504,10 @@ impl Store {
         if Stat::from_raw(&rustix::fs::fstat(&fd)?).kind == Kind::Other {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        Ok(rustix::fs::chmodat(
-            rustix::fs::CWD,
-            proc_fd_path(&fd),
-            Mode::from_raw_mode(perm & 0o7777),
-            AtFlags::empty(),
-        )?)
+        let mode = Mode::from_raw_mode(perm & 0o7777);
+        rustix::fs::chmodat(rustix::fs::CWD, proc_fd_path(&fd), mode, AtFlags::empty())?;
+        self.observe_changed(rel, Some(&fd));
+        Ok(())
     }
 
     pub fn set_owner(&self, rel: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
@@ -418,13 +515,9 @@ impl Store {
         let dir = self.dir(parent)?;
         let uid = uid.map(rustix::fs::Uid::from_raw);
         let gid = gid.map(rustix::fs::Gid::from_raw);
-        Ok(rustix::fs::chownat(
-            &dir,
-            name,
-            uid,
-            gid,
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)
+        rustix::fs::chownat(&dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.observe_changed(rel, None);
+        Ok(())
     }
 
     /// A file or directory opened to read or change its extended attributes.
@@ -454,12 +547,16 @@ impl Store {
     pub fn set_xattr(&self, rel: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
         let fd = self.open_for_xattr(rel)?;
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
-        Ok(rustix::fs::fsetxattr(&fd, name, value, flags)?)
+        rustix::fs::fsetxattr(&fd, name, value, flags)?;
+        self.observe_changed(rel, Some(&fd));
+        Ok(())
     }
 
     pub fn remove_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<()> {
         let fd = self.open_for_xattr(rel)?;
-        Ok(rustix::fs::fremovexattr(&fd, name)?)
+        rustix::fs::fremovexattr(&fd, name)?;
+        self.observe_changed(rel, Some(&fd));
+        Ok(())
     }
 
     pub fn statfs(&self) -> io::Result<rustix::fs::StatVfs> {
