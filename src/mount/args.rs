@@ -31,6 +31,10 @@ pub struct MountArgs {
     /// for backing dirs on network filesystems, where inotify sees nothing.
     #[arg(long, value_name = "MODE", value_parser = parse_watch)]
     pub watch: Option<WatchMode>,
+    /// With --watch poll: walk every entry this often (default 10m; 0 never), the one way an
+    /// in-place rewrite by a program outside every mount shows in listings.
+    #[arg(long, value_name = "D", value_parser = config::parse_duration)]
+    pub full_scan_interval: Option<Duration>,
     /// Refuse every change with EROFS (the backing dir may then be read-only).
     #[arg(long)]
     pub read_only: bool,
@@ -65,6 +69,7 @@ impl MountArgs {
             lru_entries: self.lru_entries,
             lru_bytes: self.lru_bytes,
             watch: self.watch,
+            full_scan_interval: self.full_scan_interval,
             ..Overrides::default()
         }
     }
