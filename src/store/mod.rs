@@ -23,7 +23,7 @@ pub use content::{
     copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
 };
 use stat::{set_timestamps, timespec};
-pub use stat::{Kind, SetTime, Stat, Version};
+pub use stat::{DirChange, DirStamp, Kind, SetTime, Stat, Version};
 
 /// Staging files start with this prefix; they are never shown, never entries, and gc may
 /// remove old ones.
@@ -69,6 +69,9 @@ pub struct Staging {
     pub file: File,
     /// What the publisher knows of the content, for the store's [`Observer`].
     pub judged: Option<Judged>,
+    /// How its creation moved its directory's times (when an observer wants them); boxed,
+    /// as a writer's state holds a staging file for as long as it writes.
+    created: Option<Box<DirChange>>,
 }
 
 /// What the publisher of staged content knows of it, handed to the store's [`Observer`] with
@@ -87,23 +90,34 @@ pub struct Judged {
 #[derive(Debug, Clone, Copy)]
 pub enum Observed<'a> {
     /// New content was renamed onto `key`; `stat` is the published file's `fstat`, taken
-    /// after the rename (which changes ctime on some filesystems).
+    /// after the rename (which changes ctime on some filesystems). `dir` is the directory's
+    /// times around the rename, `None` if they could not be had (likewise below).
     Published {
         key: &'a Path,
         stat: &'a Stat,
         judged: Option<Judged>,
+        dir: Option<DirChange>,
+        /// How creating the staging file moved the directory's times, earlier.
+        staged: Option<DirChange>,
     },
     /// `key` was removed.
-    Removed { key: &'a Path },
+    Removed {
+        key: &'a Path,
+        dir: Option<DirChange>,
+    },
     /// `from` was renamed to `to`; `stat` is what is at `to` now (`None` if it could not be
     /// had).
     Renamed {
         from: &'a Path,
         to: &'a Path,
         stat: Option<&'a Stat>,
+        from_dir: Option<DirChange>,
+        to_dir: Option<DirChange>,
     },
     /// `key`'s times, mode, owner or extended attributes changed in place.
     Changed { key: &'a Path, stat: Option<&'a Stat> },
+    /// A file was created in the directory `dir` (`open_file` with `O_CREAT`).
+    Created { dir: &'a Path, change: DirChange },
 }
 
 /// Told of every change a [`Store`] makes, after it succeeded, on the thread that made it:
@@ -185,6 +199,23 @@ impl Store {
         }
     }
 
+    /// The stamp of `dir`, when an observer will want it (around a change in it).
+    fn stamp(&self, dir: &OwnedFd) -> Option<DirStamp> {
+        self.observer.get().and_then(|_| DirStamp::fresh(dir))
+    }
+
+    /// The parent of `rel` and its stamp, when an observer will want to hear of a file
+    /// created there.
+    fn stamp_parent(&self, rel: &Path, flags: OFlags) -> Option<(OwnedFd, DirStamp)> {
+        self.observer.get()?;
+        if !flags.contains(OFlags::CREATE) || is_reserved(rel) {
+            return None;
+        }
+        let dir = self.dir(split(rel).0).ok()?;
+        let stamp = DirStamp::fresh(&dir)?;
+        Some((dir, stamp))
+    }
+
     /// Tell the observer that `rel` changed in place (`fd`: the file, if it is open).
     fn observe_changed(&self, rel: &Path, fd: Option<&OwnedFd>) {
         if self.observer.get().is_some() {
@@ -251,6 +282,24 @@ impl Store {
     /// Open a regular file beneath the root. Anything that is not a regular file is `ENOENT`
     /// (never served), whatever raced with us.
     pub fn open_file(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
+        let creating = self.stamp_parent(rel, flags);
+        let opened = self.open_regular(rel, flags, mode);
+        if let (Some((dir, before)), Ok(_)) = (creating, &opened) {
+            match self.stamp(&dir) {
+                Some(after) if after != before => {
+                    let change = DirChange { before, after };
+                    self.observe(Observed::Created {
+                        dir: split(rel).0,
+                        change,
+                    });
+                }
+                _ => {}
+            }
+        }
+        opened
+    }
+
+    fn open_regular(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
         // O_NONBLOCK: opening a FIFO that replaced the file must not hang the request.
         let fd = self
             .open_at(rel, flags | OFlags::NOFOLLOW | OFlags::NONBLOCK, mode)
@@ -305,6 +354,7 @@ impl Store {
             let name = format!("{STAGING_PREFIX}{}.{seq}.tmp", std::process::id());
             let flags =
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let before = self.stamp(&dir);
             match rustix::fs::openat(
                 &dir,
                 name.as_str(),
@@ -312,6 +362,9 @@ impl Store {
                 Mode::from_raw_mode(perm & 0o7777),
             ) {
                 Ok(fd) => {
+                    let created = before.zip(self.stamp(&dir));
+                    let created =
+                        created.map(|(before, after)| Box::new(DirChange { before, after }));
                     // The umask may have narrowed the mode; the entry keeps the mode asked for.
                     // The lock tells gc (ours or another process's) that a writer holds it.
                     let ready = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))
@@ -327,6 +380,7 @@ impl Store {
                         name: name.into(),
                         file: File::from(fd),
                         judged: None,
+                        created,
                     });
                 }
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -346,7 +400,8 @@ impl Store {
         mtime: Option<SystemTime>,
     ) -> io::Result<File> {
         let (parent, name) = split(target);
-        let prepared = (|| -> io::Result<OwnedFd> {
+        type Stamps = Option<(DirStamp, DirStamp)>;
+        let prepared = (|| -> io::Result<(OwnedFd, Stamps)> {
             if let Some(mtime) = mtime {
                 let ts = Timestamps {
                     last_access: timespec(mtime),
@@ -358,11 +413,13 @@ impl Store {
                 staging.file.sync_all()?;
             }
             let dir = self.open_at(parent, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+            let before = self.stamp(&dir);
             rustix::fs::renameat(&staging.dir, staging.name.as_os_str(), &dir, name)?;
-            Ok(dir)
+            let after = self.stamp(&dir);
+            Ok((dir, before.zip(after)))
         })();
-        let target_dir = match prepared {
-            Ok(dir) => dir,
+        let (target_dir, dir_change) = match prepared {
+            Ok(done) => done,
             Err(e) => {
                 // Nothing was published: no staging file may stay behind (a full disk must
                 // not get fuller).
@@ -375,7 +432,15 @@ impl Store {
         let _ = rustix::fs::flock(&staging.file, FlockOperation::Unlock);
         if let (Some(_), Ok(stat)) = (self.observer.get(), Store::fstat(&staging.file)) {
             let (key, judged) = (target, staging.judged);
-            self.observe(Observed::Published { key, stat: &stat, judged });
+            let dir = dir_change.map(|(before, after)| DirChange { before, after });
+            let staged = staging.created.map(|c| *c);
+            self.observe(Observed::Published {
+                key,
+                stat: &stat,
+                judged,
+                dir,
+                staged,
+            });
         }
         if self.sync_writes {
             // The entry is published whatever this says; only its durability is in doubt.
@@ -421,8 +486,11 @@ impl Store {
     pub fn unlink(&self, rel: &Path) -> io::Result<()> {
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
+        let before = self.stamp(&dir);
         rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
-        self.observe(Observed::Removed { key: rel });
+        let dir = before.zip(self.stamp(&dir));
+        let dir = dir.map(|(before, after)| DirChange { before, after });
+        self.observe(Observed::Removed { key: rel, dir });
         Ok(())
     }
 
@@ -467,19 +535,32 @@ impl Store {
         } else {
             RenameFlags::empty()
         };
+        let before = (self.stamp(&from_dir), self.stamp(&to_dir));
         rustix::fs::renameat_with(&from_dir, from_name, &to_dir, to_name, flags)?;
-        self.observe_renamed(from, &to_dir, to);
+        self.observe_renamed((from, &from_dir), (to, &to_dir), before);
         Ok(())
     }
 
-    /// Tell the observer that `from` was renamed to `to` (in the open directory `to_dir`).
-    fn observe_renamed(&self, from: &Path, to_dir: &OwnedFd, to: &Path) {
+    /// Tell the observer that `from` was renamed to `to` (in their open directories), whose
+    /// directories had the stamps `before` just before.
+    fn observe_renamed(
+        &self,
+        (from, from_dir): (&Path, &OwnedFd),
+        (to, to_dir): (&Path, &OwnedFd),
+        before: (Option<DirStamp>, Option<DirStamp>),
+    ) {
         if self.observer.get().is_some() {
             let stat = Store::stat_in(to_dir, split(to).1).ok();
+            let change = |before: Option<DirStamp>, dir| {
+                let after = self.stamp(dir)?;
+                Some(DirChange { before: before?, after })
+            };
             self.observe(Observed::Renamed {
                 from,
                 to,
                 stat: stat.as_ref(),
+                from_dir: change(before.0, from_dir),
+                to_dir: change(before.1, to_dir),
             });
         }
     }
