@@ -9,8 +9,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{journal_path, Journal, Op, Record};
-use crate::store::{Observed, Observer, Store};
+use super::{journal_path, DirTimes, Journal, Op, Record};
+use crate::store::{self, DirChange, Observed, Observer, Store};
 
 /// Records waiting to be appended, at most; past that they are dropped and a gap is recorded
 /// (other mounts then do one full walk: nothing is lost).
@@ -91,40 +91,92 @@ impl Appender {
 
 impl Observer for Appender {
     fn observe(&self, change: Observed<'_>) {
-        let entry = |key: &Path| super::is_entry_key(key);
-        match change {
-            Observed::Published { key, stat, judged } if entry(key) => {
-                let mut record = Record::put(&self.writer, key, stat);
-                if let Some(judged) = judged {
-                    record.valid = Some(judged.valid);
-                    record.policy = judged.policy.map(|[duration, stale, stale_if_error]| {
-                        crate::entry_policy::EntryPolicy {
-                            duration,
-                            stale,
-                            stale_if_error,
-                        }
-                    });
-                }
-                self.record(record);
-            }
-            Observed::Removed { key } if entry(key) => self.record(Record::del(&self.writer, key)),
-            Observed::Renamed { from, to, stat } => {
-                if entry(from) {
-                    self.record(Record::del(&self.writer, from));
-                }
-                match stat {
-                    Some(stat) if entry(to) => self.record(Record::put(&self.writer, to, stat)),
-                    // Unknown now: other mounts find it by the directory's times.
-                    _ => {}
-                }
-            }
-            Observed::Changed {
-                key,
-                stat: Some(stat),
-            } if entry(key) => self.record(Record::put(&self.writer, key, stat)),
-            _ => {}
+        for record in records_of(&self.writer, change) {
+            self.record(record);
         }
     }
+}
+
+/// The records that tell of a change: entries put and deleted, each with how it moved its
+/// directory's times; a change in a directory that is no entry's, with those times alone.
+fn records_of(writer: &str, change: Observed<'_>) -> Vec<Record> {
+    let entry = |key: &Path| super::is_entry_key(key);
+    let with_dir = |mut record: Record, changes: &[DirChange]| {
+        record.dir = DirTimes::of(changes);
+        record
+    };
+    // A change beside the entries: only its directory's times are news.
+    let in_dir = |key: &Path, changes: &[DirChange]| {
+        let dir = store::split(key).0;
+        let record = with_dir(Record::new(writer, Op::Dir, dir), changes);
+        (super::is_dir_key(dir) && record.dir.is_some()).then_some(record)
+    };
+    let mut records = Vec::new();
+    match change {
+        Observed::Published {
+            key,
+            stat,
+            judged,
+            dir,
+            staged,
+        } => {
+            let changes: Vec<DirChange> = staged.into_iter().chain(dir).collect();
+            if !entry(key) {
+                records.extend(in_dir(key, &changes));
+                return records;
+            }
+            let mut record = with_dir(Record::put(writer, key, stat), &changes);
+            if let Some(judged) = judged {
+                record.valid = Some(judged.valid);
+                record.policy = judged.policy.map(|[duration, stale, stale_if_error]| {
+                    crate::entry_policy::EntryPolicy {
+                        duration,
+                        stale,
+                        stale_if_error,
+                    }
+                });
+            }
+            records.push(record);
+        }
+        Observed::Removed { key, dir } => {
+            let changes: Vec<DirChange> = dir.into_iter().collect();
+            match entry(key) {
+                true => records.push(with_dir(Record::del(writer, key), &changes)),
+                false => records.extend(in_dir(key, &changes)),
+            }
+        }
+        Observed::Renamed {
+            from,
+            to,
+            stat,
+            from_dir,
+            to_dir,
+        } => {
+            let from_changes: Vec<DirChange> = from_dir.into_iter().collect();
+            let to_changes: Vec<DirChange> = to_dir.into_iter().collect();
+            match entry(from) {
+                true => records.push(with_dir(Record::del(writer, from), &from_changes)),
+                false => records.extend(in_dir(from, &from_changes)),
+            }
+            match stat {
+                Some(stat) if entry(to) => {
+                    records.push(with_dir(Record::put(writer, to, stat), &to_changes))
+                }
+                // What it is now is unknown: other mounts list the directory.
+                _ if entry(to) => {}
+                _ => records.extend(in_dir(to, &to_changes)),
+            }
+        }
+        Observed::Changed {
+            key,
+            stat: Some(stat),
+        } if entry(key) => records.push(Record::put(writer, key, stat)),
+        Observed::Changed { .. } => {}
+        Observed::Created { dir, change } => {
+            records.extend(in_dir(&dir.join("x"), &[change]));
+        }
+    }
+    records
 }
 
 /// The thread: append what has gathered, batch by batch, until the appender is dropped.

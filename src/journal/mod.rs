@@ -55,7 +55,9 @@ mod tests;
 
 pub use appender::{observe_store, Appender};
 pub use reader::{JournalReader, Poll};
-pub use record::{is_entry_key, FileVersion, Op, Record, Unreadable, VERSION};
+pub use record::{
+    is_dir_key, is_entry_key, stamp_nanos, DirTimes, FileVersion, Op, Record, Unreadable, VERSION,
+};
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -12,12 +12,13 @@ use crate::store::{Kind, Store};
 /// What one [`JournalReader::poll`] found.
 #[derive(Debug)]
 pub enum Poll {
-    /// The other writers' records appended since the last poll (often none).
+    /// The records appended since the last poll (often none), this reader's own writer's
+    /// included (`Record::writer` tells them apart).
     New(Vec<Record>),
     /// Changes may have been missed: the journal was replaced (compacted), truncated, removed
     /// or unreadable until now, the reader fell behind by more than it reads at once, or a
-    /// writer recorded a gap. The other writers' records of the journal as it is now follow
-    /// (when they could be read); the watcher does one full walk.
+    /// writer recorded a gap. The records of the journal as it is now follow (when they
+    /// could be read), own ones included; the watcher does one full walk.
     Reset(Vec<Record>),
     /// The journal cannot be used (said once in the log until it can be again): every change
     /// must be found by walking.
@@ -35,7 +36,7 @@ enum At {
     Broken,
 }
 
-/// A reader of the journal that skips the records of one writer (its own mount's).
+/// A reader of the journal for one writer (its own mount), whose gaps are no news to it.
 #[derive(Debug)]
 pub struct JournalReader {
     own: String,
@@ -121,14 +122,12 @@ impl JournalReader {
             // New: all of it is news.
             At::Absent => self.read_from(store, None)?,
         };
-        let records: Vec<Record> = records
-            .into_iter()
-            .filter(|r| r.writer != self.own)
-            .collect();
-        if reset || records.iter().any(|r| r.op == Op::Gap) {
-            Ok(Poll::Reset(
-                records.into_iter().filter(|r| r.op != Op::Gap).collect(),
-            ))
+        let foreign_gap = records
+            .iter()
+            .any(|r| r.op == Op::Gap && r.writer != self.own);
+        let records: Vec<Record> = records.into_iter().filter(|r| r.op != Op::Gap).collect();
+        if reset || foreign_gap {
+            Ok(Poll::Reset(records))
         } else {
             Ok(Poll::New(records))
         }

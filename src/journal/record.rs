@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::entry_policy::EntryPolicy;
-use crate::store::{self, Stat};
+use crate::store::{self, DirChange, DirStamp, Stat};
 
 /// The record format this build writes and reads. A record with a larger `v` is skipped (with
 /// one log line per reader): a newer cachetta on another machine may know more.
@@ -33,6 +33,9 @@ pub enum Op {
     Gap,
     /// The first line of a compacted journal; `bytes` is the size of what follows it.
     Compacted,
+    /// A change in the directory `key` (the root is `""`) that is no entry's (a scratch file
+    /// created or removed, a staging file renamed away): only its `dir` times matter.
+    Dir,
 }
 
 /// Which content version of a file a record is about: inode, size, mtime and ctime to the
@@ -59,6 +62,37 @@ impl FileVersion {
     pub fn matches(&self, stat: &Stat) -> bool {
         *self == FileVersion::of(stat)
     }
+}
+
+/// How the changes a record tells of moved the times of the key's directory: its inode, and
+/// for each change (mtime, ctime) in nanoseconds since the epoch just before and just after
+/// it (a publish has two: the staging file's creation, and its rename onto the entry). A
+/// reader that saw the directory at one change's "before" and sees it at the last one's
+/// "after", each "after" being the next "before", knows that these were all that happened
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirTimes {
+    pub ino: u64,
+    pub moves: Vec<[[i64; 2]; 2]>,
+}
+
+impl DirTimes {
+    /// The changes of one directory (those of another, by inode, are left out); `None` if
+    /// there are none.
+    pub fn of(changes: &[DirChange]) -> Option<DirTimes> {
+        let ino = changes.first()?.before.ino;
+        let moves = changes
+            .iter()
+            .filter(|c| c.before.ino == ino && c.after.ino == ino)
+            .map(|c| [stamp_nanos(&c.before), stamp_nanos(&c.after)])
+            .collect();
+        Some(DirTimes { ino, moves })
+    }
+}
+
+/// A directory's (mtime, ctime) in nanoseconds, as [`DirTimes`] has them.
+pub fn stamp_nanos(stamp: &DirStamp) -> [i64; 2] {
+    [unix_nanos(stamp.mtime), unix_nanos(stamp.ctime)]
 }
 
 /// Nanoseconds since the epoch, saturating (beyond ±292 years only a hostile mtime goes, and
@@ -89,6 +123,10 @@ pub struct Record {
     pub policy: Option<EntryPolicy>,
     /// [`Op::Compacted`]: the size of the records after the first line.
     pub bytes: Option<u64>,
+    /// The times of the key's directory around the change ([`Op::Put`], [`Op::Del`]), when
+    /// the writer had them: a reader whose view of the directory they explain need not list
+    /// it again.
+    pub dir: Option<DirTimes>,
 }
 
 impl Record {
@@ -103,6 +141,7 @@ impl Record {
             valid: None,
             policy: None,
             bytes: None,
+            dir: None,
         }
     }
 
@@ -228,6 +267,8 @@ struct Wire {
     policy: Option<WirePolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dir: Option<DirTimes>,
 }
 
 impl From<&Record> for Wire {
@@ -254,6 +295,7 @@ impl From<&Record> for Wire {
                 stale_if_error_ns: nanos(p.stale_if_error),
             }),
             bytes: r.bytes,
+            dir: r.dir.clone(),
         }
     }
 }
@@ -282,6 +324,9 @@ impl Wire {
         if about_entry && !is_entry_key(&key) {
             return None;
         }
+        if self.op == Op::Dir && !is_dir_key(&key) {
+            return None;
+        }
         if matches!(self.op, Op::Put | Op::Judged) && version.is_none() {
             return None;
         }
@@ -299,8 +344,15 @@ impl Wire {
                 stale_if_error: duration(p.stale_if_error_ns),
             }),
             bytes: self.bytes,
+            dir: self.dir,
         })
     }
+}
+
+/// Whether `key` is a directory's path below the root (the root is `""`), outside
+/// `.cachetta/`.
+pub fn is_dir_key(key: &Path) -> bool {
+    key.components().all(|c| matches!(c, Component::Normal(_))) && !store::is_reserved(key)
 }
 
 /// Whether `key` is an entry's path: relative, plain components only, an entry name at the

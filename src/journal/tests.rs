@@ -117,7 +117,7 @@ fn records_naming_anything_but_an_entry_below_the_root_are_not_records() {
 }
 
 #[test]
-fn appended_records_are_read_by_a_reader_that_skips_its_own() {
+fn appended_records_are_read_by_a_reader_with_its_own_told_apart() {
     let (dir, store) = backing();
     let mut reader = JournalReader::at_end(&store, "me");
     assert!(
@@ -138,8 +138,9 @@ fn appended_records_are_read_by_a_reader_that_skips_its_own() {
             Record::judged("them", Path::new("x.json"), &st, false, None),
         ])
         .unwrap();
-    let records = new_records(reader.poll(&store));
-    assert_eq!(keys(&records), ["x.json", "y.json", "x.json"]);
+    let all = new_records(reader.poll(&store));
+    assert_eq!(keys(&all), ["x.json", "mine.json", "y.json", "x.json"]);
+    let records: Vec<Record> = all.into_iter().filter(|r| r.writer != "me").collect();
     assert_eq!(records[0].op, Op::Put);
     assert!(records[0].version.unwrap().matches(&st));
     assert_eq!(records[2].valid, Some(false));
@@ -394,12 +395,29 @@ fn compaction_keeps_a_judgement_made_after_the_last_put() {
     );
 }
 
+/// The two views of one directory the appenders write through: by default one local dir
+/// twice; `CACHETTA_JOURNAL_TEST_DIRS=A:B` names one directory seen through two clients of a
+/// distributed filesystem (e.g. two GlusterFS client mounts), emptied first.
+fn two_views() -> (Option<tempfile::TempDir>, [std::path::PathBuf; 2]) {
+    if let Some(dirs) = std::env::var_os("CACHETTA_JOURNAL_TEST_DIRS") {
+        let dirs = dirs.to_str().unwrap().to_owned();
+        let (a, b) = dirs.split_once(':').unwrap();
+        let _ = std::fs::remove_dir_all(Path::new(a).join(".cachetta"));
+        return (None, [a.into(), b.into()]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    (Some(dir), [path.clone(), path])
+}
+
 #[test]
 fn two_appenders_at_once_never_interleave_their_lines() {
-    let (dir, store) = backing();
+    let (_dir, views) = two_views();
+    let store = Store::open(&views[0], false).unwrap();
     let writers: Vec<_> = (0..2)
         .map(|w| {
-            let journal = journal_of(&dir, &format!("writer{w}"));
+            let journal =
+                Journal::new(Store::open(&views[w], false).unwrap(), format!("writer{w}"));
             std::thread::spawn(move || {
                 for i in 0..300 {
                     // Long keys, so that a write is several pages' worth in some batches.
@@ -413,7 +431,7 @@ fn two_appenders_at_once_never_interleave_their_lines() {
     for w in writers {
         w.join().unwrap();
     }
-    let text = std::fs::read_to_string(journal_file(&dir)).unwrap();
+    let text = std::fs::read_to_string(views[1].join(".cachetta/journal")).unwrap();
     let mut count = 0;
     for line in text.lines() {
         let record = Record::from_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e:?}: {line}"));
@@ -457,10 +475,22 @@ fn the_appender_journals_what_its_store_publishes_removes_and_renames() {
             (Op::Put, "x.json"),
             (Op::Del, "x.json"),
             (Op::Put, "y.json"),
-            (Op::Del, "y.json")
+            (Op::Del, "y.json"),
+            (Op::Dir, "")
         ],
-        "scratch files are not journaled"
+        "a scratch file's removal is only a change of its directory"
     );
+    // Each change carries how it moved the directory's times: the publish two (the staging
+    // file's creation, its rename), one after the other.
+    let root = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.path()).unwrap());
+    let times: Vec<_> = all.iter().map(|r| r.dir.clone().unwrap()).collect();
+    assert!(times.iter().all(|d| d.ino == root));
+    assert_eq!(times[0].moves.len(), 2);
+    assert_eq!(times[1], times[2], "one rename, one move");
+    let moves: Vec<[[i64; 2]; 2]> = times.into_iter().flat_map(|d| d.moves).collect();
+    for (one, next) in [(0, 1), (1, 2), (2, 4)] {
+        assert_eq!(moves[one][1], moves[next][0], "{moves:?}");
+    }
     assert_eq!(all[0].writer, appender.writer());
     assert_eq!(all[0].valid, Some(true));
     assert_eq!(
