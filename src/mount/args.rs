@@ -28,7 +28,8 @@ pub struct MountArgs {
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     pub lru_bytes: Option<u64>,
     /// How changes made in the backing dir are noticed: inotify (default), or poll[=INTERVAL]
-    /// for backing dirs on network filesystems, where inotify sees nothing.
+    /// for backing dirs on network filesystems, where inotify sees nothing: every INTERVAL
+    /// (default 1s) it reads the other mounts' change journal and stats each directory.
     #[arg(long, value_name = "MODE", value_parser = parse_watch)]
     pub watch: Option<WatchMode>,
     /// With --watch poll: walk every entry this often (default 10m; 0 never), the one way an

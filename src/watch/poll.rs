@@ -1,21 +1,26 @@
 //! `--watch poll[=INTERVAL]`, at the cost of what changed (SPEC §13). Every interval:
 //!
-//! - the other mounts' records in the change journal (`crate::journal`) since the last
-//!   interval: each is handed on ([`Change::Record`]) and its entry reported;
-//! - one `stat` per directory of the backing tree: a directory whose inode, mtime or ctime
-//!   changed is listed again (names and `d_ino`, no `stat` per file) and compared with its last
-//!   listing, so what other programs create, rename or remove is reported; new directories
-//!   are taken in, removed ones dropped. A directory that changed is listed once more at the
-//!   next interval, since a change within the same tick of the directory's clock leaves its
-//!   times as they were;
+//! - one `stat` per directory of the backing tree (`dirs.rs`);
+//! - the change journal (`crate::journal`) since the last interval: the other mounts' records
+//!   are handed on ([`Change::Record`]) and their entries reported;
+//! - each directory whose inode, mtime or ctime moved: if the journal's records (this mount's
+//!   own included) explain the move exactly, each record carrying the directory's times just
+//!   before and after its change, their changes are applied to what the poller knows of the
+//!   directory and it is not listed. Otherwise it is listed again (names and `d_ino`, no `stat`
+//!   per file) and compared with its last listing, so what other programs create, rename or
+//!   remove is reported; new directories are taken in, removed ones dropped. A directory listed
+//!   after a change is listed once more at the next interval (a second change within the same
+//!   tick of its clock leaves its times as they were), and one whose changes the journal
+//!   explained is listed anyway once [`VERIFY_ROUNDS`] intervals have passed;
 //! - every `full_scan_interval` (and once whenever the journal cannot vouch for what happened:
 //!   unreadable, replaced, truncated, or a writer's gap), the full walk: every entry's content
 //!   version (device, inode, size, mtime and ctime to the nanosecond) compared with the last
 //!   walk's. Only that sees an in-place rewrite by a program outside every mount.
 //!
-//! So a quiet interval costs one `stat` per directory and one of the journal, whatever the
-//! number of entries. Without a journal (`PollOptions::journal_writer` is `None`, or the
-//! journal cannot be read), every interval is a full walk, as before the journal.
+//! So a quiet interval costs one `stat` per directory and one of the journal, and a publish by
+//! a mount costs no listing, whatever the number of entries. Without a journal
+//! (`PollOptions::journal_writer` is `None`, or the journal cannot be read), every interval is
+//! a full walk, as before the journal.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -23,13 +28,22 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
 use super::{entry_changed, Change, OnChange, PollOptions};
-use crate::journal::{JournalReader, Poll};
-use crate::store::{self, Kind, Stat, Store, Version};
+use crate::config::WatchMode;
+use crate::journal::{JournalReader, Op, Poll, Record};
+use crate::store::{self, DirStamp, Kind, Store, Version};
+
+mod dirs;
+
+/// A directory whose changes the journal explained is listed anyway after this many
+/// intervals: a change by another program just before a mount's change in the same directory
+/// can hide behind it when the mount's view of the directory was cached (a network
+/// filesystem's client keeps attributes for a moment).
+pub(super) const VERIFY_ROUNDS: u32 = 10;
 
 /// Start polling `root` every `interval` on a thread of its own; setting the returned flag
 /// stops it. The first full walk is made before this returns.
@@ -40,6 +54,7 @@ pub(super) fn spawn(
     options: PollOptions,
 ) -> io::Result<Arc<AtomicBool>> {
     let mut poller = Poller::new(on_change, Store::open(root, false)?, options);
+    poller.verify_after = interval * VERIFY_ROUNDS;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     std::thread::Builder::new()
@@ -53,19 +68,17 @@ pub(super) fn spawn(
     Ok(stop)
 }
 
-/// What a directory held at its last listing.
+/// What a directory held at its last listing, and the changes since that the journal told.
 #[derive(Debug)]
 struct DirState {
-    /// Its inode, mtime and ctime when it was listed.
-    times: (u64, SystemTime, SystemTime),
+    /// Its inode, mtime and ctime as last seen.
+    times: DirStamp,
     /// Name → (`d_ino`, kind from `d_type`).
     names: HashMap<OsString, (u64, Option<Kind>)>,
     /// List it again at the next round even if its times did not change.
     recheck: bool,
-}
-
-fn times(st: &Stat) -> (u64, SystemTime, SystemTime) {
-    (st.ino, st.mtime, st.ctime)
+    /// Since when its names are known from the journal rather than from a listing.
+    unverified_since: Option<Instant>,
 }
 
 /// The poller's memory of the backing tree, and what it reports to.
@@ -84,6 +97,13 @@ pub(super) struct Poller {
     /// Entries reported this round, so that one found twice (in the journal and in its
     /// directory) is reported once.
     reported: HashSet<PathBuf>,
+    /// Records of changes in each directory (own ones too) not yet matched with a move of its
+    /// times, and how many rounds ago they were read.
+    pending: HashMap<PathBuf, Vec<(Record, u32)>>,
+    /// List a directory whose names come from the journal after this long.
+    verify_after: Duration,
+    /// Directories listed, for tests.
+    listings: usize,
 }
 
 impl Poller {
@@ -104,6 +124,9 @@ impl Poller {
             last_full_walk: Instant::now(),
             failing: false,
             reported: HashSet::new(),
+            pending: HashMap::new(),
+            verify_after: WatchMode::DEFAULT_POLL_INTERVAL * VERIFY_ROUNDS,
+            listings: 0,
         };
         if let Ok((mut dirs, versions)) = poller.walk() {
             // A change within the tick of a directory's listing leaves its times as they were.
@@ -116,34 +139,64 @@ impl Poller {
     /// One interval's work.
     pub(super) fn round(&mut self) {
         self.reported.clear();
-        let mut full_walk = match self.journal.as_mut().map(|j| j.poll(&self.store)) {
-            Some(Poll::New(records)) => {
-                self.records(&records, true);
-                false
+        let every = self.options.full_scan_interval;
+        let mut full_walk = !every.is_zero() && self.last_full_walk.elapsed() >= every;
+        // Directories first, then the journal: the records of the changes seen in them are
+        // appended by then (each right after its change).
+        let moved = if full_walk {
+            Vec::new()
+        } else {
+            match self.stat_dirs() {
+                Some(moved) => moved,
+                None => return,
             }
+        };
+        match self.journal.as_mut().map(|j| j.poll(&self.store)) {
+            Some(Poll::New(records)) => self.records(records),
             Some(Poll::Reset(records)) => {
                 // The walk reports what changed; the records' entries may be the whole tree.
                 debug!("the journal cannot vouch for what changed: one full walk");
-                self.records(&records, false);
-                true
+                for record in records.iter().filter(|r| !self.is_own(r)) {
+                    (self.on_change)(Change::Record(record));
+                }
+                full_walk = true;
             }
-            Some(Poll::Unavailable) | None => true,
-        };
-        let every = self.options.full_scan_interval;
-        full_walk |= !every.is_zero() && self.last_full_walk.elapsed() >= every;
+            Some(Poll::Unavailable) | None => full_walk = true,
+        }
         if full_walk {
+            self.pending.clear();
             self.full_walk();
         } else {
-            self.scan_dirs();
+            self.resolve(moved);
         }
     }
 
-    /// Hand on the other mounts' records, and report the entries they changed if `report`.
-    fn records(&mut self, records: &[crate::journal::Record], report: bool) {
+    fn is_own(&self, record: &Record) -> bool {
+        self.options.journal_writer.as_deref() == Some(record.writer.as_str())
+    }
+
+    /// Hand on the other mounts' records and report their entries; keep every record of a
+    /// change in a directory (own ones too) until the directory's times are seen to move.
+    fn records(&mut self, records: Vec<Record>) {
+        for pending in self.pending.values_mut() {
+            pending.iter_mut().for_each(|(_, age)| *age += 1);
+            pending.retain(|(_, age)| *age <= VERIFY_ROUNDS);
+        }
+        self.pending.retain(|_, pending| !pending.is_empty());
         for record in records {
-            (self.on_change)(Change::Record(record));
-            if report && record.changes_entry() {
-                self.report(&record.key);
+            if !self.is_own(&record) && record.op != Op::Dir {
+                (self.on_change)(Change::Record(&record));
+                if record.changes_entry() {
+                    self.report(&record.key);
+                }
+            }
+            let dir = match record.op {
+                Op::Put | Op::Del => store::split(&record.key).0.to_path_buf(),
+                Op::Dir => record.key.clone(),
+                _ => continue,
+            };
+            if record.dir.is_some() {
+                self.pending.entry(dir).or_default().push((record, 0));
             }
         }
     }
@@ -193,6 +246,7 @@ impl Poller {
                 .get(path)
                 .is_none_or(|old| old.times != state.times);
         }
+        self.listings += dirs.len();
         (self.dirs, self.versions) = (dirs, versions);
     }
 
@@ -253,136 +307,16 @@ impl Poller {
             .map(|item| (item.name, (item.ino, item.kind)))
             .collect();
         Ok(DirState {
-            times: times(&st),
+            times: DirStamp::of(&st),
             names,
             recheck: false,
+            unverified_since: None,
         })
     }
 
     /// What `key` is: as its directory listing said, or by `stat` where it did not.
     fn kind_of(&self, key: &Path, listed: Option<Kind>) -> Option<Kind> {
         listed.or_else(|| self.store.stat(key).ok().map(|st| st.kind))
-    }
-
-    /// One `stat` per directory; the ones that changed are listed again and compared.
-    fn scan_dirs(&mut self) {
-        let mut known: Vec<PathBuf> = self.dirs.keys().cloned().collect();
-        // Parents first: a removed directory takes its subdirectories with it.
-        known.sort_by_key(|dir| dir.components().count());
-        for dir in known {
-            let Some(state) = self.dirs.get(&dir) else {
-                continue;
-            };
-            let st = match self.store.stat(&dir) {
-                Ok(st) if st.kind == Kind::Dir => st,
-                Ok(_) => {
-                    self.forget_dir(&dir);
-                    continue;
-                }
-                Err(e) if dir.as_os_str().is_empty() => return self.root_failed(&e),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    self.forget_dir(&dir);
-                    continue;
-                }
-                Err(e) => {
-                    debug!(dir = %dir.display(), "not polled this round: {e}");
-                    continue;
-                }
-            };
-            if dir.as_os_str().is_empty() {
-                self.failing = false;
-            }
-            if times(&st) == state.times && !state.recheck {
-                continue;
-            }
-            match self.list(&dir) {
-                Ok(now) => self.compare(&dir, now),
-                Err(e) if dir.as_os_str().is_empty() => return self.root_failed(&e),
-                Err(_) => self.forget_dir(&dir),
-            }
-        }
-    }
-
-    /// Report what differs between a directory's last listing and `now`, and keep `now`.
-    fn compare(&mut self, dir: &Path, mut now: DirState) {
-        let Some(before) = self.dirs.remove(dir) else {
-            return;
-        };
-        now.recheck = now.times != before.times;
-        let mut appeared = Vec::new();
-        let mut went = Vec::new();
-        for (name, (ino, kind)) in &now.names {
-            match before.names.get(name) {
-                Some((old_ino, _)) if old_ino == ino => {}
-                Some(old) => {
-                    went.push((name.clone(), old.1));
-                    appeared.push((name.clone(), *kind));
-                }
-                None => appeared.push((name.clone(), *kind)),
-            }
-        }
-        for (name, (_, kind)) in &before.names {
-            if !now.names.contains_key(name) {
-                went.push((name.clone(), *kind));
-            }
-        }
-        self.dirs.insert(dir.to_path_buf(), now);
-        for (name, kind) in went {
-            let key = dir.join(&name);
-            if kind == Some(Kind::Dir) || self.dirs.contains_key(&key) {
-                self.forget_dir(&key);
-            } else {
-                self.report(&key);
-            }
-        }
-        for (name, kind) in appeared {
-            let key = dir.join(&name);
-            match self.kind_of(&key, kind) {
-                Some(Kind::Dir) => self.take_in_dir(&key),
-                _ => self.report(&key),
-            }
-        }
-    }
-
-    /// A directory that appeared: list it and everything below it, reporting every entry.
-    fn take_in_dir(&mut self, dir: &Path) {
-        let mut pending = vec![dir.to_path_buf()];
-        while let Some(dir) = pending.pop() {
-            let Ok(mut state) = self.list(&dir) else {
-                continue;
-            };
-            state.recheck = true;
-            for (name, (_, kind)) in &state.names {
-                let key = dir.join(name);
-                match self.kind_of(&key, *kind) {
-                    Some(Kind::Dir) => pending.push(key),
-                    _ => {
-                        if self.reported.insert(key.clone()) {
-                            entry_changed(&self.on_change, &key);
-                        }
-                    }
-                }
-            }
-            self.dirs.insert(dir, state);
-        }
-    }
-
-    /// A directory that went (or is no longer one): report every entry it held, below it too.
-    fn forget_dir(&mut self, dir: &Path) {
-        let mut pending = vec![dir.to_path_buf()];
-        while let Some(dir) = pending.pop() {
-            let Some(state) = self.dirs.remove(&dir) else {
-                continue;
-            };
-            for name in state.names.keys() {
-                let key = dir.join(name);
-                if self.dirs.contains_key(&key) {
-                    pending.push(key);
-                } else {
-                    self.report(&key);
-                }
-            }
-        }
     }
 }
 

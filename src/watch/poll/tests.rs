@@ -247,3 +247,127 @@ fn cachettas_own_directory_and_scratch_files_are_never_reported() {
     poller.round();
     assert_eq!(reports.take(), Vec::<String>::new());
 }
+
+/// A store over `root` whose changes go to the journal as another mount's would; the
+/// journal (and `.cachetta/`) exist already.
+fn mount_store(root: &Path) -> (Store, std::sync::Arc<crate::journal::Appender>) {
+    let store = Store::open(root, false).unwrap();
+    let appender =
+        crate::journal::observe_store(&store, Store::open(root, false).unwrap()).unwrap();
+    appender.record(Record::del(appender.writer(), Path::new("never.json")));
+    assert!(appender.flush(Duration::from_secs(5)));
+    (store, appender)
+}
+
+fn publish(store: &Store, key: &str, bytes: &str) {
+    let (dir, _) = store::split(Path::new(key));
+    let mut staging = store.create_staging(dir, 0o644).unwrap();
+    std::io::Write::write_all(&mut staging.file, bytes.as_bytes()).unwrap();
+    store.publish(staging, Path::new(key), None).unwrap();
+}
+
+#[test]
+fn a_mounts_publishes_and_removals_are_taken_from_the_journal_without_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "d/old.json", "1");
+    write(root, "d/gone.json", "1");
+    let (theirs, appender) = mount_store(root);
+    let (mut poller, reports) = settled(root, with_journal());
+    let listed = poller.listings;
+    publish(&theirs, "d/new.json", "{}");
+    publish(&theirs, "d/old.json", "{}");
+    theirs.unlink(Path::new("d/gone.json")).unwrap();
+    theirs
+        .rename(Path::new("d/new.json"), Path::new("d/renamed.json"), false)
+        .unwrap();
+    assert!(appender.flush(Duration::from_secs(5)));
+    poller.round();
+    assert_eq!(
+        reports.take(),
+        strings(&[
+            "record:d/new.json",
+            "entry:d/new.json",
+            "record:d/new.json",
+            "record:d/old.json",
+            "entry:d/old.json",
+            "record:d/gone.json",
+            "entry:d/gone.json",
+            "record:d/renamed.json",
+            "entry:d/renamed.json",
+        ])
+    );
+    assert_eq!(poller.listings, listed, "no directory was listed");
+    // What the poller knows of the directory is what a listing would say: an outside change
+    // next to those names is found as the only one.
+    tick();
+    write(root, "d/outside.json", "1");
+    poller.round();
+    assert_eq!(reports.take(), strings(&["entry:d/outside.json"]));
+    assert_eq!(poller.listings, listed + 1);
+}
+
+#[test]
+fn this_mounts_own_publishes_are_neither_reported_nor_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "d/x.json", "1");
+    let (ours, appender) = mount_store(root);
+    let options = PollOptions {
+        full_scan_interval: Duration::ZERO,
+        journal_writer: Some(appender.writer().to_owned()),
+    };
+    let (mut poller, reports) = settled(root, options);
+    let listed = poller.listings;
+    publish(&ours, "d/x.json", "{}");
+    publish(&ours, "d/y.json", "{}");
+    assert!(appender.flush(Duration::from_secs(5)));
+    poller.round();
+    poller.round();
+    assert_eq!(reports.take(), Vec::<String>::new());
+    assert_eq!(poller.listings, listed);
+}
+
+#[test]
+fn an_outside_change_beside_a_journaled_one_lists_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "d/x.json", "1");
+    let (theirs, appender) = mount_store(root);
+    let (mut poller, reports) = settled(root, with_journal());
+    let listed = poller.listings;
+    // The other program first, then the mount: the mount's "before" is not what the poller
+    // last saw.
+    write(root, "d/outside.json", "1");
+    tick();
+    publish(&theirs, "d/x.json", "{}");
+    assert!(appender.flush(Duration::from_secs(5)));
+    poller.round();
+    assert_eq!(
+        reports.take(),
+        strings(&["record:d/x.json", "entry:d/x.json", "entry:d/outside.json"])
+    );
+    assert_eq!(poller.listings, listed + 1);
+}
+
+#[test]
+fn a_directory_known_from_the_journal_is_listed_again_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "d/x.json", "1");
+    let (theirs, appender) = mount_store(root);
+    let (mut poller, reports) = settled(root, with_journal());
+    publish(&theirs, "d/x.json", "{}");
+    assert!(appender.flush(Duration::from_secs(5)));
+    poller.round();
+    reports.take();
+    let listed = poller.listings;
+    poller.round();
+    assert_eq!(poller.listings, listed, "not yet");
+    poller.verify_after = Duration::ZERO;
+    poller.round();
+    assert_eq!(poller.listings, listed + 1);
+    poller.round();
+    assert_eq!(poller.listings, listed + 1, "once");
+    assert_eq!(reports.take(), Vec::<String>::new());
+}
