@@ -494,22 +494,21 @@ fn spawn_watch_thread(
     mode: crate::config::WatchMode,
     poll: watch::PollOptions,
 ) {
-    let spawned =
-        std::thread::Builder::new()
-            .name("watch".into())
-            .spawn(move || {
-                match watch::start(on_backing_change(fs.clone()), &backing, mode, poll) {
-                    Ok(watch) => {
-                        fs.set_watching(true);
-                        // The watch lives as long as the process.
-                        std::mem::forget(watch);
-                    }
-                    Err(e) => warn!(
-                        "cannot watch {} ({e}); changes made outside the mount show within 1 s",
-                        backing.display()
-                    ),
+    let spawned = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            match watch::start(on_backing_change(fs.clone()), &backing, mode, poll) {
+                Ok(watch) => {
+                    fs.set_watching(true);
+                    // The watch lives as long as the process.
+                    std::mem::forget(watch);
                 }
-            });
+                Err(e) => warn!(
+                    "cannot watch {} ({e}); changes made outside the mount show within 1 s",
+                    backing.display()
+                ),
+            }
+        });
     if let Err(e) = spawned {
         warn!(
             "cannot start the watch thread ({e}); changes made outside the mount show within 1 s"
