@@ -11,7 +11,8 @@
 //!   remove is reported; new directories are taken in, removed ones dropped. A directory listed
 //!   after a change is listed once more at the next interval (a second change within the same
 //!   tick of its clock leaves its times as they were), and one whose changes the journal
-//!   explained is listed anyway once [`VERIFY_ROUNDS`] intervals have passed;
+//!   explained is listed anyway once [`VERIFY_ROUNDS`] intervals have passed (more for
+//!   large directories);
 //! - every `full_scan_interval` (and once whenever the journal cannot vouch for what happened:
 //!   unreadable, replaced, truncated, or a writer's gap), the full walk: every entry's content
 //!   version (device, inode, size, mtime and ctime to the nanosecond) compared with the last
@@ -40,10 +41,15 @@ use crate::store::{self, DirStamp, Kind, Store, Version};
 mod dirs;
 
 /// A directory whose changes the journal explained is listed anyway after this many
-/// intervals: a change by another program just before a mount's change in the same directory
-/// can hide behind it when the mount's view of the directory was cached (a network
-/// filesystem's client keeps attributes for a moment).
+/// intervals, or one interval per [`VERIFY_NAMES`] names it holds if that is longer: a change
+/// by another program just before a mount's change in the same directory can hide behind it
+/// when the mount's view of the directory was cached (a network filesystem's client keeps
+/// attributes for a moment). So a directory that keeps changing costs a listing of at most
+/// about [`VERIFY_NAMES`] names per interval, whatever its size.
 pub(super) const VERIFY_ROUNDS: u32 = 10;
+
+/// See [`VERIFY_ROUNDS`].
+pub(super) const VERIFY_NAMES: usize = 1_000;
 
 /// Start polling `root` every `interval` on a thread of its own; setting the returned flag
 /// stops it. The first full walk is made before this returns.
@@ -54,7 +60,7 @@ pub(super) fn spawn(
     options: PollOptions,
 ) -> io::Result<Arc<AtomicBool>> {
     let mut poller = Poller::new(on_change, Store::open(root, false)?, options);
-    poller.verify_after = interval * VERIFY_ROUNDS;
+    poller.interval = interval;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     std::thread::Builder::new()
@@ -100,8 +106,9 @@ pub(super) struct Poller {
     /// Records of changes in each directory (own ones too) not yet matched with a move of its
     /// times, and how many rounds ago they were read.
     pending: HashMap<PathBuf, Vec<(Record, u32)>>,
-    /// List a directory whose names come from the journal after this long.
-    verify_after: Duration,
+    /// The interval, which sets how soon a directory whose names come from the journal is
+    /// listed anyway.
+    interval: Duration,
     /// Directories listed, for tests.
     listings: usize,
 }
@@ -125,7 +132,7 @@ impl Poller {
             failing: false,
             reported: HashSet::new(),
             pending: HashMap::new(),
-            verify_after: WatchMode::DEFAULT_POLL_INTERVAL * VERIFY_ROUNDS,
+            interval: WatchMode::DEFAULT_POLL_INTERVAL,
             listings: 0,
         };
         if let Ok((mut dirs, versions)) = poller.walk() {

@@ -44,9 +44,11 @@ impl Poller {
                 self.failing = false;
             }
             let stamp = DirStamp::of(&st);
+            let rounds = VERIFY_ROUNDS
+                .max(u32::try_from(state.names.len() / VERIFY_NAMES).unwrap_or(u32::MAX));
             let unverified = state
                 .unverified_since
-                .is_some_and(|since| since.elapsed() >= self.verify_after);
+                .is_some_and(|since| since.elapsed() >= self.interval.saturating_mul(rounds));
             if stamp != state.times || state.recheck || unverified {
                 moved.push((dir, stamp, state.recheck || unverified));
             }

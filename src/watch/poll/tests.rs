@@ -364,7 +364,7 @@ fn a_directory_known_from_the_journal_is_listed_again_in_time() {
     let listed = poller.listings;
     poller.round();
     assert_eq!(poller.listings, listed, "not yet");
-    poller.verify_after = Duration::ZERO;
+    poller.interval = Duration::ZERO;
     poller.round();
     assert_eq!(poller.listings, listed + 1);
     poller.round();
