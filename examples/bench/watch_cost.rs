@@ -182,9 +182,10 @@ fn cpu_during(pids: &[u32], during: impl FnOnce() -> Result<()>) -> Result<Vec<f
 }
 
 /// Both daemons watching (their first walk done), then until the first rounds (which list
-/// every directory once more) are over: the daemons spend under 2 % of a core for
-/// [`SETTLE`] (unless they never will: `idle` false). How long that took.
-fn settle(daemons: &[&Daemon], idle: bool) -> Result<Duration> {
+/// every directory once more) are over: the daemons and the filesystem's processes (`others`)
+/// spend under 2 % of a core for [`SETTLE`] (unless they never will: `idle` false). How long
+/// that took.
+fn settle(daemons: &[&Daemon], others: &[u32], idle: bool) -> Result<Duration> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     for d in daemons {
@@ -195,7 +196,8 @@ fn settle(daemons: &[&Daemon], idle: bool) -> Result<Duration> {
             thread::sleep(Duration::from_millis(100));
         }
     }
-    let pids: Vec<u32> = daemons.iter().map(|d| d.pid()).collect();
+    let mut pids: Vec<u32> = daemons.iter().map(|d| d.pid()).collect();
+    pids.extend(others);
     if !idle {
         thread::sleep(SETTLE);
         return Ok(started.elapsed());
@@ -302,7 +304,8 @@ pub fn run(binary: &Path, work: &Path, extra_args: &[String]) -> Result<()> {
             };
             let a = Daemon::start(&spec(&root_a), &work.join("wc-a"), &config, true)?;
             let b = Daemon::start(&spec(&root_b), &work.join("wc-b"), &config, true)?;
-            let settled = settle(&[&a, &b], !phase.starts_with("full walk"))?;
+            let fs_pids: Vec<u32> = processes.iter().map(|(_, pid)| *pid).collect();
+            let settled = settle(&[&a, &b], &fs_pids, !phase.starts_with("full walk"))?;
             eprintln!(
                 "bench: {} {phase}: both mounts settled {:.0} s after starting",
                 layout.describe(),
@@ -347,7 +350,8 @@ pub fn run(binary: &Path, work: &Path, extra_args: &[String]) -> Result<()> {
     }
     println!(
         "\nCPU: utime + stime from /proc/PID/stat over each {} s phase, once both mounts' first \
-         walk was done and the daemons spent under 2 % of a core for {} s. Latency: a write through mount A's path until a read through B's \
+         walk was done and the daemons and the filesystem's processes spent under 2 % of a core \
+         for {} s. Latency: a write through mount A's path until a read through B's \
          returns it (reads every 10 ms).",
         PHASE.as_secs(),
         SETTLE.as_secs()

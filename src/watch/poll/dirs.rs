@@ -49,8 +49,11 @@ impl Poller {
             let unverified = state
                 .unverified_since
                 .is_some_and(|since| since.elapsed() >= self.interval.saturating_mul(rounds));
-            if stamp != state.times || state.recheck || unverified {
-                moved.push((dir, stamp, state.recheck || unverified));
+            // A second look after a listing is a listing only if the times did not move since:
+            // if they did, the journal may explain that as well as any other move.
+            let recheck = state.recheck && stamp == state.times;
+            if stamp != state.times || recheck || unverified {
+                moved.push((dir, stamp, recheck || unverified));
             }
         }
         Some(moved)
@@ -65,6 +68,17 @@ impl Poller {
             }
             if !must_list && self.explain(&dir, stamp) {
                 continue;
+            }
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let known = self.dirs.get(&dir).map(|d| stamp_nanos(&d.times));
+                let moves: Vec<_> = self
+                    .pending
+                    .get(&dir)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(r, _)| r.dir.as_ref().map(|d| d.moves.clone()))
+                    .collect();
+                tracing::trace!(dir = %dir.display(), must_list, ?known, now = ?stamp_nanos(&stamp), ?moves, "listing");
             }
             self.pending.remove(&dir);
             self.listings += 1;

@@ -371,3 +371,26 @@ fn a_directory_known_from_the_journal_is_listed_again_in_time() {
     assert_eq!(poller.listings, listed + 1, "once");
     assert_eq!(reports.take(), Vec::<String>::new());
 }
+
+#[test]
+fn a_mounts_publishes_during_and_after_a_listing_are_taken_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "d/x.json", "1");
+    let (theirs, appender) = mount_store(root);
+    let (mut poller, reports) = settled(root, with_journal());
+    // Another program's change: listed, and to be looked at once more.
+    write(root, "d/outside.json", "1");
+    poller.round();
+    let listed = poller.listings;
+    // The mounts keep publishing: each round's move is explained, none is listed again.
+    for n in 0..5 {
+        tick();
+        publish(&theirs, &format!("d/p{n}.json"), "{}");
+        assert!(appender.flush(Duration::from_secs(5)));
+        poller.round();
+    }
+    assert_eq!(poller.listings, listed);
+    let got = reports.take();
+    assert!(got.contains(&"entry:d/p4.json".to_string()), "{got:?}");
+}
