@@ -106,6 +106,12 @@ impl EntryPolicy {
         self.apply(settings.timing(), settings.refresh.is_some())
     }
 
+    /// The overrides in attribute order: what a publisher hands the store's observer
+    /// ([`crate::store::Judged`]).
+    pub fn overrides(&self) -> [Option<Duration>; 3] {
+        [self.duration, self.stale, self.stale_if_error]
+    }
+
     /// The short names of what is overridden, in attribute order (`info`'s `overrides`).
     pub fn overridden(&self) -> Vec<&'static str> {
         let set = [self.duration, self.stale, self.stale_if_error];

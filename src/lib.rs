@@ -57,6 +57,8 @@ pub mod fuse;
 #[cfg(feature = "mount")]
 pub mod invalidate;
 #[cfg(feature = "mount")]
+pub mod journal;
+#[cfg(feature = "mount")]
 pub mod mount;
 #[cfg(feature = "mount")]
 pub mod refresh;

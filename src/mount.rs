@@ -35,6 +35,7 @@ use crate::fs::CacheFs;
 use crate::fuse::FuseAdapter;
 use crate::gc;
 use crate::invalidate::Invalidator;
+use crate::journal;
 use crate::store::Store;
 use crate::umount::{self, Unmounted};
 use crate::watch::{self, Change};
@@ -225,6 +226,22 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     } = prepared;
     let backing = store.root_path().to_path_buf();
     let watch_mode = config.watch;
+    // Other mounts of the backing dir hear of this one's publishes and removals through the
+    // change journal; a read-only mount has none to tell, but reads theirs.
+    let journal = match read_only {
+        false => Store::open(&backing, false)
+            .ok()
+            .and_then(|own| journal::observe_store(&store, own)),
+        true => None,
+    };
+    let poll = watch::PollOptions {
+        full_scan_interval: config.full_scan_interval,
+        journal_writer: Some(
+            journal
+                .as_ref()
+                .map_or_else(journal::writer_id, |j| j.writer().to_owned()),
+        ),
+    };
     let config = Arc::new(config);
     let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), read_only);
 
@@ -261,7 +278,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
 
-    if let Err(e) = spawn_gc_thread(config, &backing) {
+    if let Err(e) = spawn_gc_thread(config, &backing, journal) {
         error!("cannot start the gc thread: {e}");
     }
     match Invalidator::spawn(session.notifier()) {
@@ -269,7 +286,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
         Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
     }
     if fs.has_invalidator() {
-        spawn_watch_thread(fs.clone(), backing, watch_mode);
+        spawn_watch_thread(fs.clone(), backing, watch_mode, poll);
     }
 
     let unmounted = Arc::new(AtomicBool::new(false));
@@ -471,23 +488,27 @@ fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
 /// Changes behind the mount's back reach the kernel as they happen; only then may the kernel
 /// cache names and attributes for long. Setting up the watch walks the whole backing dir, so
 /// it happens beside the session, not before it.
-fn spawn_watch_thread(fs: Arc<CacheFs>, backing: PathBuf, mode: crate::config::WatchMode) {
-    let spawned =
-        std::thread::Builder::new()
-            .name("watch".into())
-            .spawn(
-                move || match watch::start(on_backing_change(fs.clone()), &backing, mode) {
-                    Ok(watch) => {
-                        fs.set_watching(true);
-                        // The watch lives as long as the process.
-                        std::mem::forget(watch);
-                    }
-                    Err(e) => warn!(
-                        "cannot watch {} ({e}); changes made outside the mount show within 1 s",
-                        backing.display()
-                    ),
-                },
-            );
+fn spawn_watch_thread(
+    fs: Arc<CacheFs>,
+    backing: PathBuf,
+    mode: crate::config::WatchMode,
+    poll: watch::PollOptions,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            match watch::start(on_backing_change(fs.clone()), &backing, mode, poll) {
+                Ok(watch) => {
+                    fs.set_watching(true);
+                    // The watch lives as long as the process.
+                    std::mem::forget(watch);
+                }
+                Err(e) => warn!(
+                    "cannot watch {} ({e}); changes made outside the mount show within 1 s",
+                    backing.display()
+                ),
+            }
+        });
     if let Err(e) = spawned {
         warn!(
             "cannot start the watch thread ({e}); changes made outside the mount show within 1 s"
@@ -505,19 +526,31 @@ fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
             fs.backing_changed(rel);
         }
         Change::Everything => fs.backing_changed_everywhere(),
+        // What other mounts published or judged, and of which version: its entry is
+        // reported next, as a `Change::Entry`.
+        Change::Record(record) => {
+            debug!(writer = record.writer, op = ?record.op, key = %record.key.display(), "journal record");
+        }
     })
 }
 
 /// Sweep the backing dir every `gc_interval` (the first sweep one interval after mounting;
 /// `0` disables). The thread has its own `Store` handle, so requests never wait for it, and it
-/// ends with the process.
-fn spawn_gc_thread(config: Arc<Config>, backing: &Path) -> std::io::Result<()> {
+/// ends with the process. Its removals go to the change journal, like the mount's.
+fn spawn_gc_thread(
+    config: Arc<Config>,
+    backing: &Path,
+    journal: Option<Arc<journal::Appender>>,
+) -> std::io::Result<()> {
     let interval = config.gc_interval;
     if interval.is_zero() {
         info!("gc disabled (gc_interval = 0)");
         return Ok(());
     }
     let store = Store::open(backing, config.sync_writes)?;
+    if let Some(journal) = journal {
+        store.set_observer(journal);
+    }
     std::thread::Builder::new()
         .name("gc".into())
         .spawn(move || loop {

@@ -10,6 +10,7 @@ mod dataset;
 mod ops;
 mod report;
 mod soak;
+mod watch_cost;
 mod workloads;
 
 use std::fs;
@@ -62,6 +63,12 @@ struct Args {
     /// How long the soak runs.
     #[arg(long, default_value_t = 10)]
     soak_minutes: u64,
+    /// Instead of the workloads: what `--watch poll` costs a backing dir shared by two mounts
+    /// over a distributed filesystem (the shared directory through each of two clients in
+    /// CACHETTA_WATCH_COST_A and CACHETTA_WATCH_COST_B; see examples/bench/watch_cost.rs).
+    /// Not run in CI.
+    #[arg(long)]
+    watch_cost: bool,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +120,9 @@ fn run(args: Args) -> Result<()> {
     }
     for line in &args.config_lines {
         println!("- config line added: {line}");
+    }
+    if args.watch_cost {
+        return watch_cost::run(&binary, &work, &args.daemon_args);
     }
     println!(
         "- data: {} entries in one dir, {} MiB sequential file, 4 KiB small entries; {} rounds, \

@@ -9,6 +9,12 @@ use crate::config::Overrides;
 use crate::daemon::logging;
 use crate::exit_codes::{Failure, Outcome};
 use crate::gc;
+use crate::journal;
+use crate::store::Store;
+
+/// How long `gc` waits for its removals to reach the change journal before it exits (the
+/// journal may be on a server that is away; mounts then find them by walking).
+const JOURNAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
@@ -25,12 +31,21 @@ pub fn run(args: GcArgs) -> Outcome {
     let Some(store) = open_store(&config)? else {
         return print("nothing to remove\n");
     };
+    // Mounts of this backing dir hear of the removals through the change journal.
+    let journal = match (args.dry_run, Store::open(store.root_path(), false)) {
+        (false, Ok(own)) => journal::observe_store(&store, own),
+        _ => None,
+    };
     let swept = gc::sweep(&store, &config, SystemClock.now(), args.dry_run).map_err(|e| {
         Failure::failed(format_args!(
             "cannot sweep {}: {e}",
             store.root_path().display()
         ))
-    })?;
+    });
+    if let Some(journal) = journal {
+        journal.flush(JOURNAL_FLUSH);
+    }
+    let swept = swept?;
     let verb = if args.dry_run {
         "would remove"
     } else {

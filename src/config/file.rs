@@ -39,6 +39,7 @@ struct RawFile {
     gc_interval: Raw,
     sync_writes: Raw,
     watch: Raw,
+    full_scan_interval: Raw,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
 }
@@ -218,6 +219,9 @@ pub(super) fn from_toml_in(
     }
     if let Some(w) = src.get(&raw.watch, "watch", |v| string(v)?.parse())? {
         config.watch = w;
+    }
+    if let Some(d) = src.get(&raw.full_scan_interval, "full_scan_interval", duration)? {
+        config.full_scan_interval = d;
     }
 
     // Flags go on the top level before the rules inherit from it.

@@ -165,6 +165,8 @@ pub struct Config {
     pub gc_interval: Duration,
     pub sync_writes: bool,
     pub watch: WatchMode,
+    /// `--watch poll`: walk every entry this often (SPEC §13); zero never.
+    pub full_scan_interval: Duration,
 }
 
 /// What command-line flags may override; `None` leaves the file's or default value.
@@ -176,6 +178,7 @@ pub struct Overrides {
     pub lru_entries: Option<usize>,
     pub lru_bytes: Option<u64>,
     pub watch: Option<WatchMode>,
+    pub full_scan_interval: Option<Duration>,
 }
 
 /// The rule that applies to one key, and what its `{captures}` matched.
@@ -361,6 +364,7 @@ fn defaults_in(overrides: &Overrides, dirs: &Dirs) -> Config {
         gc_interval: Duration::from_secs(3600),
         sync_writes: false,
         watch: WatchMode::Inotify,
+        full_scan_interval: Duration::from_secs(600),
     };
     apply_overrides(&mut config, overrides, dirs);
     config
@@ -389,6 +393,9 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides, dirs: &Dirs) {
     }
     if let Some(watch) = overrides.watch {
         config.watch = watch;
+    }
+    if let Some(every) = overrides.full_scan_interval {
+        config.full_scan_interval = every;
     }
 }
 

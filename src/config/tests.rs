@@ -43,6 +43,7 @@ fn empty_file_gives_the_documented_defaults() {
     assert_eq!(c.gc_interval, secs(3600));
     assert!(!c.sync_writes);
     assert_eq!(c.watch, WatchMode::Inotify);
+    assert_eq!(c.full_scan_interval, secs(600));
 }
 
 #[test]
@@ -79,6 +80,7 @@ fn every_top_level_key_is_parsed() {
         gc_interval = "0"
         sync_writes = true
         watch = "poll=5s"
+        full_scan_interval = "0"
         "#,
     )
     .unwrap();
@@ -104,6 +106,7 @@ fn every_top_level_key_is_parsed() {
     assert_eq!(c.gc_interval, Duration::ZERO);
     assert!(c.sync_writes);
     assert_eq!(c.watch, WatchMode::Poll(secs(5)));
+    assert_eq!(c.full_scan_interval, Duration::ZERO);
 }
 
 #[test]
@@ -187,6 +190,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
         lru_entries: Some(7),
         lru_bytes: Some(8),
         watch: Some(WatchMode::Poll(secs(9))),
+        full_scan_interval: Some(secs(10)),
     };
     let c = parse_with(
         r#"
@@ -196,6 +200,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
         lru_entries = 1
         lru_bytes = 1
         watch = "inotify"
+        full_scan_interval = "1h"
         [[rule]]
         match = "own/*.json"
         duration = "2h"
@@ -211,6 +216,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
     assert_eq!(c.lru_entries, 7);
     assert_eq!(c.lru_bytes, 8);
     assert_eq!(c.watch, WatchMode::Poll(secs(9)));
+    assert_eq!(c.full_scan_interval, secs(10));
     assert_eq!(c.rules[0].settings.duration, secs(7200));
     assert_eq!(c.rules[0].settings.stale, secs(6));
     assert_eq!(c.rules[1].settings.duration, secs(5));
@@ -378,6 +384,11 @@ fn bad_value_error_names_file_line_and_key() {
     let msg = error("\nwatch = \"sometimes\"");
     assert!(
         msg.starts_with("/etc/cachetta.toml:2: key `watch`:"),
+        "{msg}"
+    );
+    let msg = error("\n\nfull_scan_interval = \"often\"");
+    assert!(
+        msg.starts_with("/etc/cachetta.toml:3: key `full_scan_interval`:"),
         "{msg}"
     );
 }

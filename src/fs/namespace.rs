@@ -220,9 +220,14 @@ impl CacheFs {
             warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
             return Err(FsError::warn(errno, why.to_string()));
         }
+        let mut staging = staging;
+        let policy = entry_policy::EntryPolicy::of_file(&staging.file);
+        staging.judged = Some(store::Judged {
+            valid: true,
+            policy: Some(policy.overrides()),
+        });
         let published = self.store.publish(staging, to, None).map_err(io)?;
         if let Ok(now) = Store::fstat(&published) {
-            let policy = entry_policy::EntryPolicy::of_file(&published);
             self.remember_published_content(now.version(), Some(policy));
             self.remember_published(now.version());
         }

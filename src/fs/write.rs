@@ -409,8 +409,14 @@ impl CacheFs {
             }
             Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
         }
-        let staging = state.staging.take().expect("checked above");
+        let mut staging = state.staging.take().expect("checked above");
         crate::entry_policy::follow(&self.store, key, &staging.file);
+        // The policy it is published with, known to the other mounts through the journal.
+        let policy = crate::entry_policy::EntryPolicy::of_file(&staging.file);
+        staging.judged = Some(store::Judged {
+            valid: true,
+            policy: Some(policy.overrides()),
+        });
         let published =
             match self
                 .store
@@ -421,7 +427,6 @@ impl CacheFs {
                 Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
             };
         if let Ok(st) = Store::fstat(&published) {
-            let policy = crate::entry_policy::EntryPolicy::of_file(&published);
             self.remember_published_content(st.version(), Some(policy));
             self.remember_published(st.version());
         }

@@ -28,9 +28,14 @@ pub struct MountArgs {
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     pub lru_bytes: Option<u64>,
     /// How changes made in the backing dir are noticed: inotify (default), or poll[=INTERVAL]
-    /// for backing dirs on network filesystems, where inotify sees nothing.
+    /// for backing dirs on network filesystems, where inotify sees nothing: every INTERVAL
+    /// (default 1s) it reads the other mounts' change journal and stats each directory.
     #[arg(long, value_name = "MODE", value_parser = parse_watch)]
     pub watch: Option<WatchMode>,
+    /// With --watch poll: walk every entry this often (default 10m; 0 never), the one way an
+    /// in-place rewrite by a program outside every mount shows in listings.
+    #[arg(long, value_name = "D", value_parser = config::parse_duration)]
+    pub full_scan_interval: Option<Duration>,
     /// Refuse every change with EROFS (the backing dir may then be read-only).
     #[arg(long)]
     pub read_only: bool,
@@ -65,6 +70,7 @@ impl MountArgs {
             lru_entries: self.lru_entries,
             lru_bytes: self.lru_bytes,
             watch: self.watch,
+            full_scan_interval: self.full_scan_interval,
             ..Overrides::default()
         }
     }

@@ -283,8 +283,14 @@ fn publish(shared: &Shared, lead: &Lead, staging: Staging) -> io::Result<bool> {
     // `rm` that follows removes it).
     let mut staging = Some(staging);
     let published = lead.publish(|| {
-        let staging = staging.take().expect("published once");
+        let mut staging = staging.take().expect("published once");
         crate::entry_policy::follow(&shared.store, key, &staging.file);
+        // Validated before: the other mounts need not read it again (SPEC §13).
+        let policy = crate::entry_policy::EntryPolicy::of_file(&staging.file);
+        staging.judged = Some(store::Judged {
+            valid: true,
+            policy: Some(policy.overrides()),
+        });
         shared.store.publish(staging, key, Some(shared.clock.now()))
     });
     match published {

@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 
@@ -22,7 +23,7 @@ pub use content::{
     copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
 };
 use stat::{set_timestamps, timespec};
-pub use stat::{Kind, SetTime, Stat, Version};
+pub use stat::{DirChange, DirStamp, Kind, SetTime, Stat, Version};
 
 /// Staging files start with this prefix; they are never shown, never entries, and gc may
 /// remove old ones.
@@ -56,6 +57,8 @@ pub struct DirItem {
     pub name: OsString,
     /// From `d_type`; `None` when the filesystem did not say.
     pub kind: Option<Kind>,
+    /// From `d_ino`: a name renamed onto gets another one, with no `stat` needed.
+    pub ino: u64,
 }
 
 /// A staging file: new content being written beside its target, published by `rename`.
@@ -64,6 +67,64 @@ pub struct Staging {
     dir: OwnedFd,
     name: OsString,
     pub file: File,
+    /// What the publisher knows of the content, for the store's [`Observer`].
+    pub judged: Option<Judged>,
+    /// How its creation moved its directory's times (when an observer wants them); boxed,
+    /// as a writer's state holds a staging file for as long as it writes.
+    created: Option<Box<DirChange>>,
+}
+
+/// What the publisher of staged content knows of it, handed to the store's [`Observer`] with
+/// the publish, so that other mounts need not judge it again (SPEC §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// Whether it is one JSON value within `max_entry_bytes`.
+    pub valid: bool,
+    /// The entry's own policy overrides in `entry_policy::ATTRIBUTES` order (duration, stale,
+    /// stale_if_error), `None` where the rule applies; the whole `None` when not known.
+    pub policy: Option<[Option<Duration>; 3]>,
+}
+
+/// A change this store made beneath its root, as its [`Observer`] is told of it. Keys are
+/// paths relative to the root, whatever their name (the observer picks the entries).
+#[derive(Debug, Clone, Copy)]
+pub enum Observed<'a> {
+    /// New content was renamed onto `key`; `stat` is the published file's `fstat`, taken
+    /// after the rename (which changes ctime on some filesystems). `dir` is the directory's
+    /// times around the rename, `None` if they could not be had (likewise below).
+    Published {
+        key: &'a Path,
+        stat: &'a Stat,
+        judged: Option<Judged>,
+        dir: Option<DirChange>,
+        /// How creating the staging file moved the directory's times, earlier.
+        staged: Option<DirChange>,
+    },
+    /// `key` was removed.
+    Removed {
+        key: &'a Path,
+        dir: Option<DirChange>,
+    },
+    /// `from` was renamed to `to`; `stat` is what is at `to` now (`None` if it could not be
+    /// had).
+    Renamed {
+        from: &'a Path,
+        to: &'a Path,
+        stat: Option<&'a Stat>,
+        from_dir: Option<DirChange>,
+        to_dir: Option<DirChange>,
+    },
+    /// `key`'s times, mode, owner or extended attributes changed in place.
+    Changed { key: &'a Path, stat: Option<&'a Stat> },
+    /// A file was created in the directory `dir` (`open_file` with `O_CREAT`).
+    Created { dir: &'a Path, change: DirChange },
+}
+
+/// Told of every change a [`Store`] makes, after it succeeded, on the thread that made it:
+/// the change journal (`crate::journal`) announces them to the other mounts of the backing
+/// dir. Must not block.
+pub trait Observer: Send + Sync {
+    fn observe(&self, change: Observed<'_>);
 }
 
 impl Staging {
@@ -81,6 +142,13 @@ pub struct Store {
     staging_seq: AtomicU64,
     /// Set once the filesystem refused `RENAME_NOREPLACE` (NFS, GlusterFS): not asked again.
     noreplace_refused: AtomicBool,
+    observer: OnceLock<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for dyn Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -118,7 +186,52 @@ impl Store {
             sync_writes,
             staging_seq: AtomicU64::new(0),
             noreplace_refused: AtomicBool::new(false),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Tell `observer` of every change this store makes from now on (once; a second call is
+    /// ignored). The mount and `cachetta gc` set the change journal; the library sets none.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, change: Observed<'_>) {
+        if let Some(observer) = self.observer.get() {
+            observer.observe(change);
+        }
+    }
+
+    /// The stamp of `dir`, when an observer will want it (around a change in it).
+    fn stamp(&self, dir: &OwnedFd) -> Option<DirStamp> {
+        self.observer.get().and_then(|_| DirStamp::fresh(dir))
+    }
+
+    /// The parent of `rel` and its stamp, when an observer will want to hear of a file
+    /// created there.
+    fn stamp_parent(&self, rel: &Path, flags: OFlags) -> Option<(OwnedFd, DirStamp)> {
+        self.observer.get()?;
+        if !flags.contains(OFlags::CREATE) || is_reserved(rel) {
+            return None;
+        }
+        let dir = self.dir(split(rel).0).ok()?;
+        let stamp = DirStamp::fresh(&dir)?;
+        Some((dir, stamp))
+    }
+
+    /// Tell the observer that `rel` changed in place (`fd`: the file, if it is open).
+    fn observe_changed(&self, rel: &Path, fd: Option<&OwnedFd>) {
+        if self.observer.get().is_some() {
+            let stat = match fd {
+                Some(fd) => Store::fstat(fd),
+                None => self.stat(rel),
+            }
+            .ok();
+            self.observe(Observed::Changed {
+                key: rel,
+                stat: stat.as_ref(),
+            });
+        }
     }
 
     pub fn root_path(&self) -> &Path {
@@ -211,6 +324,24 @@ impl Store {
     /// Open a regular file beneath the root. Anything that is not a regular file is `ENOENT`
     /// (never served), whatever raced with us.
     pub fn open_file(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
+        let creating = self.stamp_parent(rel, flags);
+        let opened = self.open_regular(rel, flags, mode);
+        if let (Some((dir, before)), Ok(_)) = (creating, &opened) {
+            match self.stamp(&dir) {
+                Some(after) if after != before => {
+                    let change = DirChange { before, after };
+                    self.observe(Observed::Created {
+                        dir: split(rel).0,
+                        change,
+                    });
+                }
+                _ => {}
+            }
+        }
+        opened
+    }
+
+    fn open_regular(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
         let (fd, st) = self.retry_stale(rel, || {
             // O_NONBLOCK: opening a FIFO that replaced the file must not hang the request.
             let fd = self
@@ -258,6 +389,7 @@ impl Store {
             items.push(DirItem {
                 name: OsStr::from_bytes(name).to_os_string(),
                 kind,
+                ino: item.ino(),
             });
         }
         Ok(items)
@@ -271,6 +403,7 @@ impl Store {
             let name = format!("{STAGING_PREFIX}{}.{seq}.tmp", std::process::id());
             let flags =
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let before = self.stamp(&dir);
             match rustix::fs::openat(
                 &dir,
                 name.as_str(),
@@ -278,6 +411,9 @@ impl Store {
                 Mode::from_raw_mode(perm & 0o7777),
             ) {
                 Ok(fd) => {
+                    let created = before.zip(self.stamp(&dir));
+                    let created =
+                        created.map(|(before, after)| Box::new(DirChange { before, after }));
                     // The umask may have narrowed the mode; the entry keeps the mode asked for.
                     // The lock tells gc (ours or another process's) that a writer holds it.
                     let ready = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))
@@ -292,6 +428,8 @@ impl Store {
                         dir,
                         name: name.into(),
                         file: File::from(fd),
+                        judged: None,
+                        created,
                     });
                 }
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -311,7 +449,8 @@ impl Store {
         mtime: Option<SystemTime>,
     ) -> io::Result<File> {
         let (parent, name) = split(target);
-        let prepared = (|| -> io::Result<OwnedFd> {
+        type Stamps = Option<(DirStamp, DirStamp)>;
+        let prepared = (|| -> io::Result<(OwnedFd, Stamps)> {
             if let Some(mtime) = mtime {
                 let ts = Timestamps {
                     last_access: timespec(mtime),
@@ -323,11 +462,13 @@ impl Store {
                 staging.file.sync_all()?;
             }
             let dir = self.open_at(parent, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+            let before = self.stamp(&dir);
             rustix::fs::renameat(&staging.dir, staging.name.as_os_str(), &dir, name)?;
-            Ok(dir)
+            let after = self.stamp(&dir);
+            Ok((dir, before.zip(after)))
         })();
-        let target_dir = match prepared {
-            Ok(dir) => dir,
+        let (target_dir, dir_change) = match prepared {
+            Ok(done) => done,
             Err(e) => {
                 // Nothing was published: no staging file may stay behind (a full disk must
                 // not get fuller).
@@ -338,6 +479,18 @@ impl Store {
         };
         // A published entry is no writer's staging any more.
         let _ = rustix::fs::flock(&staging.file, FlockOperation::Unlock);
+        if let (Some(_), Ok(stat)) = (self.observer.get(), Store::fstat(&staging.file)) {
+            let (key, judged) = (target, staging.judged);
+            let dir = dir_change.map(|(before, after)| DirChange { before, after });
+            let staged = staging.created.map(|c| *c);
+            self.observe(Observed::Published {
+                key,
+                stat: &stat,
+                judged,
+                dir,
+                staged,
+            });
+        }
         if self.sync_writes {
             // The entry is published whatever this says; only its durability is in doubt.
             if let Err(e) = rustix::fs::fsync(&target_dir) {
@@ -382,7 +535,12 @@ impl Store {
     pub fn unlink(&self, rel: &Path) -> io::Result<()> {
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
-        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?)
+        let before = self.stamp(&dir);
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+        let dir = before.zip(self.stamp(&dir));
+        let dir = dir.map(|(before, after)| DirChange { before, after });
+        self.observe(Observed::Removed { key: rel, dir });
+        Ok(())
     }
 
     pub fn rmdir(&self, rel: &Path) -> io::Result<()> {
@@ -425,14 +583,28 @@ impl Store {
         let (to_parent, to_name) = split(to);
         let from_dir = self.dir(from_parent)?;
         let to_dir = self.dir(to_parent)?;
+        let before = (self.stamp(&from_dir), self.stamp(&to_dir));
+        self.rename_in(&from_dir, from_name, &to_dir, to_name, noreplace)?;
+        self.observe_renamed((from, &from_dir), (to, &to_dir), before);
+        Ok(())
+    }
+
+    fn rename_in(
+        &self,
+        from_dir: &OwnedFd,
+        from_name: &OsStr,
+        to_dir: &OwnedFd,
+        to_name: &OsStr,
+        noreplace: bool,
+    ) -> io::Result<()> {
         if !noreplace {
-            return Ok(rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name)?);
+            return Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?);
         }
         if !self.noreplace_refused.load(Ordering::Relaxed) {
             match rustix::fs::renameat_with(
-                &from_dir,
+                from_dir,
                 from_name,
-                &to_dir,
+                to_dir,
                 to_name,
                 RenameFlags::NOREPLACE,
             ) {
@@ -440,7 +612,7 @@ impl Store {
                 other => return Ok(other?),
             }
         }
-        Self::rename_noreplace_by_link(&from_dir, from_name, &to_dir, to_name).inspect(|()| {
+        Self::rename_noreplace_by_link(from_dir, from_name, to_dir, to_name).inspect(|()| {
             if !self.noreplace_refused.swap(true, Ordering::Relaxed) {
                 tracing::info!(
                     "the backing filesystem refuses RENAME_NOREPLACE; renaming without replacing by link and unlink instead"
@@ -486,6 +658,30 @@ impl Store {
         }
     }
 
+    /// Tell the observer that `from` was renamed to `to` (in their open directories), whose
+    /// directories had the stamps `before` just before.
+    fn observe_renamed(
+        &self,
+        (from, from_dir): (&Path, &OwnedFd),
+        (to, to_dir): (&Path, &OwnedFd),
+        before: (Option<DirStamp>, Option<DirStamp>),
+    ) {
+        if self.observer.get().is_some() {
+            let stat = Store::stat_in(to_dir, split(to).1).ok();
+            let change = |before: Option<DirStamp>, dir| {
+                let after = self.stamp(dir)?;
+                Some(DirChange { before: before?, after })
+            };
+            self.observe(Observed::Renamed {
+                from,
+                to,
+                stat: stat.as_ref(),
+                from_dir: change(before.0, from_dir),
+                to_dir: change(before.1, to_dir),
+            });
+        }
+    }
+
     pub fn set_times(
         &self,
         rel: &Path,
@@ -495,12 +691,9 @@ impl Store {
         let ts = set_timestamps(atime, mtime);
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
-        Ok(rustix::fs::utimensat(
-            &dir,
-            name,
-            &ts,
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)
+        rustix::fs::utimensat(&dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.observe_changed(rel, None);
+        Ok(())
     }
 
     pub fn set_mode(&self, rel: &Path, perm: u32) -> io::Result<()> {
@@ -509,12 +702,10 @@ impl Store {
         if Stat::from_raw(&rustix::fs::fstat(&fd)?).kind == Kind::Other {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        Ok(rustix::fs::chmodat(
-            rustix::fs::CWD,
-            proc_fd_path(&fd),
-            Mode::from_raw_mode(perm & 0o7777),
-            AtFlags::empty(),
-        )?)
+        let mode = Mode::from_raw_mode(perm & 0o7777);
+        rustix::fs::chmodat(rustix::fs::CWD, proc_fd_path(&fd), mode, AtFlags::empty())?;
+        self.observe_changed(rel, Some(&fd));
+        Ok(())
     }
 
     pub fn set_owner(&self, rel: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
@@ -522,13 +713,9 @@ impl Store {
         let dir = self.dir(parent)?;
         let uid = uid.map(rustix::fs::Uid::from_raw);
         let gid = gid.map(rustix::fs::Gid::from_raw);
-        Ok(rustix::fs::chownat(
-            &dir,
-            name,
-            uid,
-            gid,
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)
+        rustix::fs::chownat(&dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.observe_changed(rel, None);
+        Ok(())
     }
 
     /// A file or directory opened to read or change its extended attributes.
@@ -562,12 +749,16 @@ impl Store {
     pub fn set_xattr(&self, rel: &Path, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
         let fd = self.open_for_xattr(rel)?;
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
-        Ok(rustix::fs::fsetxattr(&fd, name, value, flags)?)
+        rustix::fs::fsetxattr(&fd, name, value, flags)?;
+        self.observe_changed(rel, Some(&fd));
+        Ok(())
     }
 
     pub fn remove_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<()> {
         let fd = self.open_for_xattr(rel)?;
-        Ok(rustix::fs::fremovexattr(&fd, name)?)
+        rustix::fs::fremovexattr(&fd, name)?;
+        self.observe_changed(rel, Some(&fd));
+        Ok(())
     }
 
     /// Whether the backing dir is on a FUSE filesystem (GlusterFS's client, JuiceFS, sshfs...).

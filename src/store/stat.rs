@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::os::fd::AsFd;
+
 use rustix::fs::Timestamps;
 
 /// What kind of thing a backing path is. Only `File` and `Dir` are ever served.
@@ -72,6 +74,49 @@ impl Stat {
             ctime: self.ctime,
         }
     }
+}
+
+/// A directory at one moment: its inode, mtime and ctime. Any name created, removed or
+/// renamed in it moves its times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DirStamp {
+    pub ino: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+impl DirStamp {
+    pub fn of(st: &Stat) -> DirStamp {
+        DirStamp {
+            ino: st.ino,
+            mtime: st.mtime,
+            ctime: st.ctime,
+        }
+    }
+
+    /// The stamp of an open directory, asked of the filesystem itself (`AT_STATX_FORCE_SYNC`):
+    /// not from the attribute cache a FUSE or NFS client keeps in the kernel.
+    pub(super) fn fresh(dir: &impl AsFd) -> Option<DirStamp> {
+        use rustix::fs::{AtFlags, StatxFlags};
+        let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC;
+        let mask = StatxFlags::INO | StatxFlags::MTIME | StatxFlags::CTIME;
+        let st = rustix::fs::statx(dir, "", flags, mask).ok()?;
+        let time = |t: rustix::fs::StatxTimestamp| system_time(t.tv_sec, i64::from(t.tv_nsec));
+        Some(DirStamp {
+            ino: st.stx_ino,
+            mtime: time(st.stx_mtime),
+            ctime: time(st.stx_ctime),
+        })
+    }
+}
+
+/// A directory's stamps just before and just after one change a store made in it: other
+/// mounts that see the directory go from one to the other know that this was all that
+/// happened there (SPEC §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirChange {
+    pub before: DirStamp,
+    pub after: DirStamp,
 }
 
 /// The identity of a file's content, for caches keyed on "unchanged since".

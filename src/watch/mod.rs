@@ -8,8 +8,9 @@
 //! inotify is read directly, with a narrow mask: no `IN_OPEN`, `IN_ACCESS` or `IN_MODIFY`, so
 //! the mount's own opens and writes cost no event, and events are taken in batches (one read
 //! every [`BATCH`] at most) so a storm of writes costs a few wake-ups a second, not one per
-//! event. `--watch poll` compares the whole tree's content versions every interval (`poll.rs`),
-//! for network filesystems where inotify sees nothing (other machines' changes).
+//! event. `--watch poll` (`poll.rs`), for network filesystems where inotify sees nothing
+//! (other machines' changes), reads the other mounts' change journal and the directories'
+//! times every interval, and walks every entry only every `full_scan_interval`.
 
 mod poll;
 
@@ -23,6 +24,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tracing::{debug, warn};
 
 use crate::config::WatchMode;
+use crate::journal::Record;
 use crate::store;
 
 /// What the watch saw.
@@ -33,6 +35,22 @@ pub enum Change<'a> {
     Entry(&'a Path),
     /// Events were lost: anything may have changed.
     Everything,
+    /// Another mount's record in the change journal (`--watch poll` only), handed on before
+    /// its entry is reported: what that mount published, removed or judged, and of which
+    /// content version (see `crate::journal`).
+    Record(&'a Record),
+}
+
+/// How `--watch poll` works besides its interval.
+#[derive(Debug, Clone, Default)]
+pub struct PollOptions {
+    /// Walk every entry this often, the one way an in-place rewrite by a program outside every
+    /// mount shows in listings; zero never (except when the journal cannot vouch for what
+    /// changed).
+    pub full_scan_interval: Duration,
+    /// This mount's writer id in the change journal: the other writers' records are read.
+    /// `None` reads no journal, and every interval is then a full walk.
+    pub journal_writer: Option<String>,
 }
 
 /// Called with every change, on the watch's own thread.
@@ -75,7 +93,12 @@ impl std::fmt::Debug for BackingWatch {
 }
 
 /// Watch `root` recursively and report every change to `on_change`.
-pub fn start(on_change: OnChange, root: &Path, mode: WatchMode) -> std::io::Result<BackingWatch> {
+pub fn start(
+    on_change: OnChange,
+    root: &Path,
+    mode: WatchMode,
+    poll: PollOptions,
+) -> std::io::Result<BackingWatch> {
     match mode {
         WatchMode::Inotify => {
             let mut tree = Tree::new(root.to_path_buf())?;
@@ -85,7 +108,7 @@ pub fn start(on_change: OnChange, root: &Path, mode: WatchMode) -> std::io::Resu
             Ok(BackingWatch { stop_polling: None })
         }
         WatchMode::Poll(interval) => {
-            let stop = poll::spawn(on_change, root, interval)?;
+            let stop = poll::spawn(on_change, root, interval, poll)?;
             Ok(BackingWatch {
                 stop_polling: Some(stop),
             })
@@ -221,10 +244,10 @@ mod tests {
         let on_change: OnChange = Box::new(move |change| {
             let _ = sender.send(match change {
                 Change::Entry(rel) => Some(rel.to_path_buf()),
-                Change::Everything => None,
+                Change::Everything | Change::Record(_) => None,
             });
         });
-        let watch = start(on_change, root, WatchMode::Inotify).unwrap();
+        let watch = start(on_change, root, WatchMode::Inotify, PollOptions::default()).unwrap();
         (watch, reports)
     }
 

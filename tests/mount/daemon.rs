@@ -92,6 +92,8 @@ fn watch_and_lru_flags_take_effect() {
         &[
             "--watch",
             "poll=1s",
+            "--full-scan-interval",
+            "3s",
             "--lru-entries",
             "8",
             "--lru-bytes",
@@ -125,12 +127,22 @@ fn watch_and_lru_flags_take_effect() {
         "--lru-bytes 1KiB: {stats}"
     );
 
-    // --watch poll=1s: a change made behind the mount's back is seen within a poll or two...
+    // --watch poll=1s: an entry replaced behind the mount's back is seen within a poll or two
+    // (its directory's times moved)...
     assert!(eventually(MOUNT_TIMEOUT, || scene_stats(&s)["watching"] == true));
-    write_file(&s.backing().join("s0.json"), b"[1]");
+    write_file(&s.backing().join("new.tmp"), b"[1]");
+    fs::rename(s.backing().join("new.tmp"), s.backing().join("s0.json")).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || log_tells_change(&s, "s0.json")),
         "the poll watcher did not report a change within 5 s; log:\n{}",
+        s.log()
+    );
+    // ...and one rewritten in place (no directory time moves) at the next full walk, every
+    // --full-scan-interval.
+    write_file(&s.backing().join("s1.json"), b"[2]");
+    assert!(
+        eventually(Duration::from_secs(8), || log_tells_change(&s, "s1.json")),
+        "the full walk did not report an in-place rewrite within 8 s; log:\n{}",
         s.log()
     );
     s.unmount();

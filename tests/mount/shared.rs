@@ -28,6 +28,7 @@ over_each_shared_backing!(
     a_writer_storm_on_one_mount_never_shows_a_torn_entry_on_the_other,
     a_writer_storm_never_shows_a_torn_entry_on_a_mount_without_passthrough,
     cachettas_own_directory_never_shows,
+    a_publish_on_one_mount_reaches_the_other_through_the_journal,
 );
 
 const OLD: &str = r#"{"v":"old"}"#;
@@ -383,4 +384,97 @@ fn cachettas_own_directory_never_shows(on: &SharedBacking) {
     a.sh("rm -rf ./* ./.[!.]*");
     assert!(a.backing_path(".cachetta/locks").is_dir());
     assert!(!a.backing_path("keep.json").exists());
+}
+
+/// The lines of the journal that are `op` records for `key`, parsed.
+fn journal_records(m: &Mount, op: &str, key: &str) -> Vec<serde_json::Value> {
+    fs::read_to_string(m.backing_path(".cachetta/journal"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|r| r["op"] == op && r["key"] == key)
+        .collect()
+}
+
+/// The daemon log lines in which `m` took in another mount's journal record for `key`.
+fn journal_lines_seen(m: &Mount, key: &str) -> usize {
+    m.stderr()
+        .lines()
+        .filter(|l| l.contains("journal record") && l.contains(key))
+        .count()
+}
+
+fn a_publish_on_one_mount_reaches_the_other_through_the_journal(on: &SharedBacking) {
+    use std::os::unix::fs::MetadataExt;
+    // No full walks: what b learns, it learns from the journal and the directory times.
+    let toml = "duration = \"1h\"\nfull_scan_interval = \"0\"\n";
+    let (a, b) = two_mounts_with(
+        on,
+        toml,
+        |m| m.backing_file("x.json", OLD),
+        |m| m.args(&["-v"]),
+    );
+    assert_bytes(
+        &fs::read(b.path("x.json")).unwrap(),
+        OLD.as_bytes(),
+        "b before",
+    );
+    fs::write(a.path("x.json"), NEW_LINE).unwrap();
+    let written = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            fs::read(b.path("x.json")).is_ok_and(|r| r == NEW_LINE.as_bytes())
+        }),
+        "b never read the new entry"
+    );
+    assert!(
+        written.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        written.elapsed()
+    );
+    // a announced exactly the version it published, validated, with its policy (none).
+    assert!(eventually(Duration::from_secs(5), || !journal_records(
+        &a, "put", "x.json"
+    )
+    .is_empty()));
+    let meta = fs::metadata(a.backing_path("x.json")).unwrap();
+    let put = journal_records(&a, "put", "x.json").pop().unwrap();
+    assert_eq!(put["v"], 1);
+    assert_eq!(put["ino"], meta.ino());
+    assert_eq!(put["size"], meta.size());
+    assert_eq!(
+        put["mtime_ns"],
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+    );
+    assert_eq!(
+        put["ctime_ns"],
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
+    );
+    assert_eq!(put["valid"], true);
+    assert_eq!(put["policy"], serde_json::json!({}));
+    assert!(
+        eventually(Duration::from_secs(5), || journal_lines_seen(&b, "x.json")
+            >= 1),
+        "b never took in a's record; b's log:\n{}",
+        b.stderr()
+    );
+    // A change of times through a moves no directory time: only the journal tells b.
+    let seen = journal_lines_seen(&b, "x.json");
+    let out = a.sh("touch -d '10 minutes ago' x.json");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || journal_lines_seen(&b, "x.json")
+            > seen),
+        "b never heard of the touch; b's log:\n{}",
+        b.stderr()
+    );
+    // And a removal.
+    fs::remove_file(a.path("x.json")).unwrap();
+    assert!(eventually(Duration::from_secs(5), || !journal_records(
+        &a, "del", "x.json"
+    )
+    .is_empty()));
+    assert!(eventually(Duration::from_secs(1), || !b
+        .path("x.json")
+        .exists()));
 }
