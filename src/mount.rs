@@ -530,7 +530,14 @@ fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
         // reported next, as a `Change::Entry`.
         Change::Record(record) => {
             debug!(writer = record.writer, op = ?record.op, key = %record.key.display(), "journal record");
+            if record.op == crate::journal::Op::Del {
+                // Another mount removed it: whatever this machine's client still answers for
+                // the name is gone.
+                fs.backing_gone(&record.key, None);
+            }
         }
+        Change::Gone { rel, ino } => fs.backing_gone(rel, Some(ino)),
+        Change::Listed { rel, ino } => fs.backing_listed(rel, ino),
     })
 }
 

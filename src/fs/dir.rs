@@ -20,11 +20,14 @@ impl CacheFs {
             Err(e) => return Err(FsError::io(key.display(), e)),
         };
         {
-            // A name in the listing exists: whatever the watcher saw go from it is back.
+            // A name in the listing with the inode seen gone from it is back.
             let mut gone = self.gone.lock();
             if !gone.is_empty() {
                 for item in &items {
-                    gone.remove(&key.join(&item.name));
+                    let child = key.join(&item.name);
+                    if gone.get(&child) == Some(&item.ino) {
+                        gone.remove(&child);
+                    }
                 }
             }
         }

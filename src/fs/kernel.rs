@@ -36,7 +36,6 @@ impl CacheFs {
     /// (another program, or a refresh that published): pinned inodes move on, and the kernel
     /// is told the attributes of the directory and the file changed.
     pub fn backing_changed(&self, rel: &Path) {
-        self.gone.lock().remove(rel);
         let (parent_rel, name) = store::split(rel);
         let (parent, child) = {
             let nodes = self.nodes.read();
@@ -53,18 +52,15 @@ impl CacheFs {
 
     /// The watcher saw the name `rel` go: its directory's listing no longer has it (with the
     /// inode it had, when known), or another mount removed it. Until a stat by that name finds
-    /// another inode, or the name is reported back, the inode the filesystem's client still
-    /// answers with for it is not shown (see `gone` in `CacheFs`).
+    /// another inode, or a listing has the name with that inode again, the inode the
+    /// filesystem's client still answers with for it is not shown (see `gone` in `CacheFs`).
     pub fn backing_gone(&self, rel: &Path, ino: Option<u64>) {
         let ino = match ino {
             Some(ino) => ino,
             // What the client answers for the name now, if anything, is what went.
             None => match self.store.stat(rel) {
                 Ok(st) => st.ino,
-                Err(_) => {
-                    self.backing_changed(rel);
-                    return;
-                }
+                Err(_) => return,
             },
         };
         {
@@ -85,6 +81,15 @@ impl CacheFs {
         self.invalidate_attributes(parent);
         if let Some(child) = child {
             self.content_changed(child);
+        }
+    }
+
+    /// A listing of `rel`'s directory has the name, holding `ino`: if that is the file seen
+    /// gone from it, it is back (renamed back, say).
+    pub fn backing_listed(&self, rel: &Path, ino: u64) {
+        let mut gone = self.gone.lock();
+        if gone.get(rel) == Some(&ino) {
+            gone.remove(rel);
         }
     }
 

@@ -426,6 +426,7 @@ fill_on_miss = true
 /// reported back.
 #[test]
 fn a_name_seen_gone_is_hidden_until_it_holds_another_file_or_comes_back() {
+    use std::os::unix::fs::MetadataExt;
     let f = fixture("duration = \"1h\"\n");
     f.put("a.json", "{}", Duration::ZERO);
     let name = OsStr::new("a.json");
@@ -435,9 +436,17 @@ fn a_name_seen_gone_is_hidden_until_it_holds_another_file_or_comes_back() {
     // A listing that has the name: it exists on the server after all.
     assert!(f.names().contains(&"a.json".to_string()));
     assert!(f.fs.lookup(ROOT, name).is_ok());
-    // Reported back (the name reappeared in a listing, another mount published it).
+    // Reported back: the watcher's listing has the name with that inode again.
     f.fs.backing_gone(Path::new("a.json"), None);
-    f.fs.backing_changed(Path::new("a.json"));
+    let ino = std::fs::metadata(f.dir.path().join("a.json"))
+        .unwrap()
+        .ino();
+    f.fs.backing_listed(Path::new("a.json"), ino + 1);
+    assert!(
+        f.fs.lookup(ROOT, name).is_err(),
+        "another inode listed: still gone"
+    );
+    f.fs.backing_listed(Path::new("a.json"), ino);
     assert!(f.fs.lookup(ROOT, name).is_ok());
     // Another file at the name: shown, and the memory of the old one is dropped.
     f.fs.backing_gone(Path::new("a.json"), None);

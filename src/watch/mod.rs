@@ -39,6 +39,13 @@ pub enum Change<'a> {
     /// its entry is reported: what that mount published, removed or judged, and of which
     /// content version (see `crate::journal`).
     Record(&'a Record),
+    /// `--watch poll` listed the directory of this entry and the name was not there any more,
+    /// or held another inode than `ino`, the one it had: handed on before the entry is
+    /// reported. A distributed filesystem's client may go on answering for the name by itself.
+    Gone { rel: &'a Path, ino: u64 },
+    /// `--watch poll` listed the directory of this entry and the name was there, holding
+    /// `ino`, where it was not (or held another inode) at the last listing.
+    Listed { rel: &'a Path, ino: u64 },
 }
 
 /// How `--watch poll` works besides its interval.
@@ -244,7 +251,10 @@ mod tests {
         let on_change: OnChange = Box::new(move |change| {
             let _ = sender.send(match change {
                 Change::Entry(rel) => Some(rel.to_path_buf()),
-                Change::Everything | Change::Record(_) => None,
+                Change::Everything
+                | Change::Record(_)
+                | Change::Gone { .. }
+                | Change::Listed { .. } => None,
             });
         });
         let watch = start(on_change, root, WatchMode::Inotify, PollOptions::default()).unwrap();

@@ -178,31 +178,39 @@ impl Poller {
             match before.names.get(name) {
                 Some((old_ino, _)) if old_ino == ino => {}
                 Some(old) => {
-                    went.push((name.clone(), old.1));
-                    appeared.push((name.clone(), *kind));
+                    went.push((name.clone(), old.0, old.1));
+                    appeared.push((name.clone(), *ino, *kind));
                 }
-                None => appeared.push((name.clone(), *kind)),
+                None => appeared.push((name.clone(), *ino, *kind)),
             }
         }
-        for (name, (_, kind)) in &before.names {
+        for (name, (ino, kind)) in &before.names {
             if !now.names.contains_key(name) {
-                went.push((name.clone(), *kind));
+                went.push((name.clone(), *ino, *kind));
             }
         }
         self.dirs.insert(dir.to_path_buf(), now);
-        for (name, kind) in went {
+        for (name, ino, kind) in went {
             let key = dir.join(&name);
             if kind == Some(Kind::Dir) || self.dirs.contains_key(&key) {
                 self.forget_dir(&key);
             } else {
+                if store::is_entry_name(&name) {
+                    (self.on_change)(Change::Gone { rel: &key, ino });
+                }
                 self.report(&key);
             }
         }
-        for (name, kind) in appeared {
+        for (name, ino, kind) in appeared {
             let key = dir.join(&name);
             match self.kind_of(&key, kind) {
                 Some(Kind::Dir) => self.take_in_dir(&key),
-                _ => self.report(&key),
+                _ => {
+                    if store::is_entry_name(&name) {
+                        (self.on_change)(Change::Listed { rel: &key, ino });
+                    }
+                    self.report(&key);
+                }
             }
         }
     }

@@ -24,6 +24,8 @@ fn poller(root: &Path, options: PollOptions) -> (Poller, Reports) {
             Change::Entry(key) => format!("entry:{}", key.display()),
             Change::Record(record) => format!("record:{}", record.key.display()),
             Change::Everything => "everything".into(),
+            Change::Gone { rel, .. } => format!("gone:{}", rel.display()),
+            Change::Listed { rel, .. } => format!("listed:{}", rel.display()),
         });
     });
     let store = Store::open(root, false).unwrap();
@@ -94,7 +96,13 @@ fn creates_renames_and_removals_by_other_programs_show_through_directory_times()
             "entry:a/new.json",
             "entry:a/moved.json",
             "entry:b/here.json",
-            "entry:a/old.json"
+            "entry:a/old.json",
+            // A name that went is said to have gone (with its inode), one that came to be
+            // listed (with its own).
+            "gone:a/moved.json",
+            "gone:a/old.json",
+            "listed:a/new.json",
+            "listed:b/here.json",
         ])
     );
     // Renamed onto: same name, another inode.
@@ -105,7 +113,14 @@ fn creates_renames_and_removals_by_other_programs_show_through_directory_times()
     write(root, "tmp", "2");
     std::fs::rename(root.join("tmp"), root.join("b/keep.json")).unwrap();
     poller.round();
-    assert_eq!(reports.take(), strings(&["entry:b/keep.json"]));
+    assert_eq!(
+        reports.take(),
+        strings(&[
+            "entry:b/keep.json",
+            "gone:b/keep.json",
+            "listed:b/keep.json"
+        ])
+    );
 }
 
 #[test]
@@ -140,7 +155,10 @@ fn directories_that_appear_or_go_report_every_entry_in_them() {
     tick();
     write(root, "newer/y/4.json", "1");
     poller.round();
-    assert_eq!(reports.take(), strings(&["entry:newer/y/4.json"]));
+    assert_eq!(
+        reports.take(),
+        strings(&["entry:newer/y/4.json", "listed:newer/y/4.json"])
+    );
 }
 
 #[test]
@@ -303,7 +321,10 @@ fn a_mounts_publishes_and_removals_are_taken_from_the_journal_without_listing() 
     tick();
     write(root, "d/outside.json", "1");
     poller.round();
-    assert_eq!(reports.take(), strings(&["entry:d/outside.json"]));
+    assert_eq!(
+        reports.take(),
+        strings(&["entry:d/outside.json", "listed:d/outside.json"])
+    );
     assert_eq!(poller.listings, listed + 1);
 }
 
@@ -345,7 +366,14 @@ fn an_outside_change_beside_a_journaled_one_lists_the_directory() {
     poller.round();
     assert_eq!(
         reports.take(),
-        strings(&["record:d/x.json", "entry:d/x.json", "entry:d/outside.json"])
+        strings(&[
+            "record:d/x.json",
+            "entry:d/x.json",
+            "entry:d/outside.json",
+            "gone:d/x.json",
+            "listed:d/outside.json",
+            "listed:d/x.json",
+        ])
     );
     assert_eq!(poller.listings, listed + 1);
 }
