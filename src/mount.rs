@@ -538,6 +538,9 @@ fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
         }
         Change::Gone { rel, ino } => fs.backing_gone(rel, Some(ino)),
         Change::Listed { rel, ino } => fs.backing_listed(rel, ino),
+        Change::Listing { dir, names } => {
+            fs.backing_dir_listed(dir, |name| names.get(name).map(|(ino, _)| *ino))
+        }
     })
 }
 

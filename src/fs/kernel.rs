@@ -93,6 +93,28 @@ impl CacheFs {
         }
     }
 
+    /// The watcher listed the directory `dir` (`listed` says which inode each name there holds):
+    /// an entry name the kernel was given under it that the listing does not have is gone,
+    /// whatever the filesystem's client still answers for it (see `gone` in `CacheFs`).
+    pub fn backing_dir_listed(&self, dir: &Path, listed: impl Fn(&OsStr) -> Option<u64>) {
+        let missing: Vec<std::ffi::OsString> = {
+            let nodes = self.nodes.read();
+            let Some(parent) = nodes.resolve(dir) else {
+                return;
+            };
+            nodes
+                .children(parent)
+                .filter(|name| store::is_entry_name(name) && listed(name).is_none())
+                .collect()
+        };
+        for name in missing {
+            let rel = dir.join(&name);
+            if !self.gone.lock().contains_key(&rel) {
+                self.backing_gone(&rel, None);
+            }
+        }
+    }
+
     /// Whether `st`, found at `rel` by name, is a file the watcher saw go from that name. A
     /// different file there means the name was reused: forgotten.
     pub(super) fn is_gone(&self, rel: &Path, st: &Stat) -> bool {

@@ -77,6 +77,15 @@ impl Nodes {
     }
 
     /// The inode bound to `name` in `parent`, if any, without taking a reference.
+    /// The names bound under `parent` (a walk of every name: for the watcher's occasional
+    /// listing of a changed directory, not for requests).
+    pub fn children(&self, parent: u64) -> impl Iterator<Item = OsString> + '_ {
+        self.names
+            .keys()
+            .filter(move |(p, _)| *p == parent)
+            .map(|(_, name)| name.clone())
+    }
+
     pub fn find(&self, parent: u64, name: &OsStr) -> Option<u64> {
         self.names.get(&(parent, name.to_os_string())).copied()
     }

@@ -46,6 +46,14 @@ pub enum Change<'a> {
     /// `--watch poll` listed the directory of this entry and the name was there, holding
     /// `ino`, where it was not (or held another inode) at the last listing.
     Listed { rel: &'a Path, ino: u64 },
+    /// `--watch poll` listed the directory `dir` (relative to the backing root) because it
+    /// changed: every name in it now, with its `d_ino`. A name this mount serves that is not
+    /// there is gone, even if the poller never saw it (created and renamed away between two
+    /// listings) and the filesystem's client still answers for it.
+    Listing {
+        dir: &'a Path,
+        names: &'a HashMap<std::ffi::OsString, (u64, Option<store::Kind>)>,
+    },
 }
 
 /// How `--watch poll` works besides its interval.
@@ -254,7 +262,8 @@ mod tests {
                 Change::Everything
                 | Change::Record(_)
                 | Change::Gone { .. }
-                | Change::Listed { .. } => None,
+                | Change::Listed { .. }
+                | Change::Listing { .. } => None,
             });
         });
         let watch = start(on_change, root, WatchMode::Inotify, PollOptions::default()).unwrap();

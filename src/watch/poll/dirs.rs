@@ -189,6 +189,10 @@ impl Poller {
                 went.push((name.clone(), *ino, *kind));
             }
         }
+        (self.on_change)(Change::Listing {
+            dir,
+            names: &now.names,
+        });
         self.dirs.insert(dir.to_path_buf(), now);
         for (name, ino, kind) in went {
             let key = dir.join(&name);

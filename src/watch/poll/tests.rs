@@ -26,6 +26,7 @@ fn poller(root: &Path, options: PollOptions) -> (Poller, Reports) {
             Change::Everything => "everything".into(),
             Change::Gone { rel, .. } => format!("gone:{}", rel.display()),
             Change::Listed { rel, .. } => format!("listed:{}", rel.display()),
+            Change::Listing { .. } => return,
         });
     });
     let store = Store::open(root, false).unwrap();
