@@ -142,6 +142,8 @@ pub struct Store {
     staging_seq: AtomicU64,
     /// Set once the filesystem refused `RENAME_NOREPLACE` (NFS, GlusterFS): not asked again.
     noreplace_refused: AtomicBool,
+    /// On a network or FUSE filesystem, whose client caches what other machines changed.
+    remote: bool,
     observer: OnceLock<Arc<dyn Observer>>,
 }
 
@@ -180,12 +182,14 @@ impl Store {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let remote = fs_type(&fd).is_some_and(is_remote_fs_type);
         Ok(Store {
             root: fd,
             root_path,
             sync_writes,
             staging_seq: AtomicU64::new(0),
             noreplace_refused: AtomicBool::new(false),
+            remote,
             observer: OnceLock::new(),
         })
     }
@@ -301,8 +305,19 @@ impl Store {
     /// (an open reaches the server of a network filesystem, where a plain `stat` may be
     /// answered from the client's attribute cache for a second) and `fstat`-ed.
     pub fn stat_opened(&self, rel: &Path) -> io::Result<Stat> {
-        self.open_file(rel, OFlags::RDONLY, Mode::empty())
-            .map(|(_, st)| st)
+        let open = || {
+            self.open_file(rel, OFlags::RDONLY, Mode::empty())
+                .map(|(_, st)| st)
+        };
+        match open() {
+            // A file another machine created a moment ago may not be known to this client
+            // yet: once its directory is listed, it is.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.remote => {
+                self.relearn_names(rel);
+                open()
+            }
+            found => found,
+        }
     }
 
     /// `lstat` of `name` in an open directory: one syscall, for listings.
@@ -763,15 +778,31 @@ impl Store {
 
     /// Whether the backing dir is on a FUSE filesystem (GlusterFS's client, JuiceFS, sshfs...).
     pub fn is_on_fuse(&self) -> bool {
-        const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-        // `f_type`'s integer type differs between architectures.
-        #[allow(clippy::unnecessary_cast)]
-        rustix::fs::fstatfs(&self.root).is_ok_and(|st| st.f_type as i64 == FUSE_SUPER_MAGIC)
+        fs_type(&self.root) == Some(FUSE_SUPER_MAGIC)
     }
 
     pub fn statfs(&self) -> io::Result<rustix::fs::StatVfs> {
         Ok(rustix::fs::fstatvfs(&self.root)?)
     }
+}
+
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// The filesystem type (`statfs`'s `f_type`) of an open file or directory.
+fn fs_type(fd: &impl AsFd) -> Option<i64> {
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstatfs(fd).ok().map(|st| st.f_type as i64)
+}
+
+/// Filesystems whose client may not know yet what another machine just changed: FUSE (the
+/// GlusterFS and JuiceFS clients), NFS, CephFS, SMB.
+fn is_remote_fs_type(f_type: i64) -> bool {
+    const NFS: i64 = 0x6969;
+    const CEPH: i64 = 0x00c3_6400;
+    const SMB2: i64 = 0xfe53_4d42;
+    const CIFS: i64 = 0xff53_4d42;
+    matches!(f_type, FUSE_SUPER_MAGIC | NFS | CEPH | SMB2 | CIFS)
 }
 
 /// How many times a name is reached again after `ESTALE` before it is taken as gone. A
