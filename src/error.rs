@@ -19,11 +19,31 @@ pub enum Level {
 /// What the backing dir's client answers while its server is away. The mount answers `EIO`
 /// instead: to every tool (and to `cachetta mount`'s own check) `ENOTCONN` from a FUSE mount
 /// means its daemon is dead.
-fn is_outage(errno: i32) -> bool {
+pub fn is_outage(errno: i32) -> bool {
     matches!(
         errno,
         libc::ENOTCONN | libc::ECONNABORTED | libc::ESHUTDOWN | libc::EHOSTDOWN
     )
+}
+
+/// Whether an I/O error is the backing dir's server being away.
+pub fn is_outage_error(e: &io::Error) -> bool {
+    e.raw_os_error().is_some_and(is_outage)
+}
+
+/// An outage this long after the last failure it caused is a new one, logged again.
+const OUTAGE_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a failure for an unreachable backing dir (a request's, the watcher's, the
+/// journal's) starts an outage: the whole daemon logs one line per outage, not one per
+/// request or per round.
+pub fn outage_is_new() -> bool {
+    static LAST: parking_lot::Mutex<Option<std::time::Instant>> = parking_lot::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock();
+    let new = last.is_none_or(|at| now.duration_since(at) > OUTAGE_QUIET);
+    *last = Some(now);
+    new
 }
 
 /// A failed filesystem request.

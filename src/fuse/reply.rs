@@ -63,7 +63,7 @@ pub(super) fn fail(op: &str, err: FsError) -> Errno {
         Level::Warn => warn!(op, errno = err.errno, "{}", err.message),
         Level::Error => error!(op, errno = err.errno, "{}", err.message),
         Level::Outage => {
-            if outage_is_new() {
+            if crate::error::outage_is_new() {
                 error!(
                     op,
                     "the backing dir is unreachable ({}); requests answer EIO until it is back",
@@ -75,20 +75,6 @@ pub(super) fn fail(op: &str, err: FsError) -> Errno {
         }
     }
     Errno::from_i32(err.errno)
-}
-
-/// An outage this long after the last failure it caused is a new one, logged again.
-const OUTAGE_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Whether a request failing for an unreachable backing dir starts an outage: one log line
-/// per outage, not one per request.
-fn outage_is_new() -> bool {
-    static LAST: parking_lot::Mutex<Option<std::time::Instant>> = parking_lot::Mutex::new(None);
-    let now = std::time::Instant::now();
-    let mut last = LAST.lock();
-    let new = last.is_none_or(|at| now.duration_since(at) > OUTAGE_QUIET);
-    *last = Some(now);
-    new
 }
 
 /// Run a request handler. A panic inside it is logged once and answered `EIO` (fuser answers

@@ -164,7 +164,8 @@ impl JournalReader {
 
     /// Say once (until it works again) that the journal cannot be read.
     fn unavailable(&self, e: &io::Error) {
-        if self.at != At::Broken {
+        // A server away is said once for the whole daemon (`error::outage_is_new`).
+        if self.at != At::Broken && !crate::error::is_outage_error(e) {
             tracing::warn!(
                 "cannot read {}: {e}; finding changes by walking the backing dir until it can be read",
                 journal_path().display()

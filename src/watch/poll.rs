@@ -216,8 +216,15 @@ impl Poller {
 
     /// The backing root cannot be read: anything may have changed (said once until it can).
     fn root_failed(&mut self, e: &io::Error) {
-        if !self.failing {
+        if crate::error::is_outage_error(e) {
+            // One line per outage for the whole daemon; the requests that fail say it too.
+            if crate::error::outage_is_new() {
+                warn!("the backing dir is unreachable ({e}); changes will be looked for again once it is back");
+            }
+        } else if !self.failing {
             warn!("polling the backing dir: {e}; treating everything as changed");
+        }
+        if !self.failing {
             (self.on_change)(Change::Everything);
         }
         self.failing = true;
