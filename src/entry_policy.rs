@@ -112,6 +112,15 @@ impl EntryPolicy {
         [self.duration, self.stale, self.stale_if_error]
     }
 
+    /// The policy of [`EntryPolicy::overrides`].
+    pub fn from_overrides([duration, stale, stale_if_error]: [Option<Duration>; 3]) -> Self {
+        EntryPolicy {
+            duration,
+            stale,
+            stale_if_error,
+        }
+    }
+
     /// The short names of what is overridden, in attribute order (`info`'s `overrides`).
     pub fn overridden(&self) -> Vec<&'static str> {
         let set = [self.duration, self.stale, self.stale_if_error];

@@ -244,6 +244,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     };
     let config = Arc::new(config);
     let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), read_only);
+    learn_from_journal(&fs, &backing);
 
     // Hook the signals before mounting: a SIGTERM that arrives the moment the mount appears
     // must unmount it, not kill the daemon and leave a dead mount behind.
@@ -516,9 +517,37 @@ fn spawn_watch_thread(
     }
 }
 
+/// What the mounts of the backing dir announced in the change journal (this one before a
+/// restart included) of which content versions are valid JSON, and with which policy: a
+/// fresh mount's first listing then reads no file any mount already judged (SPEC §13).
+fn learn_from_journal(fs: &CacheFs, backing: &Path) {
+    let Some(dev) = fs.backing_dev() else { return };
+    let records = Store::open(backing, false).and_then(|store| journal::load_all(&store));
+    match records {
+        Ok(records) => {
+            for record in &records {
+                learn_record(fs, Some(dev), record);
+            }
+            debug!(
+                records = records.len(),
+                "learnt what the change journal says was judged"
+            );
+        }
+        Err(e) => warn!("cannot read the change journal ({e}); entries are judged by reading them"),
+    }
+}
+
+/// Take in what one journal record says was judged of a content version.
+fn learn_record(fs: &CacheFs, dev: Option<u64>, record: &journal::Record) {
+    if let (Some(dev), Some(version)) = (dev, &record.version) {
+        fs.learn(version.on_device(dev), record.valid, record.policy);
+    }
+}
+
 /// The watch's reports reach the filesystem, except the changes the mount made itself (files
 /// it published: the kernel saw those happen).
 fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
+    let dev = fs.backing_dev();
     Box::new(move |change| match change {
         Change::Entry(rel) if fs.is_own_change(rel) => {}
         Change::Entry(rel) => {
@@ -530,6 +559,7 @@ fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
         // reported next, as a `Change::Entry`.
         Change::Record(record) => {
             debug!(writer = record.writer, op = ?record.op, key = %record.key.display(), "journal record");
+            learn_record(&fs, dev, record);
             if record.op == crate::journal::Op::Del {
                 // Another mount removed it: whatever this machine's client still answers for
                 // the name is gone.

@@ -59,7 +59,40 @@ impl CacheFs {
             warn!(key = %key.display(), "corrupt entry hidden: not valid JSON (or over max_entry_bytes)");
         }
         self.remember(version, |known| known.valid = Some(valid));
+        // Read once for every mount of the backing dir, and for this one after a restart.
+        let policy = self.known.lock().get(&version).and_then(|k| k.policy);
+        self.store.tell_judged(
+            key,
+            st,
+            store::Judged {
+                valid,
+                policy: policy.map(|p| p.overrides()),
+            },
+        );
         valid
+    }
+
+    /// What a mount (this one before a restart, or another) established of a content version
+    /// and announced in the change journal: JSON validity and policy attributes, so this
+    /// mount need not read that version again (SPEC §13). Tied to the exact version: an
+    /// outside rewrite changes it, and is judged again.
+    pub fn learn(&self, version: Version, valid: Option<bool>, policy: Option<EntryPolicy>) {
+        if valid.is_none() && policy.is_none() {
+            return;
+        }
+        self.remember(version, |known| {
+            if valid.is_some() {
+                known.valid = valid;
+            }
+            if policy.is_some() {
+                known.policy = policy;
+            }
+        });
+    }
+
+    /// The device the backing dir's files are on, for versions learnt without one.
+    pub fn backing_dev(&self) -> Option<u64> {
+        self.store.stat(Path::new("")).ok().map(|st| st.dev)
     }
 
     /// Remember what the mount knows of a version it just published: valid JSON (it checked),

@@ -194,6 +194,13 @@ impl CacheFs {
     fn policy_changed(&self, ino: u64, key: &Path, name: &OsStr) {
         if entry_policy::is_policy_attribute(name) {
             debug!(key = %key.display(), name = %name.to_string_lossy(), "entry policy changed");
+            // The change moved the file's ctime, so its version is new, unless two changes
+            // fell in one tick of the filesystem's clock: then the version is the one whose
+            // policy was remembered before. What the file says now is what is remembered.
+            if let Ok((file, st)) = self.store.open_file(key, OFlags::RDONLY, Mode::empty()) {
+                let policy = EntryPolicy::of_file(&file);
+                self.learn(st.version(), None, Some(policy));
+            }
             self.invalidate_attributes(ino);
         }
     }

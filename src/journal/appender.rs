@@ -128,13 +128,9 @@ fn records_of(writer: &str, change: Observed<'_>) -> Vec<Record> {
             let mut record = with_dir(Record::put(writer, key, stat), &changes);
             if let Some(judged) = judged {
                 record.valid = Some(judged.valid);
-                record.policy = judged.policy.map(|[duration, stale, stale_if_error]| {
-                    crate::entry_policy::EntryPolicy {
-                        duration,
-                        stale,
-                        stale_if_error,
-                    }
-                });
+                record.policy = judged
+                    .policy
+                    .map(crate::entry_policy::EntryPolicy::from_overrides);
             }
             records.push(record);
         }
@@ -175,6 +171,18 @@ fn records_of(writer: &str, change: Observed<'_>) -> Vec<Record> {
         Observed::Created { dir, change } => {
             records.extend(in_dir(&dir.join("x"), &[change]));
         }
+        Observed::Judged { key, stat, judged } if entry(key) => {
+            records.push(Record::judged(
+                writer,
+                key,
+                stat,
+                judged.valid,
+                judged
+                    .policy
+                    .map(crate::entry_policy::EntryPolicy::from_overrides),
+            ));
+        }
+        Observed::Judged { .. } => {}
     }
     records
 }

@@ -49,6 +49,18 @@ pub struct FileVersion {
 }
 
 impl FileVersion {
+    /// The store's [`Version`](crate::store::Version) of this content as a file on device
+    /// `dev` (the journal leaves the device out: it differs between machines).
+    pub fn on_device(&self, dev: u64) -> crate::store::Version {
+        crate::store::Version {
+            dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: crate::store::system_time_from_nanos(self.mtime_ns),
+            ctime: crate::store::system_time_from_nanos(self.ctime_ns),
+        }
+    }
+
     pub fn of(stat: &Stat) -> FileVersion {
         FileVersion {
             ino: stat.ino,

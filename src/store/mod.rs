@@ -23,7 +23,7 @@ pub use content::{
     copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
 };
 use stat::{set_timestamps, timespec};
-pub use stat::{DirChange, DirStamp, Kind, SetTime, Stat, Version};
+pub use stat::{system_time_from_nanos, DirChange, DirStamp, Kind, SetTime, Stat, Version};
 
 /// Staging files start with this prefix; they are never shown, never entries, and gc may
 /// remove old ones.
@@ -118,6 +118,14 @@ pub enum Observed<'a> {
     Changed { key: &'a Path, stat: Option<&'a Stat> },
     /// A file was created in the directory `dir` (`open_file` with `O_CREAT`).
     Created { dir: &'a Path, change: DirChange },
+    /// Nothing changed, but the content version `stat` at `key` was judged by reading it
+    /// ([`Store::tell_judged`]): other mounts, and this one after a restart, need not read it
+    /// again (SPEC §13).
+    Judged {
+        key: &'a Path,
+        stat: &'a Stat,
+        judged: Judged,
+    },
 }
 
 /// Told of every change a [`Store`] makes, after it succeeded, on the thread that made it:
@@ -198,6 +206,12 @@ impl Store {
     /// ignored). The mount and `cachetta gc` set the change journal; the library sets none.
     pub fn set_observer(&self, observer: Arc<dyn Observer>) {
         let _ = self.observer.set(observer);
+    }
+
+    /// Tell the observer what the content version `stat` at `key` was judged to be, by a
+    /// reader that read it (the mount's lookups and listings).
+    pub fn tell_judged(&self, key: &Path, stat: &Stat, judged: Judged) {
+        self.observe(Observed::Judged { key, stat, judged });
     }
 
     fn observe(&self, change: Observed<'_>) {

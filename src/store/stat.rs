@@ -131,6 +131,12 @@ pub struct Version {
 
 /// A file time as `SystemTime`. Times too far out to represent (a corrupt or hostile
 /// timestamp such as `i64::MIN` seconds) are clamped, never a panic.
+/// The time `nanos` nanoseconds from the Unix epoch, clamped like every file time (the
+/// inverse of how the change journal writes times).
+pub fn system_time_from_nanos(nanos: i64) -> SystemTime {
+    system_time(nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000))
+}
+
 pub(super) fn system_time(secs: i64, nsecs: i64) -> SystemTime {
     if secs >= FAR_SECS as i64 {
         return far_future();

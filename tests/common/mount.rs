@@ -432,9 +432,12 @@ impl Mount {
         list_dir(&self.path(rel))
     }
 
-    /// Sorted names in a directory of the backing dir. Panics on error.
+    /// Sorted names in a directory of the backing dir, without cachetta's own `.cachetta/`
+    /// (every mount keeps its change journal there, SPEC §13). Panics on error.
     pub fn list_backing(&self, rel: impl AsRef<Path>) -> Vec<OsString> {
-        list_dir(&self.backing_path(rel))
+        let mut names = list_dir(&self.backing_path(rel));
+        names.retain(|name| name != ".cachetta");
+        names
     }
 
     /// Run `sh -c script` with the mount root as working directory.
