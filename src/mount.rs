@@ -548,6 +548,9 @@ fn learn_record(fs: &CacheFs, dev: Option<u64>, record: &journal::Record) {
 /// it published: the kernel saw those happen).
 fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
     let dev = fs.backing_dev();
+    // Names seen gone matter where a filesystem client may still answer for them; a local
+    // filesystem's answers are the truth, and its inode numbers are reused at once.
+    let remote = fs.backing_is_remote();
     Box::new(move |change| match change {
         Change::Entry(rel) if fs.is_own_change(rel) => {}
         Change::Entry(rel) => {
@@ -560,17 +563,18 @@ fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
         Change::Record(record) => {
             debug!(writer = record.writer, op = ?record.op, key = %record.key.display(), "journal record");
             learn_record(&fs, dev, record);
-            if record.op == crate::journal::Op::Del {
+            if remote && record.op == crate::journal::Op::Del {
                 // Another mount removed it: whatever this machine's client still answers for
                 // the name is gone.
                 fs.backing_gone(&record.key, None);
             }
         }
-        Change::Gone { rel, ino } => fs.backing_gone(rel, Some(ino)),
-        Change::Listed { rel, ino } => fs.backing_listed(rel, ino),
-        Change::Listing { dir, names } => {
+        Change::Gone { rel, ino } if remote => fs.backing_gone(rel, Some(ino)),
+        Change::Listed { rel, ino } if remote => fs.backing_listed(rel, ino),
+        Change::Listing { dir, names } if remote => {
             fs.backing_dir_listed(dir, |name| names.get(name).map(|(ino, _)| *ino))
         }
+        Change::Gone { .. } | Change::Listed { .. } | Change::Listing { .. } => {}
     })
 }
 

@@ -25,7 +25,7 @@ impl CacheFs {
             if !gone.is_empty() {
                 for item in &items {
                     let child = key.join(&item.name);
-                    if gone.get(&child) == Some(&item.ino) {
+                    if gone.get(&child).is_some_and(|(ino, _)| *ino == item.ino) {
                         gone.remove(&child);
                     }
                 }

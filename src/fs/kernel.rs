@@ -68,7 +68,7 @@ impl CacheFs {
             if gone.len() >= GONE_REMEMBERED {
                 gone.clear();
             }
-            gone.insert(rel.to_path_buf(), ino);
+            gone.insert(rel.to_path_buf(), (ino, self.clock.now()));
         }
         let (parent_rel, name) = store::split(rel);
         let (parent, child) = {
@@ -88,7 +88,7 @@ impl CacheFs {
     /// gone from it, it is back (renamed back, say).
     pub fn backing_listed(&self, rel: &Path, ino: u64) {
         let mut gone = self.gone.lock();
-        if gone.get(rel) == Some(&ino) {
+        if gone.get(rel).is_some_and(|(gone_ino, _)| *gone_ino == ino) {
             gone.remove(rel);
         }
     }
@@ -120,7 +120,9 @@ impl CacheFs {
     pub(super) fn is_gone(&self, rel: &Path, st: &Stat) -> bool {
         let mut gone = self.gone.lock();
         match gone.get(rel) {
-            Some(&ino) if ino == st.ino => true,
+            // Changed no later than it was seen gone: that file. (A file made since on the
+            // freed inode number has a later ctime: renaming a file onto a name sets it.)
+            Some(&(ino, at)) if ino == st.ino && st.ctime <= at => true,
             Some(_) => {
                 gone.remove(rel);
                 false

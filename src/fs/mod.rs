@@ -268,7 +268,7 @@ pub struct CacheFs {
     /// stays `stat`-able for seconds while its directory is being listed), and the mount must
     /// not show it. A stat of the name that finds another inode, or a report that the name is
     /// back, forgets it.
-    gone: Mutex<HashMap<PathBuf, u64>>,
+    gone: Mutex<HashMap<PathBuf, (u64, SystemTime)>>,
     stats: Arc<Stats>,
     /// Entry contents for reads that reach the daemon (SPEC §7).
     hot: HotSet<(u64, Version)>,
@@ -387,6 +387,11 @@ impl CacheFs {
 
     pub fn inode_count(&self) -> usize {
         self.nodes.read().len()
+    }
+
+    /// Whether the backing dir is on a network or FUSE filesystem (see `Store::is_remote`).
+    pub fn backing_is_remote(&self) -> bool {
+        self.store.is_remote()
     }
 
     /// Whether the backing dir is on a FUSE filesystem, where kernel passthrough is not used.

@@ -431,6 +431,8 @@ fn a_name_seen_gone_is_hidden_until_it_holds_another_file_or_comes_back() {
     f.put("a.json", "{}", Duration::ZERO);
     let name = OsStr::new("a.json");
     assert!(f.fs.lookup(ROOT, name).is_ok());
+    // Seen gone after it was last changed.
+    f.clock.advance(Duration::from_secs(1));
     f.fs.backing_gone(Path::new("a.json"), None);
     assert_eq!(f.fs.lookup(ROOT, name).unwrap_err().errno, libc::ENOENT);
     // A listing that has the name: it exists on the server after all.
@@ -454,6 +456,17 @@ fn a_name_seen_gone_is_hidden_until_it_holds_another_file_or_comes_back() {
     std::fs::write(&tmp, "[1]").unwrap();
     std::fs::rename(&tmp, f.dir.path().join("a.json")).unwrap();
     assert_eq!(f.fs.lookup(ROOT, name).unwrap().attr.size, 3);
+    // Even on the inode number of the one seen gone: it changed after it was seen gone.
+    let ino = std::fs::metadata(f.dir.path().join("a.json"))
+        .unwrap()
+        .ino();
+    f.fs.backing_gone(Path::new("a.json"), Some(ino));
+    f.clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    f.fs.backing_gone(Path::new("a.json"), Some(ino));
+    assert!(
+        f.fs.lookup(ROOT, name).is_ok(),
+        "changed after it was seen gone"
+    );
 }
 
 /// A name the kernel was given that the watcher's listing of its directory no longer has is
@@ -466,6 +479,7 @@ fn a_served_name_missing_from_its_directorys_listing_is_gone() {
     let (a, b) = (OsStr::new("a.json"), OsStr::new("b.json"));
     assert!(f.fs.lookup(ROOT, a).is_ok());
     assert!(f.fs.lookup(ROOT, b).is_ok());
+    f.clock.advance(Duration::from_secs(1));
     f.fs.backing_dir_listed(Path::new(""), |name| (name == b).then_some(1));
     assert_eq!(f.fs.lookup(ROOT, a).unwrap_err().errno, libc::ENOENT);
     assert!(f.fs.lookup(ROOT, b).is_ok());

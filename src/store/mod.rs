@@ -790,6 +790,12 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the backing dir is on a network or FUSE filesystem, whose client may answer
+    /// for a while from what it cached of another machine's files.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
     /// Whether the backing dir is on a FUSE filesystem (GlusterFS's client, JuiceFS, sshfs...).
     pub fn is_on_fuse(&self) -> bool {
         fs_type(&self.root) == Some(FUSE_SUPER_MAGIC)
