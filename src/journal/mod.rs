@@ -302,12 +302,14 @@ impl Journal {
         for _ in 0..3 {
             let file = open_to_append(&self.store)?;
             rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
-            let locked = Store::fstat(&file)?;
+            let locked = fresh_stat(&file)?;
             let current = self.store.stat(&journal_path())?;
             if current.ino != locked.ino {
                 continue;
             }
             let mut out = Vec::with_capacity(lines.len() + 1);
+            // (A size a network filesystem's client kept from before another client's append
+            // makes this an empty line at worst.)
             if locked.size > 0 && read_range(&file, locked.size - 1, 1)? != b"\n" {
                 // The last record is torn (its writer was killed): end it, so ours is whole.
                 out.push(b'\n');
@@ -355,6 +357,23 @@ impl Journal {
         );
         Ok(())
     }
+}
+
+/// The inode and size of an open file, asked of the filesystem itself (`AT_STATX_FORCE_SYNC`):
+/// a network filesystem's client may keep a size from before another client's append.
+fn fresh_stat(file: &File) -> io::Result<FreshStat> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC;
+    let st = rustix::fs::statx(file, "", flags, StatxFlags::INO | StatxFlags::SIZE)?;
+    Ok(FreshStat {
+        ino: st.stx_ino,
+        size: st.stx_size,
+    })
+}
+
+struct FreshStat {
+    ino: u64,
+    size: u64,
 }
 
 /// The size recorded by the last compaction (its first line), 0 if there was none.
