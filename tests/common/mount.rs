@@ -416,9 +416,15 @@ impl Mount {
         list_dir(&self.path(rel))
     }
 
-    /// Sorted names in a directory of the backing dir. Panics on error.
+    /// Sorted names in a directory of the backing dir, without cachetta's own `.cachetta/` at
+    /// its root (the change journal is there once the mount has changed anything). Panics on
+    /// error.
     pub fn list_backing(&self, rel: impl AsRef<Path>) -> Vec<OsString> {
-        list_dir(&self.backing_path(rel))
+        let mut names = list_dir(&self.backing_path(&rel));
+        if rel.as_ref().as_os_str().is_empty() {
+            names.retain(|n| n != ".cachetta");
+        }
+        names
     }
 
     /// Run `sh -c script` with the mount root as working directory.
