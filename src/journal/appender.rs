@@ -118,9 +118,8 @@ fn records_of(writer: &str, change: Observed<'_>) -> Vec<Record> {
             stat,
             judged,
             dir,
-            staged,
         } => {
-            let changes: Vec<DirChange> = staged.into_iter().chain(dir).collect();
+            let changes: Vec<DirChange> = dir.into_iter().collect();
             if !entry(key) {
                 records.extend(in_dir(key, &changes));
                 return records;

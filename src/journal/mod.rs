@@ -7,23 +7,33 @@
 //! One record per line, JSON (serde_json), appended and never rewritten in place:
 //!
 //! ```text
-//! {"v":1,"writer":"web1:4242:9f3a0c17","op":"put","key":"weather/paris.json","ino":1311,"size":812,"mtime_ns":1765430400123456789,"ctime_ns":1765430400123456789,"valid":true,"policy":{"duration_ns":600000000000}}
-//! {"v":1,"writer":"web1:4242:9f3a0c17","op":"del","key":"weather/oslo.json"}
+//! {"v":1,"writer":"web1:4242:9f3a0c17","op":"dir","key":"weather","dir":{"ino":77,"moves":[[[T0,T0],[T1,T1]]]}}
+//! {"v":1,"writer":"web1:4242:9f3a0c17","op":"put","key":"weather/paris.json","ino":1311,"size":812,"mtime_ns":1765430400123456789,"ctime_ns":1765430400123456789,"valid":true,"policy":{"duration_ns":600000000000},"dir":{"ino":77,"moves":[[[T1,T1],[T2,T2]]]}}
+//! {"v":1,"writer":"web1:4242:9f3a0c17","op":"del","key":"weather/oslo.json","dir":{"ino":77,"moves":[[[T2,T2],[T3,T3]]]}}
 //! {"v":1,"writer":"web2:777:01b2c3d4","op":"judged","key":"a.json","ino":88,"size":2,"mtime_ns":..,"ctime_ns":..,"valid":false}
 //! {"v":1,"writer":"web2:777:01b2c3d4","op":"gap"}
 //! ```
 //!
 //! - `v` is the format version ([`VERSION`]); a reader skips records of a later one.
-//! - `writer` is one mount's id (`host:pid:random`, [`writer_id`]): a mount skips its own.
+//! - `writer` is one mount's id (`host:pid:random`, [`writer_id`]): a mount does not report
+//!   its own records (it made those changes), but follows its directories with them.
 //! - `op` is [`Op`]: `put` (new content or attributes at `key`), `del`, `judged` (validity of a
-//!   version established without changing it), `gap` (the writer lost records: readers do a
-//!   full walk) and `compacted` (first line of a compacted journal).
+//!   version established without changing it), `dir` (a change in the directory `key` that is
+//!   no entry's: a scratch file created or removed), `gap` (the writer lost records: readers
+//!   do a full walk) and `compacted` (first line of a compacted journal).
 //! - `key` is the entry's path below the backing root, a string, or the array of its bytes
 //!   when the name is not UTF-8.
 //! - `ino`, `size`, `mtime_ns`, `ctime_ns` name the content version exactly ([`FileVersion`];
 //!   never `st_dev`, which differs between machines); `valid` and `policy` (each per-entry
 //!   override in nanoseconds, absent where the rule applies) are there when the writer knew.
-//!   Absent fields mean "not known"; unknown fields are ignored.
+//! - `dir` ([`DirTimes`]) is how the change moved its directory's times: the directory's inode
+//!   and its (mtime, ctime) in nanoseconds just before and just after (a publish is two
+//!   records: a `dir` when the staging file is created, the `put` when it is renamed onto the
+//!   entry). A reader that saw the directory at one change's "before" and sees it at the last
+//!   one's "after", each "after" the next one's "before", knows that nothing else happened
+//!   there, and need not list it.
+//!
+//! Absent fields mean "not known"; unknown fields are ignored.
 //!
 //! # Writing
 //! [`Journal::append`] takes an exclusive `flock` on the journal (it excludes across NFS and
@@ -39,8 +49,19 @@
 //! `stat`s the journal and reads only the complete lines past the offset. A journal replaced
 //! (compacted), truncated, removed or unreadable, or a `gap` record, is a
 //! [`Poll::Reset`] or [`Poll::Unavailable`]: the watcher then does one full walk (or walks at
-//! every interval while it stays unavailable). [`load_all`] reads every record at start, for
-//! the validity work: what any mount judged of which version.
+//! every interval while it stays unavailable).
+//!
+//! # For the validity of content versions (SPEC §13, "a fresh mount does not read again")
+//! - [`load_all`]`(&Store) -> io::Result<Vec<Record>>`: every record at start, own ones too:
+//!   what any mount published (`put` with `valid: Some(true)` and its `policy`) or judged
+//!   (`judged`) of which [`FileVersion`]; [`FileVersion::matches`] tells whether a `stat` is
+//!   that very version.
+//! - `crate::watch::Change::Record(&Record)`: each other mount's `put`, `del` or `judged`
+//!   record as the poll watcher reads it (before the `Change::Entry` of its key).
+//! - [`Appender::record`]`(Record::judged(writer, key, &stat, valid, policy))` tells the other
+//!   mounts what this one judged by reading; the mount's appender is the store's observer
+//!   (`mount.rs` keeps it), and [`Appender::writer`] is its writer id. A publish's `put` already
+//!   carries `valid` and `policy` when the publisher set `Staging::judged`.
 //!
 //! The journal is only ever reached through the store's `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS)`; a journal that is a symlink, a directory or anything but a regular
@@ -281,12 +302,14 @@ impl Journal {
         for _ in 0..3 {
             let file = open_to_append(&self.store)?;
             rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
-            let locked = Store::fstat(&file)?;
+            let locked = fresh_stat(&file)?;
             let current = self.store.stat(&journal_path())?;
             if current.ino != locked.ino {
                 continue;
             }
             let mut out = Vec::with_capacity(lines.len() + 1);
+            // (A size a network filesystem's client kept from before another client's append
+            // makes this an empty line at worst.)
             if locked.size > 0 && read_range(&file, locked.size - 1, 1)? != b"\n" {
                 // The last record is torn (its writer was killed): end it, so ours is whole.
                 out.push(b'\n');
@@ -334,6 +357,23 @@ impl Journal {
         );
         Ok(())
     }
+}
+
+/// The inode and size of an open file, asked of the filesystem itself (`AT_STATX_FORCE_SYNC`):
+/// a network filesystem's client may keep a size from before another client's append.
+fn fresh_stat(file: &File) -> io::Result<FreshStat> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC;
+    let st = rustix::fs::statx(file, "", flags, StatxFlags::INO | StatxFlags::SIZE)?;
+    Ok(FreshStat {
+        ino: st.stx_ino,
+        size: st.stx_size,
+    })
+}
+
+struct FreshStat {
+    ino: u64,
+    size: u64,
 }
 
 /// The size recorded by the last compaction (its first line), 0 if there was none.

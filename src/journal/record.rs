@@ -76,12 +76,11 @@ impl FileVersion {
     }
 }
 
-/// How the changes a record tells of moved the times of the key's directory: its inode, and
-/// for each change (mtime, ctime) in nanoseconds since the epoch just before and just after
-/// it (a publish has two: the staging file's creation, and its rename onto the entry). A
-/// reader that saw the directory at one change's "before" and sees it at the last one's
-/// "after", each "after" being the next "before", knows that these were all that happened
-/// there.
+/// How the change a record tells of moved the times of the key's directory: its inode, and
+/// (mtime, ctime) in nanoseconds since the epoch just before and just after the change (a list,
+/// so that a record may one day tell of several). A reader that saw the directory at one
+/// change's "before" and sees it at the last one's "after", each "after" being the next
+/// "before", knows that these were all that happened there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DirTimes {
     pub ino: u64,

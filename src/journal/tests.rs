@@ -433,7 +433,8 @@ fn two_appenders_at_once_never_interleave_their_lines() {
     }
     let text = std::fs::read_to_string(views[1].join(".cachetta/journal")).unwrap();
     let mut count = 0;
-    for line in text.lines() {
+    // An empty line is allowed: a writer that took a record for torn ends it first.
+    for line in text.lines().filter(|l| !l.is_empty()) {
         let record = Record::from_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e:?}: {line}"));
         assert!(record.writer.starts_with("writer"));
         count += 1;
@@ -472,25 +473,25 @@ fn the_appender_journals_what_its_store_publishes_removes_and_renames() {
     assert_eq!(
         ops,
         [
+            (Op::Dir, ""),
             (Op::Put, "x.json"),
             (Op::Del, "x.json"),
             (Op::Put, "y.json"),
             (Op::Del, "y.json"),
             (Op::Dir, "")
         ],
-        "a scratch file's removal is only a change of its directory"
+        "the staging file's creation and a scratch file's removal only change the directory"
     );
-    // Each change carries how it moved the directory's times: the publish two (the staging
-    // file's creation, its rename), one after the other.
+    // Each change carries how it moved the directory's times, one after the other.
     let root = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.path()).unwrap());
     let times: Vec<_> = all.iter().map(|r| r.dir.clone().unwrap()).collect();
-    assert!(times.iter().all(|d| d.ino == root));
-    assert_eq!(times[0].moves.len(), 2);
-    assert_eq!(times[1], times[2], "one rename, one move");
+    assert!(times.iter().all(|d| d.ino == root && d.moves.len() == 1));
+    assert_eq!(times[2], times[3], "one rename, one move");
     let moves: Vec<[[i64; 2]; 2]> = times.into_iter().flat_map(|d| d.moves).collect();
-    for (one, next) in [(0, 1), (1, 2), (2, 4)] {
+    for (one, next) in [(0, 1), (1, 2), (3, 4)] {
         assert_eq!(moves[one][1], moves[next][0], "{moves:?}");
     }
+    let all = &all[1..];
     assert_eq!(all[0].writer, appender.writer());
     assert_eq!(all[0].valid, Some(true));
     assert_eq!(

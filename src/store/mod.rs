@@ -69,9 +69,6 @@ pub struct Staging {
     pub file: File,
     /// What the publisher knows of the content, for the store's [`Observer`].
     pub judged: Option<Judged>,
-    /// How its creation moved its directory's times (when an observer wants them); boxed,
-    /// as a writer's state holds a staging file for as long as it writes.
-    created: Option<Box<DirChange>>,
 }
 
 /// What the publisher of staged content knows of it, handed to the store's [`Observer`] with
@@ -97,8 +94,6 @@ pub enum Observed<'a> {
         stat: &'a Stat,
         judged: Option<Judged>,
         dir: Option<DirChange>,
-        /// How creating the staging file moved the directory's times, earlier.
-        staged: Option<DirChange>,
     },
     /// `key` was removed.
     Removed {
@@ -116,7 +111,8 @@ pub enum Observed<'a> {
     },
     /// `key`'s times, mode, owner or extended attributes changed in place.
     Changed { key: &'a Path, stat: Option<&'a Stat> },
-    /// A file was created in the directory `dir` (`open_file` with `O_CREAT`).
+    /// A file was created in the directory `dir` (`open_file` with `O_CREAT`, a staging
+    /// file).
     Created { dir: &'a Path, change: DirChange },
     /// Nothing changed, but the content version `stat` at `key` was judged by reading it
     /// ([`Store::tell_judged`]): other mounts, and this one after a restart, need not read it
@@ -440,9 +436,13 @@ impl Store {
                 Mode::from_raw_mode(perm & 0o7777),
             ) {
                 Ok(fd) => {
-                    let created = before.zip(self.stamp(&dir));
-                    let created =
-                        created.map(|(before, after)| Box::new(DirChange { before, after }));
+                    if let Some((before, after)) = before.zip(self.stamp(&dir)) {
+                        let change = DirChange { before, after };
+                        self.observe(Observed::Created {
+                            dir: dir_rel,
+                            change,
+                        });
+                    }
                     // The umask may have narrowed the mode; the entry keeps the mode asked for.
                     // The lock tells gc (ours or another process's) that a writer holds it.
                     let ready = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))
@@ -458,7 +458,6 @@ impl Store {
                         name: name.into(),
                         file: File::from(fd),
                         judged: None,
-                        created,
                     });
                 }
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -511,13 +510,11 @@ impl Store {
         if let (Some(_), Ok(stat)) = (self.observer.get(), Store::fstat(&staging.file)) {
             let (key, judged) = (target, staging.judged);
             let dir = dir_change.map(|(before, after)| DirChange { before, after });
-            let staged = staging.created.map(|c| *c);
             self.observe(Observed::Published {
                 key,
                 stat: &stat,
                 judged,
                 dir,
-                staged,
             });
         }
         if self.sync_writes {

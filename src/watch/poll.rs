@@ -6,8 +6,9 @@
 //! - each directory whose inode, mtime or ctime moved: if the journal's records (this mount's
 //!   own included) explain the move exactly, each record carrying the directory's times just
 //!   before and after its change, their changes are applied to what the poller knows of the
-//!   directory and it is not listed. Otherwise it is listed again (names and `d_ino`, no `stat`
-//!   per file) and compared with its last listing, so what other programs create, rename or
+//!   directory and it is not listed. Otherwise (after [`JOURNAL_GRACE`] more for the journal:
+//!   a mount appends its record a moment after its change) it is listed again (names and
+//!   `d_ino`, no `stat` per file) and compared with its last listing, so what other programs create, rename or
 //!   remove is reported; new directories are taken in, removed ones dropped. A directory listed
 //!   after a change is listed once more at the next interval (a second change within the same
 //!   tick of its clock leaves its times as they were), and one whose changes the journal
@@ -50,6 +51,11 @@ pub(super) const VERIFY_ROUNDS: u32 = 10;
 
 /// See [`VERIFY_ROUNDS`].
 pub(super) const VERIFY_NAMES: usize = 1_000;
+
+/// How long a round waits for the journal before it lists a directory whose move no record
+/// explains yet: a mount appends its record a moment after its change (on a network
+/// filesystem, a lock and a write to the server).
+pub(super) const JOURNAL_GRACE: Duration = Duration::from_millis(50);
 
 /// Start polling `root` every `interval` on a thread of its own; setting the returned flag
 /// stops it. The first full walk is made before this returns.
@@ -158,24 +164,57 @@ impl Poller {
                 None => return,
             }
         };
+        self.age_pending();
+        full_walk |= !self.read_journal();
+        if !full_walk {
+            let mut unexplained = self.explain_moved(moved);
+            // A move seen a moment before its record was appended: give the journal that
+            // moment before listing a directory for it.
+            if unexplained.iter().any(|(_, _, must_list)| !must_list) {
+                std::thread::sleep(JOURNAL_GRACE);
+                if !self.read_journal() {
+                    return self.walk_fully();
+                }
+                unexplained = self.explain_moved(unexplained);
+            }
+            return self.list_moved(unexplained);
+        }
+        self.walk_fully();
+    }
+
+    fn walk_fully(&mut self) {
+        self.pending.clear();
+        self.full_walk();
+    }
+
+    /// Take in what was appended to the journal; false when it cannot vouch for what
+    /// changed (a full walk is due).
+    fn read_journal(&mut self) -> bool {
         match self.journal.as_mut().map(|j| j.poll(&self.store)) {
-            Some(Poll::New(records)) => self.records(records),
+            Some(Poll::New(records)) => {
+                self.records(records);
+                true
+            }
             Some(Poll::Reset(records)) => {
                 // The walk reports what changed; the records' entries may be the whole tree.
                 debug!("the journal cannot vouch for what changed: one full walk");
                 for record in records.iter().filter(|r| !self.is_own(r)) {
                     (self.on_change)(Change::Record(record));
                 }
-                full_walk = true;
+                false
             }
-            Some(Poll::Unavailable) | None => full_walk = true,
+            Some(Poll::Unavailable) | None => false,
         }
-        if full_walk {
-            self.pending.clear();
-            self.full_walk();
-        } else {
-            self.resolve(moved);
+    }
+
+    /// Records kept for a directory whose times never moved to meet them are forgotten after
+    /// a while.
+    fn age_pending(&mut self) {
+        for pending in self.pending.values_mut() {
+            pending.iter_mut().for_each(|(_, age)| *age += 1);
+            pending.retain(|(_, age)| *age <= VERIFY_ROUNDS);
         }
+        self.pending.retain(|_, pending| !pending.is_empty());
     }
 
     fn is_own(&self, record: &Record) -> bool {
@@ -185,11 +224,6 @@ impl Poller {
     /// Hand on the other mounts' records and report their entries; keep every record of a
     /// change in a directory (own ones too) until the directory's times are seen to move.
     fn records(&mut self, records: Vec<Record>) {
-        for pending in self.pending.values_mut() {
-            pending.iter_mut().for_each(|(_, age)| *age += 1);
-            pending.retain(|(_, age)| *age <= VERIFY_ROUNDS);
-        }
-        self.pending.retain(|_, pending| !pending.is_empty());
         for record in records {
             if !self.is_own(&record) && record.op != Op::Dir {
                 (self.on_change)(Change::Record(&record));

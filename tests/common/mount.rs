@@ -432,11 +432,14 @@ impl Mount {
         list_dir(&self.path(rel))
     }
 
-    /// Sorted names in a directory of the backing dir, without cachetta's own `.cachetta/`
-    /// (every mount keeps its change journal there, SPEC §13). Panics on error.
+    /// Sorted names in a directory of the backing dir, without cachetta's own `.cachetta/` at
+    /// its root (the change journal is there once the mount has changed anything). Panics on
+    /// error.
     pub fn list_backing(&self, rel: impl AsRef<Path>) -> Vec<OsString> {
-        let mut names = list_dir(&self.backing_path(rel));
-        names.retain(|name| name != ".cachetta");
+        let mut names = list_dir(&self.backing_path(&rel));
+        if rel.as_ref().as_os_str().is_empty() {
+            names.retain(|n| n != ".cachetta");
+        }
         names
     }
 

@@ -59,14 +59,21 @@ impl Poller {
         Some(moved)
     }
 
-    /// Take in each moved directory: by the journal's records when they explain the move, else
-    /// by listing it.
-    pub(super) fn resolve(&mut self, moved: Vec<Moved>) {
+    /// Take in the moved directories whose moves the journal's records explain; the others
+    /// are left.
+    pub(super) fn explain_moved(&mut self, moved: Vec<Moved>) -> Vec<Moved> {
+        moved
+            .into_iter()
+            .filter(|(dir, stamp, must_list)| {
+                self.dirs.contains_key(dir) && (*must_list || !self.explain(dir, *stamp))
+            })
+            .collect()
+    }
+
+    /// List the moved directories again and compare.
+    pub(super) fn list_moved(&mut self, moved: Vec<Moved>) {
         for (dir, stamp, must_list) in moved {
             if !self.dirs.contains_key(&dir) {
-                continue;
-            }
-            if !must_list && self.explain(&dir, stamp) {
                 continue;
             }
             if tracing::enabled!(tracing::Level::TRACE) {
