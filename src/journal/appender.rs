@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{journal_path, DirTimes, Journal, Op, Record};
-use crate::store::{self, DirChange, Observed, Observer, Store};
+use crate::store::{self, DirChange, Kind, Observed, Observer, Store};
 
 /// Records waiting to be appended, at most; past that they are dropped and a gap is recorded
 /// (other mounts then do one full walk: nothing is lost).
@@ -147,19 +147,23 @@ fn records_of(writer: &str, change: Observed<'_>) -> Vec<Record> {
             from_dir,
             to_dir,
         } => {
+            let Some(stat) = stat.filter(|st| st.kind == Kind::File) else {
+                // A directory moved (or what moved is unknown now): without its directories'
+                // times, the other mounts list both and find what is below.
+                if entry(from) {
+                    records.push(Record::del(writer, from));
+                }
+                return records;
+            };
             let from_changes: Vec<DirChange> = from_dir.into_iter().collect();
             let to_changes: Vec<DirChange> = to_dir.into_iter().collect();
             match entry(from) {
                 true => records.push(with_dir(Record::del(writer, from), &from_changes)),
                 false => records.extend(in_dir(from, &from_changes)),
             }
-            match stat {
-                Some(stat) if entry(to) => {
-                    records.push(with_dir(Record::put(writer, to, stat), &to_changes))
-                }
-                // What it is now is unknown: other mounts list the directory.
-                _ if entry(to) => {}
-                _ => records.extend(in_dir(to, &to_changes)),
+            match entry(to) {
+                true => records.push(with_dir(Record::put(writer, to, stat), &to_changes)),
+                false => records.extend(in_dir(to, &to_changes)),
             }
         }
         Observed::Changed {

@@ -12,16 +12,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 
 mod content;
+mod observe;
 mod stat;
 
 pub use content::{
     copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
 };
+pub use observe::{Judged, Observed, Observer};
 use stat::{set_timestamps, timespec};
 pub use stat::{system_time_from_nanos, DirChange, DirStamp, Kind, SetTime, Stat, Version};
 
@@ -71,66 +73,6 @@ pub struct Staging {
     pub judged: Option<Judged>,
 }
 
-/// What the publisher of staged content knows of it, handed to the store's [`Observer`] with
-/// the publish, so that other mounts need not judge it again (SPEC §13).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Judged {
-    /// Whether it is one JSON value within `max_entry_bytes`.
-    pub valid: bool,
-    /// The entry's own policy overrides in `entry_policy::ATTRIBUTES` order (duration, stale,
-    /// stale_if_error), `None` where the rule applies; the whole `None` when not known.
-    pub policy: Option<[Option<Duration>; 3]>,
-}
-
-/// A change this store made beneath its root, as its [`Observer`] is told of it. Keys are
-/// paths relative to the root, whatever their name (the observer picks the entries).
-#[derive(Debug, Clone, Copy)]
-pub enum Observed<'a> {
-    /// New content was renamed onto `key`; `stat` is the published file's `fstat`, taken
-    /// after the rename (which changes ctime on some filesystems). `dir` is the directory's
-    /// times around the rename, `None` if they could not be had (likewise below).
-    Published {
-        key: &'a Path,
-        stat: &'a Stat,
-        judged: Option<Judged>,
-        dir: Option<DirChange>,
-    },
-    /// `key` was removed.
-    Removed {
-        key: &'a Path,
-        dir: Option<DirChange>,
-    },
-    /// `from` was renamed to `to`; `stat` is what is at `to` now (`None` if it could not be
-    /// had).
-    Renamed {
-        from: &'a Path,
-        to: &'a Path,
-        stat: Option<&'a Stat>,
-        from_dir: Option<DirChange>,
-        to_dir: Option<DirChange>,
-    },
-    /// `key`'s times, mode, owner or extended attributes changed in place.
-    Changed { key: &'a Path, stat: Option<&'a Stat> },
-    /// A file was created in the directory `dir` (`open_file` with `O_CREAT`, a staging
-    /// file).
-    Created { dir: &'a Path, change: DirChange },
-    /// Nothing changed, but the content version `stat` at `key` was judged by reading it
-    /// ([`Store::tell_judged`]): other mounts, and this one after a restart, need not read it
-    /// again (SPEC §13).
-    Judged {
-        key: &'a Path,
-        stat: &'a Stat,
-        judged: Judged,
-    },
-}
-
-/// Told of every change a [`Store`] makes, after it succeeded, on the thread that made it:
-/// the change journal (`crate::journal`) announces them to the other mounts of the backing
-/// dir. Must not block.
-pub trait Observer: Send + Sync {
-    fn observe(&self, change: Observed<'_>);
-}
-
 impl Staging {
     pub fn name(&self) -> &OsStr {
         &self.name
@@ -149,12 +91,6 @@ pub struct Store {
     /// On a network or FUSE filesystem, whose client caches what other machines changed.
     remote: bool,
     observer: OnceLock<Arc<dyn Observer>>,
-}
-
-impl std::fmt::Debug for dyn Observer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Observer")
-    }
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -196,56 +132,6 @@ impl Store {
             remote,
             observer: OnceLock::new(),
         })
-    }
-
-    /// Tell `observer` of every change this store makes from now on (once; a second call is
-    /// ignored). The mount and `cachetta gc` set the change journal; the library sets none.
-    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
-        let _ = self.observer.set(observer);
-    }
-
-    /// Tell the observer what the content version `stat` at `key` was judged to be, by a
-    /// reader that read it (the mount's lookups and listings).
-    pub fn tell_judged(&self, key: &Path, stat: &Stat, judged: Judged) {
-        self.observe(Observed::Judged { key, stat, judged });
-    }
-
-    fn observe(&self, change: Observed<'_>) {
-        if let Some(observer) = self.observer.get() {
-            observer.observe(change);
-        }
-    }
-
-    /// The stamp of `dir`, when an observer will want it (around a change in it).
-    fn stamp(&self, dir: &OwnedFd) -> Option<DirStamp> {
-        self.observer.get().and_then(|_| DirStamp::fresh(dir))
-    }
-
-    /// The parent of `rel` and its stamp, when an observer will want to hear of a file
-    /// created there.
-    fn stamp_parent(&self, rel: &Path, flags: OFlags) -> Option<(OwnedFd, DirStamp)> {
-        self.observer.get()?;
-        if !flags.contains(OFlags::CREATE) || is_reserved(rel) {
-            return None;
-        }
-        let dir = self.dir(split(rel).0).ok()?;
-        let stamp = DirStamp::fresh(&dir)?;
-        Some((dir, stamp))
-    }
-
-    /// Tell the observer that `rel` changed in place (`fd`: the file, if it is open).
-    fn observe_changed(&self, rel: &Path, fd: Option<&OwnedFd>) {
-        if self.observer.get().is_some() {
-            let stat = match fd {
-                Some(fd) => Store::fstat(fd),
-                None => self.stat(rel),
-            }
-            .ok();
-            self.observe(Observed::Changed {
-                key: rel,
-                stat: stat.as_ref(),
-            });
-        }
     }
 
     pub fn root_path(&self) -> &Path {
@@ -351,18 +237,7 @@ impl Store {
     pub fn open_file(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
         let creating = self.stamp_parent(rel, flags);
         let opened = self.open_regular(rel, flags, mode);
-        if let (Some((dir, before)), Ok(_)) = (creating, &opened) {
-            match self.stamp(&dir) {
-                Some(after) if after != before => {
-                    let change = DirChange { before, after };
-                    self.observe(Observed::Created {
-                        dir: split(rel).0,
-                        change,
-                    });
-                }
-                _ => {}
-            }
-        }
+        self.observe_created_by_open(rel, creating, opened.is_ok());
         opened
     }
 
@@ -436,13 +311,7 @@ impl Store {
                 Mode::from_raw_mode(perm & 0o7777),
             ) {
                 Ok(fd) => {
-                    if let Some((before, after)) = before.zip(self.stamp(&dir)) {
-                        let change = DirChange { before, after };
-                        self.observe(Observed::Created {
-                            dir: dir_rel,
-                            change,
-                        });
-                    }
+                    self.observe_created(dir_rel, &dir, before);
                     // The umask may have narrowed the mode; the entry keeps the mode asked for.
                     // The lock tells gc (ours or another process's) that a writer holds it.
                     let ready = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))
@@ -507,16 +376,7 @@ impl Store {
         };
         // A published entry is no writer's staging any more.
         let _ = rustix::fs::flock(&staging.file, FlockOperation::Unlock);
-        if let (Some(_), Ok(stat)) = (self.observer.get(), Store::fstat(&staging.file)) {
-            let (key, judged) = (target, staging.judged);
-            let dir = dir_change.map(|(before, after)| DirChange { before, after });
-            self.observe(Observed::Published {
-                key,
-                stat: &stat,
-                judged,
-                dir,
-            });
-        }
+        self.observe_published(target, &staging, dir_change);
         if self.sync_writes {
             // The entry is published whatever this says; only its durability is in doubt.
             if let Err(e) = rustix::fs::fsync(&target_dir) {
@@ -563,9 +423,7 @@ impl Store {
         let dir = self.dir(parent)?;
         let before = self.stamp(&dir);
         rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
-        let dir = before.zip(self.stamp(&dir));
-        let dir = dir.map(|(before, after)| DirChange { before, after });
-        self.observe(Observed::Removed { key: rel, dir });
+        self.observe_removed(rel, &dir, before);
         Ok(())
     }
 
@@ -681,30 +539,6 @@ impl Store {
                 Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?)
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// Tell the observer that `from` was renamed to `to` (in their open directories), whose
-    /// directories had the stamps `before` just before.
-    fn observe_renamed(
-        &self,
-        (from, from_dir): (&Path, &OwnedFd),
-        (to, to_dir): (&Path, &OwnedFd),
-        before: (Option<DirStamp>, Option<DirStamp>),
-    ) {
-        if self.observer.get().is_some() {
-            let stat = Store::stat_in(to_dir, split(to).1).ok();
-            let change = |before: Option<DirStamp>, dir| {
-                let after = self.stamp(dir)?;
-                Some(DirChange { before: before?, after })
-            };
-            self.observe(Observed::Renamed {
-                from,
-                to,
-                stat: stat.as_ref(),
-                from_dir: change(before.0, from_dir),
-                to_dir: change(before.1, to_dir),
-            });
         }
     }
 

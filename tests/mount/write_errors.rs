@@ -15,6 +15,8 @@ fn invalid_json_fails_at_close_with_einval_and_keeps_the_old_entry() {
     let m = Mount::new()
         .backing_file("x.json", "{\"old\":true}")
         .start();
+    // A fork in another test thread would close (publish) our descriptor's copy first.
+    let _no_forks = no_forks();
     let mut f = File::create(m.path("x.json")).unwrap();
     f.write_all(b"nope").unwrap();
     assert_eq!(errno_of(close_fd(f)), libc::EINVAL);
@@ -33,6 +35,8 @@ fn invalid_json_for_a_new_key_leaves_no_entry() {
         return;
     }
     let m = Mount::new().start();
+    // A fork in another test thread would close (publish) our descriptor's copy first.
+    let _no_forks = no_forks();
     let mut f = File::create(m.path("x.json")).unwrap();
     f.write_all(b"{\"unterminated\": ").unwrap();
     assert_eq!(errno_of(close_fd(f)), libc::EINVAL);
@@ -46,6 +50,8 @@ fn non_utf8_json_is_rejected() {
         return;
     }
     let m = Mount::new().backing_file("x.json", "\"ok\"").start();
+    // A fork in another test thread would close (publish) our descriptor's copy first.
+    let _no_forks = no_forks();
     let mut f = File::create(m.path("x.json")).unwrap();
     f.write_all(b"\"caf\xe9\"").unwrap();
     assert_eq!(errno_of(close_fd(f)), libc::EINVAL);
@@ -156,6 +162,8 @@ fn entry_larger_than_max_entry_bytes_fails_efbig_and_keeps_the_old_entry() {
         .config("max_entry_bytes = \"1KiB\"\n")
         .backing_file("x.json", "{\"small\":1}")
         .start();
+    // A fork in another test thread would close (publish) our descriptor's copy first.
+    let _no_forks = no_forks();
     let big = format!("\"{}\"", "a".repeat(2000));
     let mut f = File::create(m.path("x.json")).unwrap();
     // EFBIG may come from the write that crosses the limit or from the close.

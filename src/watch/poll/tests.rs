@@ -423,3 +423,28 @@ fn a_mounts_publishes_during_and_after_a_listing_are_taken_from_the_journal() {
     let got = reports.take();
     assert!(got.contains(&"entry:d/p4.json".to_string()), "{got:?}");
 }
+
+#[test]
+fn a_directory_a_mount_renames_is_found_below_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "old/x.json", "1");
+    let (theirs, appender) = mount_store(root);
+    let (mut poller, reports) = settled(root, with_journal());
+    theirs
+        .rename(Path::new("old"), Path::new("new"), false)
+        .unwrap();
+    assert!(appender.flush(Duration::from_secs(5)));
+    poller.round();
+    assert_eq!(
+        reports.take(),
+        strings(&["entry:old/x.json", "entry:new/x.json"])
+    );
+    tick();
+    write(root, "new/y.json", "1");
+    poller.round();
+    assert_eq!(
+        reports.take(),
+        strings(&["entry:new/y.json", "listed:new/y.json"])
+    );
+}
