@@ -448,7 +448,11 @@ fn two_appenders_at_once_never_interleave_their_lines() {
 fn the_appender_journals_what_its_store_publishes_removes_and_renames() {
     let (dir, store) = backing();
     let appender = observe_store(&store, Store::open(dir.path(), false).unwrap()).unwrap();
+    // Each change in its own tick of the filesystem's clock, so each moves the directory's
+    // times (two in one tick would move them once: a load-dependent failure).
+    let tick = || std::thread::sleep(Duration::from_millis(20));
     let mut staging = store.create_staging(Path::new(""), 0o644).unwrap();
+    tick();
     std::io::Write::write_all(&mut staging.file, b"{}").unwrap();
     staging.judged = Some(crate::store::Judged {
         valid: true,
@@ -458,11 +462,15 @@ fn the_appender_journals_what_its_store_publishes_removes_and_renames() {
         .publish(staging, Path::new("x.json"), Some(SystemTime::now()))
         .unwrap();
     let st = Store::fstat(&published).unwrap();
+    tick();
     store
         .rename(Path::new("x.json"), Path::new("y.json"), false)
         .unwrap();
+    tick();
     store.unlink(Path::new("y.json")).unwrap();
+    tick();
     std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+    tick();
     store.unlink(Path::new("notes.txt")).unwrap();
     assert!(appender.flush(Duration::from_secs(5)));
     let all = load_all(&store).unwrap();
