@@ -70,18 +70,7 @@ impl CacheFs {
             }
             gone.insert(rel.to_path_buf(), (ino, self.clock.now()));
         }
-        let (parent_rel, name) = store::split(rel);
-        let (parent, child) = {
-            let nodes = self.nodes.read();
-            let Some(parent) = nodes.resolve(parent_rel) else {
-                return;
-            };
-            (parent, nodes.find(parent, name))
-        };
-        self.invalidate_attributes(parent);
-        if let Some(child) = child {
-            self.content_changed(child);
-        }
+        self.backing_changed(rel);
     }
 
     /// A listing of `rel`'s directory has the name, holding `ino`: if that is the file seen
