@@ -15,7 +15,8 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::entry_policy::EntryPolicy;
-use crate::inspect::{self, FoundFile};
+use crate::inspect;
+use crate::store::FoundFile;
 use crate::policy::{self, EntryState, Timing};
 use crate::store::{self, Kind, Stat, Store, STAGING_PREFIX};
 
@@ -50,7 +51,7 @@ pub fn sweep(
     now: SystemTime,
     dry_run: bool,
 ) -> io::Result<Vec<Swept>> {
-    let walk = inspect::walk_files(store, Path::new(""))?;
+    let walk = store::walk_files(store, Path::new(""))?;
     for (dir, e) in &walk.unreadable {
         warn!(dir = %dir.display(), "gc: cannot read directory: {e}");
     }
@@ -152,7 +153,7 @@ pub(crate) fn remove_expired(
     for key in keys {
         match store.stat(key) {
             Ok(stat) if stat.kind == Kind::Dir => {
-                found.extend(inspect::walk_files(store, key)?.files)
+                found.extend(store::walk_files(store, key)?.files)
             }
             Ok(stat) if stat.kind == Kind::File => found.push(FoundFile {
                 key: key.clone(),
@@ -340,13 +341,13 @@ mod tests {
     fn dry_run_lists_the_same_files_and_removes_nothing() {
         let (dir, store, config) = setup();
         let want = populate(dir.path());
-        let before = inspect::walk_files(&store, Path::new(""))
+        let before = store::walk_files(&store, Path::new(""))
             .unwrap()
             .files
             .len();
         let listed = sweep(&store, &config, now(), true).unwrap();
         assert_eq!(keys(&listed), want);
-        let after = inspect::walk_files(&store, Path::new(""))
+        let after = store::walk_files(&store, Path::new(""))
             .unwrap()
             .files
             .len();

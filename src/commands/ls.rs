@@ -75,7 +75,7 @@ fn list(
     prefix: &Path,
     all: bool,
 ) -> Result<Vec<(PathBuf, Info)>, Failure> {
-    let walk = inspect::walk_files(store, prefix).map_err(|e| {
+    let walk = crate::store::walk_files(store, prefix).map_err(|e| {
         let why = match e.raw_os_error() {
             Some(libc::ENOENT) => "no such directory".to_string(),
             Some(libc::ENOTDIR) => "not a directory".to_string(),

@@ -329,7 +329,7 @@ fn walk_finds_regular_files_recursively_and_skips_symlinks() {
     put(outside.path(), "secret.json", "1", 1.0);
     std::os::unix::fs::symlink(outside.path(), dir.path().join("sub/out")).unwrap();
     std::os::unix::fs::symlink("a.json", dir.path().join("l.json")).unwrap();
-    let mut keys: Vec<_> = walk_files(&store, Path::new(""))
+    let mut keys: Vec<_> = store::walk_files(&store, Path::new(""))
         .unwrap()
         .files
         .into_iter()
@@ -341,6 +341,6 @@ fn walk_finds_regular_files_recursively_and_skips_symlinks() {
         .map(PathBuf::from)
         .collect();
     assert_eq!(keys, want);
-    assert!(walk_files(&store, Path::new("nope")).is_err());
-    assert!(walk_files(&store, Path::new("sub/out")).is_err());
+    assert!(store::walk_files(&store, Path::new("nope")).is_err());
+    assert!(store::walk_files(&store, Path::new("sub/out")).is_err());
 }

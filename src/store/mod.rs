@@ -19,12 +19,14 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlag
 mod content;
 mod observe;
 mod stat;
+mod walk;
 
 pub use content::{
     copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
 };
 pub use observe::{Judged, Observed, Observer};
 use stat::{set_timestamps, timespec};
+pub use walk::{walk_files, FoundFile, Walk};
 pub use stat::{system_time_from_nanos, DirChange, DirStamp, Kind, SetTime, Stat, Version};
 
 /// Staging files start with this prefix; they are never shown, never entries, and gc may
