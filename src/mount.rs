@@ -227,12 +227,16 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     let backing = store.root_path().to_path_buf();
     let watch_mode = config.watch;
     // Other mounts of the backing dir hear of this one's publishes and removals through the
-    // change journal; a read-only mount has none to tell, but reads theirs.
-    let journal = match read_only {
-        false => Store::open(&backing, false)
+    // change journal; a read-only mount has none to tell, but reads theirs. Only a
+    // `--watch poll` mount writes it, the mode of a shared backing dir (SPEC §13): announcing
+    // every change costs a write two directory `statx`es and a wake-up of the appender
+    // (measured: storm-trunc 3,112 → 1,946 writes/s, smallwrite 314 → 391 µs), which a backing
+    // dir only this machine writes (inotify) does not need.
+    let journal = match (read_only, watch_mode) {
+        (false, crate::config::WatchMode::Poll(_)) => Store::open(&backing, false)
             .ok()
             .and_then(|own| journal::observe_store(&store, own)),
-        true => None,
+        _ => None,
     };
     let poll = watch::PollOptions {
         full_scan_interval: config.full_scan_interval,
