@@ -140,3 +140,16 @@ pub fn sq(path: &Path) -> String {
     assert!(!s.contains('\''), "test path with a quote: {s}");
     format!("'{s}'")
 }
+
+/// The prefix of cachetta's staging files.
+pub const STAGING_PREFIX: &str = ".cachetta-staging.";
+
+/// The staging files in `dir` (not below it).
+pub fn staging_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(STAGING_PREFIX))
+        .collect()
+}

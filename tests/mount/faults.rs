@@ -10,8 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 
-const STAGING_PREFIX: &str = ".cachetta-staging.";
-
 /// A small tmpfs mounted over a directory, unmounted (lazily) when dropped.
 struct Tmpfs(PathBuf);
 
@@ -32,15 +30,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         force_unmount(&self.0);
     }
-}
-
-fn staging_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(STAGING_PREFIX))
-        .collect()
 }
 
 /// Write `chunks` through one open (`O_TRUNC`) and close it: the first error of a write, and

@@ -19,19 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
 
-const STAGING_PREFIX: &str = ".cachetta-staging.";
 const FRESH: &[u8] = br#"{"fresh":true}"#;
 const EXPIRED: &[u8] = br#"{"expired":true}"#;
-
-/// The staging files in `dir` (not below it).
-fn staging_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(STAGING_PREFIX))
-        .collect()
-}
 
 /// A backing dir on GlusterFS as gc finds it: put there through client B (another machine),
 /// with a mount over it through client A. (Fields drop in order: the writer closes before the
