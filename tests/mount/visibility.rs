@@ -419,3 +419,40 @@ fn reading_through_the_mount_returns_every_byte_of_a_large_entry() {
     assert_eq!(got.len(), big.len());
     assert!(got == big.as_bytes());
 }
+
+/// SPEC §13: the validity a mount established of a content version, recorded in the change
+/// journal, is trusted by a fresh mount without reading the file, and only for that exact
+/// version. The journal here says a file that is not JSON is valid: a mount that trusts it
+/// shows the file (it read no content), and a record of another version of a second such
+/// file (its ctime one nanosecond off) changes nothing: that file stays hidden.
+#[test]
+fn a_fresh_mount_trusts_the_journal_for_the_exact_version_it_names() {
+    if !require_fuse() {
+        return;
+    }
+    let m = Mount::new()
+        .config("duration = \"1h\"\n")
+        .prepare(|backing| {
+            fs::write(backing.join("trusted.json"), "not json").unwrap();
+            fs::write(backing.join("other.json"), "not json either").unwrap();
+            let record = |key: &str, ctime_shift: i64| {
+                let meta = fs::metadata(backing.join(key)).unwrap();
+                let ns = |s: i64, n: i64| s * 1_000_000_000 + n;
+                format!(
+                    "{{\"v\":1,\"writer\":\"elsewhere:1:0\",\"op\":\"judged\",\"key\":\"{key}\",\
+                     \"ino\":{},\"size\":{},\"mtime_ns\":{},\"ctime_ns\":{},\"valid\":true}}\n",
+                    meta.ino(),
+                    meta.size(),
+                    ns(meta.mtime(), meta.mtime_nsec()),
+                    ns(meta.ctime(), meta.ctime_nsec()) + ctime_shift,
+                )
+            };
+            fs::create_dir_all(backing.join(".cachetta")).unwrap();
+            let journal = record("trusted.json", 0) + &record("other.json", 1);
+            fs::write(backing.join(".cachetta/journal"), journal).unwrap();
+        })
+        .start();
+    assert_eq!(m.list(""), names(&["trusted.json"]));
+    assert_eq!(fs::read(m.path("trusted.json")).unwrap(), b"not json");
+    assert_eq!(errno_of(fs::metadata(m.path("other.json"))), libc::ENOENT);
+}
