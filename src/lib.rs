@@ -1,8 +1,9 @@
 //! cachetta: file-based JSON caching, served as a FUSE filesystem and usable as a library.
 //!
 //! Layers, from the bottom: `clock` and `policy` (pure state arithmetic), `config` (flags +
-//! TOML + defaults, rule matching), `store` (the backing dir, never following a symlink), the
-//! shared engine parts `hot`, `flight`, `pool` and `gc`, then `fs` (the filesystem as a plain
+//! TOML + defaults, rule matching), `store` (the backing dir, never following a symlink),
+//! `publish` (the one way content becomes an entry), the shared engine parts `hot`, `flight`,
+//! `pool` and `gc`, then `fs` (the filesystem as a plain
 //! struct), `fuse` (the thin fuser adapter) and `cli` (commands). Data flows one way, from the
 //! kernel down. [`library`] is the same engine called from code: [`Cachetta`], the Python
 //! library's API in Rust form.
@@ -32,6 +33,7 @@ engine_modules!(
     inspect,
     policy,
     pool,
+    publish,
     stats,
     store
 );

@@ -59,7 +59,8 @@ impl CacheFs {
         let then = move |outcome: Outcome| {
             let Some(fs) = fs.upgrade() else { return };
             let (name, error) = match outcome {
-                Outcome::Published => ("ok", None),
+                // Superseded: the entry was replaced since the demand, so it is newer.
+                Outcome::Published | Outcome::Superseded => ("ok", None),
                 Outcome::Declined => ("declined", None),
                 Outcome::Failed(error) => ("failed", Some(error)),
                 Outcome::StillRunning => ("timeout", None),

@@ -130,7 +130,7 @@ impl CacheFs {
         let (fs, run_key) = (self.clone(), key.clone());
         let then = move |outcome: Outcome| {
             reply(match outcome {
-                Outcome::Published => fs.lookup_quietly(parent, &name),
+                Outcome::Published | Outcome::Superseded => fs.lookup_quietly(parent, &name),
                 // Stale-if-error: the refresh did not succeed, so the old entry is served.
                 outcome if reason == Reason::Error => {
                     debug!(key = %key.display(), ?outcome, "refresh did not succeed; serving the entry stale-if-error keeps");

@@ -95,15 +95,15 @@ impl CacheFs {
         self.store.stat(Path::new("")).ok().map(|st| st.dev)
     }
 
-    /// Remember what the mount knows of a version it just published: valid JSON (it checked),
-    /// with these policy attributes if known, so the next lookup need not open it again.
-    pub(super) fn remember_published_content(&self, version: Version, policy: Option<EntryPolicy>) {
+    /// Remember a version this mount published (a write, a rename onto an entry, a refresh):
+    /// valid JSON with these policy attributes, so the next lookup need not open it again, and
+    /// its own change, so the watcher's report of it is not news ([`CacheFs::is_own_change`]).
+    pub(super) fn remember_own_publish(&self, version: Version, policy: EntryPolicy) {
         self.remember(version, |known| {
             known.valid = Some(true);
-            if policy.is_some() {
-                known.policy = policy;
-            }
+            known.policy = Some(policy);
         });
+        self.remember_published(version);
     }
 
     /// Add to what is known of a version, under the cache's lock (requests judge the same

@@ -238,9 +238,18 @@ pub enum Lookup {
 /// Every other lock is a leaf, taken alone and released before another is taken: `pins`,
 /// `handles`, `published`, `known`, `gone`, `demands`, `hot`'s own, the refresher's, and the fuse
 /// adapter's `backings` (held across the `/dev/fuse` ioctl that registers a backing file,
-/// never across backing-dir I/O). A writer's `state` (one per open file) is the one lock held
-/// across I/O: its own staging file's validation and publish, which only requests on that
-/// same open file wait for. `docs/concurrency.md` has the table.
+/// never across backing-dir I/O). Two locks are held across I/O, and only requests that must
+/// wait for that very I/O wait for them:
+///
+/// - a writer's `state` (one per open file): its own staging file's validation and publish,
+///   which only requests on that same open file wait for;
+/// - then, inside it or alone, a key's lock in the store (`Store::lock_key`, see
+///   `crate::publish`): carrying the entry's policy attributes onto new content and renaming
+///   it, or changing a policy attribute (`xattr::lock_for_policy`); only publishes and policy
+///   changes of that same key wait. Nothing else is taken while it is held but the store's
+///   observer (the journal's appender).
+///
+/// `docs/concurrency.md` has the table.
 pub struct CacheFs {
     store: Arc<Store>,
     config: Arc<Config>,
@@ -320,8 +329,14 @@ impl CacheFs {
         let stats = Arc::new(Stats::default());
         Arc::new_cyclic(|weak: &std::sync::Weak<CacheFs>| {
             let weak = weak.clone();
-            let on_published: crate::refresh::OnPublished = Box::new(move |key: &Path| {
+            let on_published: crate::refresh::OnPublished = Box::new(move |key, published| {
                 if let Some(fs) = weak.upgrade() {
+                    // Checked by the refresh: the next lookup need not read it again.
+                    if let Some(published) = published {
+                        if let Some(version) = published.version {
+                            fs.remember_own_publish(version, published.policy);
+                        }
+                    }
                     fs.backing_changed(key);
                 }
             });

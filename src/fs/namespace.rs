@@ -2,7 +2,7 @@
 //! publishes an entry).
 
 use super::*;
-use crate::entry_policy;
+use crate::publish::{self, Checked, PolicyFrom, Unfit};
 
 impl CacheFs {
     pub fn mkdir(
@@ -128,33 +128,30 @@ impl CacheFs {
                 .rename((parent, name), (newparent, newname));
             return Ok(());
         }
-        let mut policy = None;
         if st.kind == Kind::File && store::is_entry_name(newname) {
-            policy = Some(self.check_rename_content(&from, &to)?);
+            let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+            let limit = self.config.max_entry_bytes;
+            let published = publish::rename_onto(&self.store, &from, &to, noreplace, limit)
+                .map_err(|unfit| self.unfit_rename(&from, &to, unfit))?;
             if !store::is_entry_name(name) {
                 // Publishing a scratch file is a write. It keeps its own mtime: the time of
                 // its last write, or the time its writer set (`rsync -a`, SPEC §3).
                 bump(&self.stats.writes_ok);
             }
-        }
-        self.store
-            .rename(&from, &to, flags & libc::RENAME_NOREPLACE != 0)
-            .map_err(|e| FsError::io(format!("{} -> {}", from.display(), to.display()), e))?;
-        if st.kind == Kind::File && store::is_entry_name(newname) {
-            // Just validated: the next lookup need not parse it again (the rename itself
-            // changed its ctime, so the version is taken now).
-            if let Ok(now) = self.store.stat(&to) {
-                if now.ino == st.ino {
-                    self.remember_published_content(now.version(), policy);
-                    self.remember_published(now.version());
-                    // `nodes` then `page_cache`, the documented order: the inode stays bound
-                    // to the name while the kernel's view of it is moved.
-                    #[allow(clippy::significant_drop_in_scrutinee)]
-                    if let Some(ino) = self.nodes.read().find(parent, name) {
-                        self.page_cache.renamed(ino, now.version());
-                    }
+            if let Some(version) = published.version {
+                // Just checked: the next lookup need not parse it again.
+                self.remember_own_publish(version, published.policy);
+                // `nodes` then `page_cache`, the documented order: the inode stays bound to
+                // the name while the kernel's view of it is moved.
+                #[allow(clippy::significant_drop_in_scrutinee)]
+                if let Some(ino) = self.nodes.read().find(parent, name) {
+                    self.page_cache.renamed(ino, version);
                 }
             }
+        } else {
+            self.store
+                .rename(&from, &to, flags & libc::RENAME_NOREPLACE != 0)
+                .map_err(|e| FsError::io(format!("{} -> {}", from.display(), to.display()), e))?;
         }
         self.nodes
             .write()
@@ -189,9 +186,6 @@ impl CacheFs {
             .map_err(io)?;
         let copied = store::copy_contents(&source, &staging.file).and_then(|_| {
             store::copy_user_xattrs(&source, &staging.file);
-            if let Ok((old, _)) = self.store.open_file(to, OFlags::RDONLY, Mode::empty()) {
-                entry_policy::carry(&old, &staging.file);
-            }
             Store::set_file_times(
                 &staging.file,
                 Some(SetTime::At(st.atime)),
@@ -202,34 +196,18 @@ impl CacheFs {
             self.store.discard(staging);
             return Err(io(e));
         }
-        let verdict = store::file_is_valid_json(&staging.file, self.config.max_entry_bytes);
-        let rejected = match verdict {
-            Ok(true) => None,
-            Ok(false) => Some((libc::EINVAL, "not valid JSON")),
-            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                Some((libc::EFBIG, "larger than max_entry_bytes"))
-            }
-            Err(e) => {
+        let checked = match Checked::check(staging, self.config.max_entry_bytes) {
+            Ok(checked) => checked,
+            Err((staging, unfit)) => {
                 self.store.discard(staging);
-                return Err(io(e));
+                return Err(self.unfit_rename(from, to, unfit));
             }
         };
-        if let Some((errno, why)) = rejected {
-            self.store.discard(staging);
-            bump(&self.stats.writes_rejected);
-            warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
-            return Err(FsError::warn(errno, why.to_string()));
-        }
-        let mut staging = staging;
-        let policy = entry_policy::EntryPolicy::of_file(&staging.file);
-        staging.judged = Some(store::Judged {
-            valid: true,
-            policy: Some(policy.overrides()),
-        });
-        let published = self.store.publish(staging, to, None).map_err(io)?;
-        if let Ok(now) = Store::fstat(&published) {
-            self.remember_published_content(now.version(), Some(policy));
-            self.remember_published(now.version());
+        let published =
+            publish::publish_entry(&self.store, checked, to, None, PolicyFrom::OwnFirst)
+                .map_err(io)?;
+        if let Some(version) = published.version {
+            self.remember_own_publish(version, published.policy);
         }
         bump(&self.stats.writes_ok);
         // The name the kernel renamed away: gone here too (its open descriptor lives on).
@@ -239,35 +217,17 @@ impl CacheFs {
         Ok(())
     }
 
-    /// A file renamed onto an entry name must be valid JSON within `max_entry_bytes`.
-    /// Returns the policy attributes the file will carry as the entry.
-    pub(super) fn check_rename_content(
-        &self,
-        from: &Path,
-        to: &Path,
-    ) -> FsResult<entry_policy::EntryPolicy> {
-        let (file, _) = self
-            .store
-            .open_file(from, OFlags::RDONLY, Mode::empty())
-            .map_err(|e| FsError::io(from.display(), e))?;
-        let reject = |errno, why: &str| {
-            bump(&self.stats.writes_rejected);
-            warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
-            Err(FsError::warn(errno, why.to_string()))
-        };
-        match store::file_is_valid_json(&file, self.config.max_entry_bytes) {
-            Ok(true) => {
-                // The entry's own policy (SPEC §12) survives its replacement.
-                if let Ok((old, _)) = self.store.open_file(to, OFlags::RDONLY, Mode::empty()) {
-                    entry_policy::carry(&old, &file);
-                }
-                Ok(entry_policy::EntryPolicy::of_file(&file))
+    /// The error of a file renamed onto an entry name that cannot be the entry: a refusal
+    /// (not JSON, too large) is counted and logged once; the entry is unchanged either way.
+    fn unfit_rename(&self, from: &Path, to: &Path, unfit: Unfit) -> FsError {
+        match unfit {
+            Unfit::Refused(refusal) => {
+                let why = refusal.reason();
+                bump(&self.stats.writes_rejected);
+                warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
+                FsError::warn(refusal.errno(), why)
             }
-            Ok(false) => reject(libc::EINVAL, "not valid JSON"),
-            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                reject(libc::EFBIG, "larger than max_entry_bytes")
-            }
-            Err(e) => Err(FsError::io(from.display(), e)),
+            Unfit::Io(e) => FsError::io(format!("{} -> {}", from.display(), to.display()), e),
         }
     }
 }

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use super::handles::{Handle, WriteHandle, WriteState};
 use super::*;
+use crate::publish::{self, Checked, PolicyFrom, Refusal, Unfit};
 use crate::stats::bump;
 use crate::store::{self, SetTime, Store};
 
@@ -392,44 +393,38 @@ impl CacheFs {
 
     /// Validate the staged content and publish it as `key`.
     pub(super) fn commit(&self, ino: u64, state: &mut WriteState, key: &Path) -> FsResult<()> {
-        let Some(staging) = &state.staging else {
+        let Some(staging) = state.staging.take() else {
             return Ok(());
         };
-        match store::file_is_valid_json(&staging.file, self.config.max_entry_bytes) {
-            Ok(true) => {}
-            Ok(false) => {
+        let checked = match Checked::check(staging, self.config.max_entry_bytes) {
+            Ok(checked) => checked,
+            Err((staging, Unfit::Refused(refusal))) => {
+                // Kept: the writer may still make it valid before its next close.
+                state.staging = Some(staging);
                 bump(&self.stats.writes_rejected);
-                warn!(key = %key.display(), "write rejected: not valid JSON; the previous entry is unchanged");
-                return Err(FsError::warn(libc::EINVAL, "not valid JSON"));
+                let why = match refusal {
+                    Refusal::NotJson => "not valid JSON",
+                    Refusal::TooLarge => "entry exceeds max_entry_bytes",
+                };
+                warn!(key = %key.display(), "write rejected: {why}; the previous entry is unchanged");
+                return Err(FsError::warn(refusal.errno(), refusal.reason()));
             }
-            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                bump(&self.stats.writes_rejected);
-                warn!(key = %key.display(), "write rejected: entry exceeds max_entry_bytes");
-                return Err(FsError::warn(libc::EFBIG, "entry too large"));
+            Err((staging, Unfit::Io(e))) => {
+                state.staging = Some(staging);
+                return Err(state.fail(&self.store, key, FsError::io(key.display(), e)));
             }
-            Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
-        }
-        let mut staging = state.staging.take().expect("checked above");
-        crate::entry_policy::follow(&self.store, key, &staging.file);
-        // The policy it is published with, known to the other mounts through the journal.
-        let policy = crate::entry_policy::EntryPolicy::of_file(&staging.file);
-        staging.judged = Some(store::Judged {
-            valid: true,
-            policy: Some(policy.overrides()),
-        });
+        };
+        let mtime = (!state.times_set).then(|| self.clock.now());
         let published =
-            match self
-                .store
-                .publish(staging, key, (!state.times_set).then(|| self.clock.now()))
-            {
-                Ok(file) => file,
+            match publish::publish_entry(&self.store, checked, key, mtime, PolicyFrom::Entry) {
+                Ok(published) => published,
                 // The staging file is gone (publish removes it on failure); the entry is as it was.
                 Err(e) => return Err(state.fail(&self.store, key, FsError::io(key.display(), e))),
             };
-        if let Ok(st) = Store::fstat(&published) {
-            self.remember_published_content(st.version(), Some(policy));
-            self.remember_published(st.version());
+        if let Some(version) = published.version {
+            self.remember_own_publish(version, published.policy);
         }
+        let published = published.file;
         state.base = Some(published);
         state.truncated = false;
         state.times_set = false;

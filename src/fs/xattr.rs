@@ -171,6 +171,7 @@ impl CacheFs {
         } else {
             value
         };
+        let _publishes_wait = self.lock_for_policy(&key, name);
         self.store
             .set_xattr(&key, name, value, flags)
             .map_err(|e| FsError::io(key.display(), e))?;
@@ -181,11 +182,19 @@ impl CacheFs {
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         let key = self.path_of(ino)?;
         self.check_settable(ino, name)?;
+        let _publishes_wait = self.lock_for_policy(&key, name);
         self.store
             .remove_xattr(&key, name)
             .map_err(|e| FsError::io(key.display(), e))?;
         self.policy_changed(ino, &key, name);
         Ok(())
+    }
+
+    /// A policy attribute changes under the key's lock, which every publish of the key takes
+    /// (`crate::publish`): a write or refresh that carries the entry's policy onto its new
+    /// content does so wholly before this change or wholly after it, so it never undoes it.
+    fn lock_for_policy(&self, key: &Path, name: &OsStr) -> Option<store::KeyGuard<'_>> {
+        entry_policy::is_policy_attribute(name).then(|| self.store.lock_key(key))
     }
 
     /// After a policy attribute changed: the entry's state may have (a shorter duration can

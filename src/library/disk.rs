@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use rustix::fs::{Mode, OFlags};
 
+use crate::publish::{publish_entry, Checked, PolicyFrom};
 use crate::store::{self, Kind, Stat, Store, Version};
 
 /// Mode of a new entry: the seed writes through `mkstemp`, so its cache files are private.
@@ -104,14 +105,18 @@ pub(crate) fn publish(path: &Path, bytes: &[u8], mtime: SystemTime) -> io::Resul
         store.discard(staging);
         return Err(e);
     }
-    crate::entry_policy::follow(&store, name, &staging.file);
-    let file = store.publish(staging, name, Some(mtime))?;
-    Ok(Store::fstat(&file)?.version())
+    let content = Checked::serialized(staging);
+    let published = publish_entry(&store, content, name, Some(mtime), PolicyFrom::Entry)?;
+    match published.version {
+        Some(version) => Ok(version),
+        None => Ok(Store::fstat(&published.file)?.version()),
+    }
 }
 
 /// The write idiom of SPEC §3 for a directory that refuses staging names: a scratch file
 /// (`.name.json.<pid>.<n>.tmp`: not an entry, never listed, removed by gc if left behind),
-/// renamed onto the entry.
+/// renamed onto the entry. The mount it is written through publishes it (`crate::publish`):
+/// it checks the content and carries the entry's policy attributes.
 fn publish_via_scratch(
     store: &Store,
     name: &Path,

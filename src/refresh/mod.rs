@@ -57,6 +57,7 @@ use crate::config::Config;
 use crate::flight::{self, Flights, Settled};
 use crate::inspect::LastRefresh;
 use crate::pool::Pool;
+use crate::publish::Published;
 use crate::stats::{bump, Stats};
 use crate::store::{Store, Version, ENTRY_SUFFIX};
 use command::Control;
@@ -112,11 +113,15 @@ pub enum Outcome {
     /// The refresh is still going after the key's `refresh_timeout` of waiting (it may have
     /// been queued behind others); it carries on in the background.
     StillRunning,
+    /// Not run: the entry was replaced since the refresh was asked for (another mount's
+    /// refresh, a write). A caller waiting for new content has it.
+    Superseded,
 }
 
 /// Called with the key after each publish (on a worker thread, before waiters are woken), so
-/// the filesystem can drop what it caches about that entry.
-pub type OnPublished = Box<dyn Fn(&Path) + Send + Sync>;
+/// the filesystem can drop what it caches about that entry: with what was published when this
+/// mount published it, `None` when the entry was replaced by another mount or a writer.
+pub type OnPublished = Box<dyn Fn(&Path, Option<&Published>) + Send + Sync>;
 
 /// The refresh runner of one mount. Dropping it shuts it down.
 pub struct Refresher {
@@ -420,12 +425,12 @@ impl Shared {
         let flight = lead.flight();
         let key = flight.key().display();
         let reason = flight.data().reason.as_str();
-        if ran.elsewhere {
-            // Another mount ran it: its counts and history are its own. A publish is still
-            // news to this mount's caches.
-            debug!(%key, reason, outcome = ?ran.outcome, "refresh ran on another mount");
-            if ran.outcome == Outcome::Published {
-                (self.on_published)(flight.key());
+        if ran.elsewhere || ran.outcome == Outcome::Superseded {
+            // Another mount ran it, or the entry was replaced before it ran: the counts and
+            // history are not this refresh's. A new entry is still news to this mount's caches.
+            debug!(%key, reason, outcome = ?ran.outcome, "refresh not run here");
+            if matches!(ran.outcome, Outcome::Published | Outcome::Superseded) {
+                (self.on_published)(flight.key(), None);
             }
             lead.finish(ran.outcome, Settled::Nothing, self.clock.now());
             return;
@@ -444,7 +449,7 @@ impl Shared {
             Outcome::Published => {
                 bump(&self.stats.refreshes_ok);
                 info!(%key, reason, "refresh published");
-                (self.on_published)(flight.key());
+                (self.on_published)(flight.key(), ran.published.as_ref());
                 Settled::Ok
             }
             Outcome::Declined => {

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use rustix::fs::{Mode, OFlags};
 use tracing::{debug, warn};
 
-use super::command::{self, Ended, Invocation, Sink};
+use parking_lot::Mutex;
+
+use super::command::{self, Control, Ended, Invocation, Sink};
 use super::lock::{self, Taken};
 use super::{Job, Lead, Outcome, Reason, Shared};
 use crate::flight::one_line;
+use crate::publish::{publish_entry, Checked, PolicyFrom, Published};
 use crate::stats::bump;
 use crate::store::{self, Staging, Store, ENTRY_SUFFIX};
 
@@ -25,6 +28,19 @@ pub(super) struct Ran {
     pub stderr: Vec<u8>,
     /// Another mount ran it (this one only waited): nothing to count or remember here.
     pub elsewhere: bool,
+    /// What this run published, for the filesystem's memory of its own publishes.
+    pub published: Option<Published>,
+}
+
+impl Ran {
+    fn new(outcome: Outcome, stderr: Vec<u8>) -> Ran {
+        Ran {
+            outcome,
+            stderr,
+            elsewhere: false,
+            published: None,
+        }
+    }
 }
 
 /// Run `lead`'s refresh, unless another mount of the backing dir is running it: then a
@@ -43,11 +59,7 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
             let now = shared.store.stat_opened(key).ok().map(|st| st.version());
             if now.is_some() && now != job.seen {
                 debug!(key = %key.display(), "entry replaced since the refresh was asked for; not running it");
-                return Ran {
-                    outcome: Outcome::Published,
-                    stderr: Vec::new(),
-                    elsewhere: true,
-                };
+                return Ran::new(Outcome::Superseded, Vec::new());
             }
             Some(lock)
         }
@@ -63,9 +75,8 @@ pub(super) fn run_job(shared: &Shared, lead: &Lead) -> Ran {
 /// The refresh of `key` runs on another mount.
 fn elsewhere(shared: &Shared, key: &Path, job: &Job) -> Ran {
     let ran = |outcome| Ran {
-        outcome,
-        stderr: Vec::new(),
         elsewhere: true,
+        ..Ran::new(outcome, Vec::new())
     };
     if matches!(job.reason, Reason::Stale | Reason::Early) {
         debug!(key = %key.display(), "refresh running on another mount; serving what is there");
@@ -97,144 +108,153 @@ fn elsewhere(shared: &Shared, key: &Path, job: &Job) -> Ran {
     }
 }
 
+/// Run the key's command, then its condition, and publish what they let through.
 fn run_command(shared: &Shared, lead: &Lead) -> Ran {
     bump(&shared.stats.refreshes_started);
     let key = lead.flight().key();
     let job = lead.flight().data();
     let matched = shared.config.settings_for(key.as_os_str());
     let settings = matched.settings;
-    let (Some(refresh), timeout) = (&settings.refresh, settings.refresh_timeout) else {
-        return Ran {
-            outcome: Outcome::NoCommand,
-            stderr: Vec::new(),
-            elsewhere: false,
-        };
+    let Some(refresh) = &settings.refresh else {
+        return Ran::new(Outcome::NoCommand, Vec::new());
     };
-    let env = environment(&shared.store, key, job.reason, &matched.captures);
-    let cwd = shared.store.root_path();
-    let limit = shared.config.max_entry_bytes;
+    let run = Run {
+        env: environment(&shared.store, key, job.reason, &matched.captures),
+        cwd: shared.store.root_path(),
+        timeout: settings.refresh_timeout,
+        control: &job.control,
+    };
     debug!(key = %key.display(), reason = job.reason.as_str(), "refresh started");
+    let (output, stderr) = match output(shared, key, refresh, &run) {
+        Ok(output) => output,
+        Err(ran) => return ran,
+    };
+    if let Some(condition) = &settings.condition {
+        if let Some(ran) = condition_refuses(condition, &output, &run) {
+            shared.store.discard(output.into_staging());
+            return ran;
+        }
+    }
+    match publish(shared, lead, output) {
+        Ok(Some(published)) => Ran {
+            published: Some(published),
+            ..Ran::new(Outcome::Published, stderr)
+        },
+        Ok(None) => cancelled(),
+        Err(e) => failed(format!("cannot publish: {e}"), stderr),
+    }
+}
 
-    // The output streams into a staging file as it comes: nothing of it is held in memory,
-    // however large, and the condition reads it from there.
-    let staging = match stage(shared, key) {
-        Ok(staging) => staging,
-        Err(e) => return failed(format!("cannot stage the output: {e}"), Vec::new()),
+/// Where and how long the command and the condition of one refresh run.
+struct Run<'a> {
+    env: Vec<(OsString, OsString)>,
+    cwd: &'a Path,
+    timeout: Duration,
+    control: &'a Mutex<Control>,
+}
+
+/// The command's output, streamed into a staging file as it comes (nothing of it is held in
+/// memory, however large) and checked there; with the command's stderr. Or why there is none.
+fn output(
+    shared: &Shared,
+    key: &Path,
+    command: &str,
+    run: &Run,
+) -> Result<(Checked, Vec<u8>), Ran> {
+    let limit = shared.config.max_entry_bytes;
+    let staging = stage(shared, key)
+        .map_err(|e| failed(format!("cannot stage the output: {e}"), Vec::new()))?;
+    let discard = |staging, ran| {
+        shared.store.discard(staging);
+        ran
     };
     let sink = match staging.file.try_clone() {
         Ok(file) => file,
         Err(e) => {
-            return discard(
-                shared,
-                staging,
-                failed(format!("cannot stage the output: {e}"), Vec::new()),
-            )
+            let ran = failed(format!("cannot stage the output: {e}"), Vec::new());
+            return Err(discard(staging, ran));
         }
     };
-    let run = command::run(
-        Invocation {
-            command: refresh,
-            cwd,
-            env: &env,
-            stdin: None,
-            stdout: Some(Sink { file: sink, limit }),
-            timeout,
-        },
-        &job.control,
-    );
-    let finished = match run {
+    let invocation = Invocation {
+        command,
+        cwd: run.cwd,
+        env: &run.env,
+        stdin: None,
+        stdout: Some(Sink { file: sink, limit }),
+        timeout: run.timeout,
+    };
+    let finished = match command::run(invocation, run.control) {
         Ok(finished) => finished,
         Err(e) => {
             let ran = failed(format!("cannot run the command: {e}"), Vec::new());
-            return discard(shared, staging, ran);
+            return Err(discard(staging, ran));
         }
     };
-    let stderr = finished.stderr;
     debug!(key = %key.display(), bytes = finished.stdout_bytes, "refresh output staged");
-    let ended = match finished.ended {
-        Ended::Cancelled => Some(cancelled()),
-        Ended::TimedOut => Some(failed(timed_out("", timeout), stderr.clone())),
-        Ended::OutputTooLarge => Some(failed(
-            format!("output larger than max_entry_bytes ({limit} bytes)"),
-            stderr.clone(),
+    let stderr = finished.stderr;
+    let why = match finished.ended {
+        Ended::Exited(status) if status.success() => None,
+        Ended::Exited(status) => Some(with_stderr(command::describe(status), &stderr)),
+        Ended::Cancelled => return Err(discard(staging, cancelled())),
+        Ended::TimedOut => Some(timed_out("", run.timeout)),
+        Ended::OutputTooLarge => Some(format!(
+            "output larger than max_entry_bytes ({limit} bytes)"
         )),
-        Ended::Exited(status) if !status.success() => Some(failed(
-            with_stderr(command::describe(status), &stderr),
-            stderr.clone(),
-        )),
-        Ended::Exited(_) => None,
     };
-    if let Some(ran) = ended {
-        return discard(shared, staging, ran);
+    if let Some(why) = why {
+        return Err(discard(staging, failed(why, stderr)));
     }
-    if !store::file_is_valid_json(&staging.file, limit).unwrap_or(false) {
-        return discard(
-            shared,
+    match Checked::check(staging, limit) {
+        Ok(checked) => Ok((checked, stderr)),
+        Err((staging, _)) => Err(discard(
             staging,
             failed("output is not valid JSON".into(), stderr),
-        );
+        )),
     }
+}
 
-    if let Some(condition) = &settings.condition {
-        let stdin = match staging
-            .file
-            .try_clone()
-            .and_then(|mut f| f.rewind().map(|()| f))
-        {
-            Ok(file) => file,
-            Err(e) => {
-                let ran = failed(format!("cannot pass output to condition: {e}"), stderr);
-                return discard(shared, staging, ran);
-            }
-        };
-        let run = command::run(
-            Invocation {
-                command: condition,
-                cwd,
-                env: &env,
-                stdin: Some(stdin),
-                stdout: None,
-                timeout,
-            },
-            &job.control,
-        );
-        let finished = match run {
-            Ok(finished) => finished,
-            Err(e) => {
-                let ran = failed(format!("cannot run condition: {e}"), Vec::new());
-                return discard(shared, staging, ran);
-            }
-        };
-        let stderr = finished.stderr;
-        let decided = match finished.ended {
-            Ended::Cancelled => Some(cancelled()),
-            Ended::TimedOut => Some(failed(timed_out("condition ", timeout), stderr)),
-            Ended::OutputTooLarge => Some(failed("condition output too large".into(), stderr)),
-            Ended::Exited(status) if status.success() => None,
-            // A condition that exits non-zero says "don't cache this".
-            Ended::Exited(status) if status.code().is_some() => Some(Ran {
-                outcome: Outcome::Declined,
-                stderr,
-                elsewhere: false,
-            }),
-            Ended::Exited(status) => {
-                let what = format!("condition {}", command::describe(status));
-                Some(failed(with_stderr(what, &stderr), stderr))
-            }
-        };
-        if let Some(ran) = decided {
-            return discard(shared, staging, ran);
+/// Run the rule's `condition` with the output on its stdin: `None` when it lets the output be
+/// published, or what came of the refresh instead (declined, failed, cancelled).
+fn condition_refuses(condition: &str, output: &Checked, run: &Run) -> Option<Ran> {
+    let stdin = match output
+        .file()
+        .try_clone()
+        .and_then(|mut f| f.rewind().map(|()| f))
+    {
+        Ok(file) => file,
+        Err(e) => {
+            return Some(failed(
+                format!("cannot pass output to condition: {e}"),
+                Vec::new(),
+            ))
         }
-    }
-
-    match publish(shared, lead, staging) {
-        Ok(true) => Ran {
-            outcome: Outcome::Published,
-            stderr,
-            elsewhere: false,
-        },
-        Ok(false) => cancelled(),
-        Err(e) => failed(format!("cannot publish: {e}"), stderr),
+    };
+    let invocation = Invocation {
+        command: condition,
+        cwd: run.cwd,
+        env: &run.env,
+        stdin: Some(stdin),
+        stdout: None,
+        timeout: run.timeout,
+    };
+    let finished = match command::run(invocation, run.control) {
+        Ok(finished) => finished,
+        Err(e) => return Some(failed(format!("cannot run condition: {e}"), Vec::new())),
+    };
+    let stderr = finished.stderr;
+    match finished.ended {
+        Ended::Exited(status) if status.success() => None,
+        // A condition that exits non-zero says "don't cache this".
+        Ended::Exited(status) if status.code().is_some() => {
+            Some(Ran::new(Outcome::Declined, stderr))
+        }
+        Ended::Exited(status) => {
+            let what = format!("condition {}", command::describe(status));
+            Some(failed(with_stderr(what, &stderr), stderr))
+        }
+        Ended::Cancelled => Some(cancelled()),
+        Ended::TimedOut => Some(failed(timed_out("condition ", run.timeout), stderr)),
+        Ended::OutputTooLarge => Some(failed("condition output too large".into(), stderr)),
     }
 }
 
@@ -262,44 +282,33 @@ fn stage(shared: &Shared, key: &Path) -> io::Result<Staging> {
     Ok(staging)
 }
 
-fn discard(shared: &Shared, staging: Staging, ran: Ran) -> Ran {
-    shared.store.discard(staging);
-    ran
-}
-
-/// Publish the staged output as the entry (creating missing directories), unless the refresh
-/// has been cancelled. False when cancelled.
-fn publish(shared: &Shared, lead: &Lead, staging: Staging) -> io::Result<bool> {
+/// Publish the checked output as the entry (creating missing directories), unless the
+/// refresh has been cancelled: then `None`.
+fn publish(shared: &Shared, lead: &Lead, output: Checked) -> io::Result<Option<Published>> {
     let key = lead.flight().key();
     let (dir, _) = store::split(key);
     if shared.store.stat(dir).is_err() {
         if let Err(e) = shared.store.mkdir_all(dir) {
-            shared.store.discard(staging);
+            shared.store.discard(output.into_staging());
             return Err(e);
         }
     }
     // Under the flight's publish lock, which `cancel` takes too: either the cancel comes first
     // and nothing is published, or the publish is complete before `cancel` returns (and the
     // `rm` that follows removes it).
-    let mut staging = Some(staging);
+    let mut output = Some(output);
     let published = lead.publish(|| {
-        let mut staging = staging.take().expect("published once");
-        crate::entry_policy::follow(&shared.store, key, &staging.file);
-        // Validated before: the other mounts need not read it again (SPEC §13).
-        let policy = crate::entry_policy::EntryPolicy::of_file(&staging.file);
-        staging.judged = Some(store::Judged {
-            valid: true,
-            policy: Some(policy.overrides()),
-        });
-        shared.store.publish(staging, key, Some(shared.clock.now()))
+        let output = output.take().expect("published once");
+        let now = Some(shared.clock.now());
+        publish_entry(&shared.store, output, key, now, PolicyFrom::Entry)
     });
     match published {
-        Some(result) => result.map(|_| true),
+        Some(result) => result.map(Some),
         None => {
-            if let Some(staging) = staging {
-                shared.store.discard(staging);
+            if let Some(output) = output {
+                shared.store.discard(output.into_staging());
             }
-            Ok(false)
+            Ok(None)
         }
     }
 }
@@ -335,19 +344,11 @@ fn environment(
 }
 
 fn failed(error: String, stderr: Vec<u8>) -> Ran {
-    Ran {
-        outcome: Outcome::Failed(error),
-        stderr,
-        elsewhere: false,
-    }
+    Ran::new(Outcome::Failed(error), stderr)
 }
 
 fn cancelled() -> Ran {
-    Ran {
-        outcome: Outcome::Cancelled,
-        stderr: Vec::new(),
-        elsewhere: false,
-    }
+    Ran::new(Outcome::Cancelled, Vec::new())
 }
 
 fn timed_out(what: &str, timeout: Duration) -> String {

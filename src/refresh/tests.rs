@@ -51,7 +51,7 @@ impl Fixture {
             Arc::new(config),
             clock.clone(),
             stats.clone(),
-            Box::new(move |key: &Path| seen.lock().push(key.to_path_buf())),
+            Box::new(move |key: &Path, _| seen.lock().push(key.to_path_buf())),
         );
         Fixture {
             backing,

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 
 mod content;
+mod keylock;
 mod observe;
 mod stat;
 mod walk;
@@ -24,6 +25,8 @@ mod walk;
 pub use content::{
     copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
 };
+pub use keylock::KeyGuard;
+use keylock::KeyLocks;
 pub use observe::{Judged, Observed, Observer};
 use stat::{set_timestamps, timespec};
 pub use walk::{walk_files, FoundFile, Walk};
@@ -93,6 +96,8 @@ pub struct Store {
     /// On a network or FUSE filesystem, whose client caches what other machines changed.
     remote: bool,
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Per-key locks for publishes and policy changes (see `crate::publish`).
+    keys: KeyLocks,
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -133,7 +138,14 @@ impl Store {
             noreplace_refused: AtomicBool::new(false),
             remote,
             observer: OnceLock::new(),
+            keys: KeyLocks::default(),
         })
+    }
+
+    /// Lock `key` against the other publishes and policy changes of this process (see
+    /// `crate::publish`). Held across the few calls that carry attributes and rename.
+    pub fn lock_key(&self, key: &Path) -> KeyGuard<'_> {
+        self.keys.lock(key)
     }
 
     pub fn root_path(&self) -> &Path {
