@@ -159,6 +159,7 @@ pub fn rename_onto(
     check(&file, max_bytes)?;
     let _key = store.lock_key(to);
     let policy = take_policy(store, to, &file, PolicyFrom::OwnFirst);
+    store.settle(&file)?;
     store.rename(from, to, noreplace)?;
     // The rename changed its ctime, so the version is taken now.
     let version = store

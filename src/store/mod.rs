@@ -371,6 +371,8 @@ impl Store {
             }
             if self.sync_writes {
                 staging.file.sync_all()?;
+            } else {
+                self.settle(&staging.file)?;
             }
             let dir = self.open_at(parent, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
             let before = self.stamp(&dir);
@@ -398,6 +400,17 @@ impl Store {
             }
         }
         Ok(staging.file)
+    }
+
+    /// Before `file` is renamed onto an entry: on a network filesystem, make its content reach
+    /// the server. Its client may still hold it (GlusterFS's write-behind, NFS until close)
+    /// when the rename gets there, and another machine would open the new entry and read it
+    /// short, as not valid JSON. Nothing to do on a local filesystem.
+    pub fn settle(&self, file: &File) -> io::Result<()> {
+        if self.remote {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Set the times of an open file (a staging file whose writer set them).
