@@ -109,9 +109,9 @@ impl CacheFs {
                 Some("..") => ROOT,
                 _ => nodes
                     .find(*ino, &item.name)
-                    .unwrap_or(item.attr.backing_ino.max(1)),
+                    .unwrap_or(item.attr.stat.ino.max(1)),
             };
-            if add(i as u64 + 1, child, item.attr.kind, &item.name) {
+            if add(i as u64 + 1, child, item.attr.stat.kind, &item.name) {
                 break;
             }
         }
@@ -152,9 +152,9 @@ impl CacheFs {
                 }
                 continue;
             }
-            let id = (item.attr.dev, item.attr.backing_ino);
+            let id = (item.attr.stat.dev, item.attr.stat.ino);
             let version = item.attr.version();
-            let child = self.bind_found(*ino, &item.name, item.attr.kind, id, version);
+            let child = self.bind_found(*ino, &item.name, item.attr.stat.kind, id, version);
             let mut entry = match self.pinned_attr(child, &dir.join(&item.name)) {
                 Ok(Some(pinned)) => pinned,
                 _ => Entry {

@@ -56,7 +56,7 @@ impl CacheFs {
 
     /// Every reply with attributes goes through here: what the kernel was told of a file.
     pub(super) fn describe(&self, entry: Entry) -> Entry {
-        if entry.attr.kind == Kind::File {
+        if entry.attr.stat.kind == Kind::File {
             self.page_cache
                 .reported(entry.attr.ino, entry.attr.version());
         }

@@ -70,23 +70,13 @@ const PUBLISHED_REMEMBERED: usize = 256;
 pub const STATS_XATTR: &str = "user.cachetta.stats";
 const VALIDITY_CACHE_MAX: usize = 100_000;
 
-/// Attributes of a node as the kernel sees them.
+/// Attributes of a node as the kernel sees them: the node's own inode number, and the rest
+/// as its backing file's `stat` says (so `stat.dev` and `stat.ino` are the backing file's
+/// identity, both 0 for what has no backing file yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
-    pub kind: Kind,
-    /// The backing file's identity (device, inode); 0 for what has no backing file yet.
-    pub dev: u64,
-    pub backing_ino: u64,
-    pub size: u64,
-    pub blocks: u64,
-    pub atime: SystemTime,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-    pub perm: u16,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
+    pub stat: Stat,
 }
 
 impl Attr {
@@ -95,31 +85,27 @@ impl Attr {
     fn synthetic(ino: u64, kind: Kind, perm: u16, uid: u32, gid: u32, now: SystemTime) -> Attr {
         Attr {
             ino,
-            kind,
-            dev: 0,
-            backing_ino: 0,
-            size: 0,
-            blocks: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            perm,
-            nlink: if kind == Kind::Dir { 2 } else { 1 },
-            uid,
-            gid,
+            stat: Stat {
+                kind,
+                dev: 0,
+                ino: 0,
+                size: 0,
+                blocks: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                perm,
+                nlink: if kind == Kind::Dir { 2 } else { 1 },
+                uid,
+                gid,
+            },
         }
     }
 
     /// The version of a backing file these attributes describe (`None` for directories and
     /// for what has no backing file yet).
     fn version(&self) -> Option<Version> {
-        (self.kind == Kind::File && self.backing_ino != 0).then_some(Version {
-            dev: self.dev,
-            ino: self.backing_ino,
-            size: self.size,
-            mtime: self.mtime,
-            ctime: self.ctime,
-        })
+        (self.stat.kind == Kind::File && self.stat.ino != 0).then(|| self.stat.version())
     }
 
     /// What a negative entry carries (the kernel reads none of it).
@@ -128,20 +114,10 @@ impl Attr {
     }
 
     fn from_stat(ino: u64, st: &Stat) -> Attr {
+        let nlink = if st.kind == Kind::Dir { st.nlink } else { 1 };
         Attr {
             ino,
-            kind: st.kind,
-            dev: st.dev,
-            backing_ino: st.ino,
-            size: st.size,
-            blocks: st.blocks,
-            atime: st.atime,
-            mtime: st.mtime,
-            ctime: st.ctime,
-            perm: st.perm,
-            nlink: if st.kind == Kind::Dir { st.nlink } else { 1 },
-            uid: st.uid,
-            gid: st.gid,
+            stat: Stat { nlink, ..*st },
         }
     }
 }

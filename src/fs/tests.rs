@@ -371,7 +371,10 @@ fn a_writer_of_a_name_the_kernel_caches_is_sent_to_look_it_up_again_uncached() {
         Duration::ZERO,
         "still uncached while the writer is open"
     );
-    assert_eq!(after.attr.size, 3, "the writer's lookup sees its write");
+    assert_eq!(
+        after.attr.stat.size, 3,
+        "the writer's lookup sees its write"
+    );
     f.fs.release(w.fh);
     f.clock.advance(coherence::COOLDOWN);
     let later = f.fs.lookup(ROOT, OsStr::new("x.json")).unwrap();
@@ -404,7 +407,7 @@ fill_on_miss = true
     let filled = f.fs.lookup(ROOT, OsStr::new("filled")).unwrap().attr.ino;
     assert!(matches!(
         f.fs.lookup_answer(ROOT, OsStr::new("a.json")),
-        Ok(Lookup::Found(e)) if e.attr.size == 2
+        Ok(Lookup::Found(e)) if e.attr.stat.size == 2
     ));
     assert!(matches!(
         f.fs.lookup_answer(ROOT, OsStr::new("nothing.json")),
@@ -455,7 +458,7 @@ fn a_name_seen_gone_is_hidden_until_it_holds_another_file_or_comes_back() {
     let tmp = f.dir.path().join("new.tmp");
     std::fs::write(&tmp, "[1]").unwrap();
     std::fs::rename(&tmp, f.dir.path().join("a.json")).unwrap();
-    assert_eq!(f.fs.lookup(ROOT, name).unwrap().attr.size, 3);
+    assert_eq!(f.fs.lookup(ROOT, name).unwrap().attr.stat.size, 3);
     // Even on the inode number of the one seen gone: it changed after it was seen gone.
     let ino = std::fs::metadata(f.dir.path().join("a.json"))
         .unwrap()

@@ -30,19 +30,20 @@ pub(super) fn kind(kind: Kind) -> FileType {
 }
 
 pub(super) fn file_attr(a: &Attr) -> FileAttr {
+    let st = &a.stat;
     FileAttr {
         ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
+        size: st.size,
+        blocks: st.blocks,
+        atime: st.atime,
+        mtime: st.mtime,
+        ctime: st.ctime,
         crtime: SystemTime::UNIX_EPOCH,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
+        kind: kind(st.kind),
+        perm: st.perm,
+        nlink: st.nlink,
+        uid: st.uid,
+        gid: st.gid,
         rdev: 0,
         blksize: 4096,
         flags: 0,

@@ -113,6 +113,15 @@ fn single_entry(key: &str, value: Json) -> Json {
     Json::Object(vec![(key.to_owned(), value)])
 }
 
+/// Every integer width is the same JSON number: decimal digits, as Python prints them.
+macro_rules! int_values {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, v: $ty) -> Result<Json, HashError> {
+            Ok(Json::Int(v.to_string()))
+        }
+    )*};
+}
+
 impl ser::Serializer for TreeSerializer {
     type Ok = Json;
     type Error = HashError;
@@ -127,36 +136,9 @@ impl ser::Serializer for TreeSerializer {
     fn serialize_bool(self, v: bool) -> Result<Json, HashError> {
         Ok(Json::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_i16(self, v: i16) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_i32(self, v: i32) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_i64(self, v: i64) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_i128(self, v: i128) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_u8(self, v: u8) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_u16(self, v: u16) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_u32(self, v: u32) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_u64(self, v: u64) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
-    fn serialize_u128(self, v: u128) -> Result<Json, HashError> {
-        Ok(Json::Int(v.to_string()))
-    }
+    int_values!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128);
     fn serialize_f32(self, v: f32) -> Result<Json, HashError> {
         // The shortest decimal that names this f32, as serde_json writes it; widening
         // (`v as f64`) would turn 0.1f32 into 0.10000000149011612.

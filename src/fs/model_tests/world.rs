@@ -152,13 +152,13 @@ impl World {
     fn same_file(&self, key: &'static str, attr: &Attr, what: &str) -> Result<(), TestCaseError> {
         let file = &self.model.files[key];
         prop_assert_eq!(
-            attr.size,
+            attr.stat.size,
             file.bytes.len() as u64,
             "{} size of {}",
             what,
             key
         );
-        prop_assert_eq!(attr.mtime, file.mtime, "{} mtime of {}", what, key);
+        prop_assert_eq!(attr.stat.mtime, file.mtime, "{} mtime of {}", what, key);
         Ok(())
     }
 
@@ -329,7 +329,7 @@ impl World {
                     };
                     let set = self.fs.setattr(WRITER, opened.ino, None, times);
                     let set = set.map_err(|e| fail("futimens of the temp file", e))?;
-                    prop_assert_eq!(set.attr.mtime, at, "futimens answers the time it set");
+                    prop_assert_eq!(set.attr.stat.mtime, at, "futimens answers the time it set");
                 }
                 self.fs.flush(opened.fh).unwrap();
                 self.fs.release(opened.fh);
