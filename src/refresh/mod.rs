@@ -449,7 +449,7 @@ impl Shared {
             Outcome::Published => {
                 bump(&self.stats.refreshes_ok);
                 info!(%key, reason, "refresh published");
-                (self.on_published)(flight.key(), ran.published.as_ref());
+                (self.on_published)(flight.key(), ran.published.as_deref());
                 Settled::Ok
             }
             Outcome::Declined => {

@@ -29,7 +29,7 @@ pub(super) struct Ran {
     /// Another mount ran it (this one only waited): nothing to count or remember here.
     pub elsewhere: bool,
     /// What this run published, for the filesystem's memory of its own publishes.
-    pub published: Option<Published>,
+    pub published: Option<Box<Published>>,
 }
 
 impl Ran {
@@ -137,7 +137,7 @@ fn run_command(shared: &Shared, lead: &Lead) -> Ran {
     }
     match publish(shared, lead, output) {
         Ok(Some(published)) => Ran {
-            published: Some(published),
+            published: Some(Box::new(published)),
             ..Ran::new(Outcome::Published, stderr)
         },
         Ok(None) => cancelled(),
