@@ -23,8 +23,9 @@ impl CacheFs {
         }
     }
 
-    /// `ino`'s content or attributes changed under it.
+    /// `ino`'s content or attributes changed under it: its kept copy goes (SPEC §7).
     pub(super) fn content_changed(&self, ino: u64) {
+        self.hot.forget(&ino);
         let pinned = self.pins.lock().get(ino).is_some();
         if pinned {
             self.rotate(ino);

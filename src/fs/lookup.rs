@@ -116,6 +116,7 @@ impl CacheFs {
         if self.nodes.write().forget(ino, n) {
             self.coherence.forget(ino);
             self.page_cache.forget(ino);
+            self.hot.forget(&ino);
         }
     }
 

@@ -256,7 +256,9 @@ pub struct CacheFs {
     gone: Mutex<HashMap<PathBuf, (u64, SystemTime)>>,
     stats: Arc<Stats>,
     /// Entry contents for reads that reach the daemon (SPEC §7).
-    hot: HotSet<(u64, Version)>,
+    /// Kept copies by node (SPEC §7): a node's copy goes when its name is written, removed,
+    /// refreshed or changed behind the mount (`kernel::content_changed`, `unlink`, `rename`).
+    hot: HotSet<u64>,
     requests: Requests,
     refresher: Refresher,
     /// Refreshes asked for through `user.cachetta.refresh`, and how they went.

@@ -49,7 +49,10 @@ impl CacheFs {
         self.store
             .unlink(&key)
             .map_err(|e| FsError::io(key.display(), e))?;
-        self.nodes.write().remove(parent, name);
+        let removed = self.nodes.write().remove(parent, name);
+        if let Some(ino) = removed {
+            self.hot.forget(&ino);
+        }
         Ok(())
     }
 
@@ -123,9 +126,7 @@ impl CacheFs {
                 return Err(errno(libc::EEXIST));
             }
             self.publish_copy(&from, &to)?;
-            self.nodes
-                .write()
-                .rename((parent, name), (newparent, newname));
+            self.renamed((parent, name), (newparent, newname));
             return Ok(());
         }
         if st.kind == Kind::File && store::is_entry_name(newname) {
@@ -153,10 +154,17 @@ impl CacheFs {
                 .rename(&from, &to, flags & libc::RENAME_NOREPLACE != 0)
                 .map_err(|e| FsError::io(format!("{} -> {}", from.display(), to.display()), e))?;
         }
-        self.nodes
-            .write()
-            .rename((parent, name), (newparent, newname));
+        self.renamed((parent, name), (newparent, newname));
         Ok(())
+    }
+
+    /// After a rename in the backing dir: the inode table follows, and whatever the target
+    /// name held before loses its kept copy (SPEC §7).
+    fn renamed(&self, from: (u64, &OsStr), to: (u64, &OsStr)) {
+        let replaced = self.nodes.write().rename(from, to);
+        if let Some(ino) = replaced {
+            self.hot.forget(&ino);
+        }
     }
 
     /// Whether a scratch file is open through the mount.

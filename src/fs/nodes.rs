@@ -120,23 +120,25 @@ impl Nodes {
     }
 
     /// The name was removed: its node keeps serving open handles until forgotten.
-    pub fn remove(&mut self, parent: u64, name: &OsStr) {
-        if let Some(ino) = self.names.remove(&(parent, name.to_os_string())) {
-            if let Some(node) = self.map.get_mut(&ino) {
-                node.removed = true;
-            }
+    /// The name is gone; returns the node it was bound to.
+    pub fn remove(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let ino = self.names.remove(&(parent, name.to_os_string()))?;
+        if let Some(node) = self.map.get_mut(&ino) {
+            node.removed = true;
         }
+        Some(ino)
     }
 
     /// The name's content moved on: the next lookup gets a fresh node, while this one keeps
-    /// resolving to the name for whoever still holds it.
-    pub fn replace(&mut self, parent: u64, name: &OsStr) {
-        self.names.remove(&(parent, name.to_os_string()));
+    /// resolving to the name for whoever still holds it. Returns that node.
+    pub fn replace(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.names.remove(&(parent, name.to_os_string()))
     }
 
-    /// `from` was renamed to `to`; whatever `to` named before is replaced.
-    pub fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr)) {
-        self.replace(to.0, to.1);
+    /// `from` was renamed to `to`; whatever `to` named before is replaced, and its node
+    /// returned.
+    pub fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr)) -> Option<u64> {
+        let replaced = self.replace(to.0, to.1);
         if let Some(ino) = self.names.remove(&(from.0, from.1.to_os_string())) {
             if let Some(node) = self.map.get_mut(&ino) {
                 node.parent = to.0;
@@ -144,6 +146,7 @@ impl Nodes {
             }
             self.names.insert((to.0, to.1.to_os_string()), ino);
         }
+        replaced
     }
 
     /// The kernel dropped `n` lookup references; true when the node is gone.

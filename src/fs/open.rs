@@ -334,8 +334,8 @@ impl CacheFs {
         size: u32,
     ) -> FsResult<Vec<u8>> {
         let st = Store::fstat(file)?;
-        let version = (ino, st.version());
-        let content = match self.hot.get(&version) {
+        let version = st.version();
+        let content = match self.hot.get(&ino, &version) {
             Some(content) => {
                 bump(&self.stats.lru_hits);
                 content
@@ -343,7 +343,7 @@ impl CacheFs {
             None if offset == 0 && self.hot.admits(st.size) => {
                 let content: Arc<[u8]> = store::read_all(file, st.size.saturating_add(1))?.into();
                 if content.len() as u64 == st.size {
-                    self.hot.insert(version, content.clone());
+                    self.hot.insert(ino, version, content.clone());
                 }
                 content
             }

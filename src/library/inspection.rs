@@ -79,7 +79,7 @@ impl Cachetta {
         let kept = self
             .hot
             .as_ref()
-            .is_some_and(|hot| hot.get(&seen.version()).is_some());
+            .is_some_and(|hot| hot.get(&path.to_path_buf(), &seen.version()).is_some());
         if kept {
             return (true, seen.version());
         }

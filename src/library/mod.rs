@@ -94,7 +94,7 @@ pub struct Cachetta {
     read: bool,
     write: bool,
     condition: Option<Condition>,
-    hot: Option<Arc<HotSet>>,
+    hot: Option<Arc<HotSet<PathBuf>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -418,6 +418,10 @@ impl Cachetta {
         let path = self.entry_path();
         // First stop a computation of it from writing afterwards: the delete wins.
         cached::cancel(&path);
+        // The kept copy goes with it (SPEC §7).
+        if let Some(hot) = &self.hot {
+            hot.forget(&path);
+        }
         disk::remove(&path)
             .map(drop)
             .map_err(|e| Error::io(&path, e))
@@ -451,7 +455,11 @@ impl Cachetta {
             debug!(path = %path.display(), state = verdict.state.as_str(), "cache miss");
             return Ok(None);
         }
-        if let Some(bytes) = self.hot.as_ref().and_then(|hot| hot.get(&stat.version())) {
+        if let Some(bytes) = self
+            .hot
+            .as_ref()
+            .and_then(|hot| hot.get(&path.to_path_buf(), &stat.version()))
+        {
             return Ok(decode(path, &bytes).map(|value| Found {
                 value,
                 bytes,
@@ -471,7 +479,7 @@ impl Cachetta {
         };
         let bytes: Arc<[u8]> = bytes.into();
         if let Some(hot) = &self.hot {
-            hot.insert(stat.version(), bytes.clone());
+            hot.insert(path.to_path_buf(), stat.version(), bytes.clone());
         }
         Ok(Some(Found {
             value,
@@ -485,7 +493,7 @@ impl Cachetta {
         let version = disk::publish(path, &bytes, self.clock.now())?;
         debug!(path = %path.display(), "wrote cache entry");
         if let Some(hot) = &self.hot {
-            hot.insert(version, bytes);
+            hot.insert(path.to_path_buf(), version, bytes);
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ fn unchanged_entry_is_served_from_the_hot_set() {
     assert_eq!(hot.usage().0, 1, "a write keeps what it wrote");
     // Swap the kept bytes for the same file version: a read that answers 2 came from memory.
     let version = disk::meta(&path).unwrap().unwrap().version();
-    hot.insert(version, Arc::from(&b"2"[..]));
+    hot.insert(path.clone(), version, Arc::from(&b"2"[..]));
     assert_eq!(cache.read::<i32>().unwrap(), Some(2));
     // Clones share it; `lru_size` on a clone makes a new one.
     assert_eq!(cache.clone().read::<i32>().unwrap(), Some(2));
@@ -28,6 +28,12 @@ fn a_kept_copy_is_never_served_for_a_removed_or_rewritten_entry() {
     cache.write(&1).unwrap();
     assert_eq!(cache.read::<i32>().unwrap(), Some(1));
     cache.invalidate().unwrap();
+    let hot = cache.hot.clone().unwrap();
+    assert_eq!(
+        hot.usage(),
+        (0, 0),
+        "invalidate drops the kept copy (SPEC §7)"
+    );
     assert_eq!(cache.read::<i32>().unwrap(), None);
     std::fs::write(dir.path().join("x.json"), "3").unwrap();
     assert_eq!(cache.read::<i32>().unwrap(), Some(3));

@@ -251,3 +251,76 @@ fn the_hot_set_serves_reads_only_while_the_backing_file_is_unchanged() {
         "the hot set served a changed file"
     );
 }
+
+/// SPEC §7: a write, `rm`, a refresh and a change behind the mount drop the key's kept copy
+/// at once, rather than leaving it (never served, but counted in `lru_*`) until evicted.
+fn every_change_drops_the_kept_copy(passthrough: bool) {
+    let toml = "duration = \"1h\"\n[[rule]]\nmatch = \"r.json\"\n\
+                refresh = 'echo \"{\\\"v\\\": 2}\"'\n";
+    let keys = ["a.json", "b.json", "w.json", "r.json", "e.json"];
+    let mut b = Mount::new().config(toml);
+    if !passthrough {
+        b = b.env("CACHETTA_PASSTHROUGH", "0");
+    }
+    for key in keys {
+        b = b.backing_file(key, "{\"v\": 1}");
+    }
+    let m = b.start();
+    assert_eq!(stats(&m)["passthrough"], passthrough);
+    let read_direct = |key: &str| {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(m.path(key))
+            .unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        buf
+    };
+    for key in keys {
+        // Written through the mount, then read at once: with passthrough too, a name written
+        // in the last moments is read through the daemon (read-your-writes), and so kept.
+        fs::write(m.path(key), "{\"v\": 1}").unwrap();
+        assert_eq!(read_direct(key), b"{\"v\": 1}", "{key}");
+    }
+    let kept = |m: &Mount| stats(m)["lru_entries"].as_u64().unwrap();
+    assert_eq!(kept(&m), keys.len() as u64, "{}", stats(&m));
+
+    fs::remove_file(m.path("a.json")).unwrap();
+    fs::remove_file(m.path("b.json")).unwrap();
+    assert_eq!(kept(&m), 3, "rm drops the copy: {}", stats(&m));
+    fs::write(m.path("w.json"), "{\"v\": 3}").unwrap();
+    assert_eq!(kept(&m), 2, "a write drops the copy: {}", stats(&m));
+    setxattr(&m.path(""), "user.cachetta.refresh", b"r.json").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || kept(&m) == 1),
+        "a refresh drops the copy: {}",
+        stats(&m)
+    );
+    assert_eq!(fs::read(m.backing_path("r.json")).unwrap(), b"{\"v\": 2}\n");
+    fs::write(m.backing_path("e.json"), "{\"v\": 4}").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || kept(&m) == 0),
+        "a change behind the mount drops the copy: {}",
+        stats(&m)
+    );
+    assert_eq!(stats(&m)["lru_bytes"], 0);
+}
+
+#[test]
+fn every_change_drops_the_kept_copy_with_passthrough() {
+    if !require_fuse() {
+        return;
+    }
+    every_change_drops_the_kept_copy(true);
+}
+
+#[test]
+fn every_change_drops_the_kept_copy_without_passthrough() {
+    if !require_fuse() {
+        return;
+    }
+    every_change_drops_the_kept_copy(false);
+}
