@@ -13,7 +13,7 @@
 //! retries the open once, transparently. Deciding "long timeout" and "writer allowed" under
 //! one lock means no reply that was computed before the writing began can outlive it.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::time::{Duration, SystemTime};
 

@@ -18,7 +18,7 @@ mod pins;
 mod write;
 mod xattr;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;

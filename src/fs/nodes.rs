@@ -10,7 +10,7 @@
 //! before the replace opens the new content instead of failing. Only a removed node (`rm`,
 //! `rmdir`) resolves to nothing.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 

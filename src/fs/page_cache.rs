@@ -14,7 +14,7 @@
 //! No writer ever opens such an inode: writers only open inodes that were never handed out
 //! for long (see `coherence`), and readers of a name being written use direct I/O.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use parking_lot::Mutex;
 

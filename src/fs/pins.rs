@@ -12,7 +12,7 @@
 //! a passthrough pin only while no writer is registered; a writer that finds a passthrough pin
 //! is refused (the caller moves the name to a fresh inode and the kernel retries).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 
