@@ -16,6 +16,7 @@ mod open;
 mod page_cache;
 mod pins;
 mod write;
+mod write_state;
 mod xattr;
 
 use foldhash::{HashMap, HashMapExt};

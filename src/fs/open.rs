@@ -46,17 +46,14 @@ impl CacheFs {
         if !store::is_entry_name(key.file_name().unwrap_or_default()) {
             return self.open_scratch(ino, key, flags, None, None);
         }
-        let mut state = self.start_write(
+        // A name the kernel still has cached but that is gone or hidden opens as empty.
+        let state = self.start_write(
             caller,
             key,
             flags & libc::O_TRUNC != 0,
             0o644,
             flags & libc::O_APPEND != 0,
         )?;
-        if state.base.is_none() && !state.truncated {
-            // Opening for write a name the kernel still has cached but that is gone or hidden.
-            state.truncated = true;
-        }
         let handle = WriteHandle::new(ino, at.0, at.1.clone(), caller.pid, state);
         let fh = self.add_handle(Handle::Write(handle));
         Ok(Opened {
@@ -304,7 +301,7 @@ impl CacheFs {
         let handle = self.handles.write().remove(&fh)?;
         match &*handle {
             Handle::Write(w) => {
-                let staging = w.state.lock().staging.take();
+                let staging = w.state.lock().release();
                 if let Some(staging) = staging {
                     self.store.discard(staging);
                 }

@@ -7,11 +7,12 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags};
 use tracing::{debug, warn};
 
-use super::handles::{Handle, WriteHandle, WriteState};
+use super::handles::{Handle, WriteHandle};
+use super::write_state::{Close, Times, WriteState};
 use super::*;
 use crate::publish::{self, Checked, PolicyFrom, Refusal, Unfit};
 use crate::stats::bump;
-use crate::store::{self, SetTime, Store};
+use crate::store::{self, SetTime, Staging};
 
 impl CacheFs {
     pub fn setattr(
@@ -95,30 +96,25 @@ impl CacheFs {
             return Ok(false);
         };
         let mut state = w.state.lock();
-        if !state.dirty {
-            return Ok(false);
-        }
-        let Some(staging) = &state.staging else {
-            return Ok(false);
-        };
-        Store::set_file_times(&staging.file, atime, mtime)?;
-        state.times_set = true;
-        Ok(true)
+        state.set_times(atime, mtime)
     }
 
     /// The kernel carries out `open(O_TRUNC)` as an open followed by a truncate to 0 from the
-    /// same process (we do not ask for atomic O_TRUNC: it would zero the size the kernel keeps
-    /// for the inode, under the feet of its readers). Such a truncate belongs to that open: its
-    /// staging starts empty, the entry itself is untouched until the writer's close.
+    /// same process, and that truncate names no handle: `fuse_setattr` drops the file of an
+    /// `ATTR_OPEN` truncate unless the filesystem asked for atomic `O_TRUNC` (we do not: it
+    /// would zero the size the kernel keeps for the inode, under the feet of its readers). So
+    /// a truncate without a handle, from a process with an open of the inode that nothing was
+    /// written or truncated through yet, is taken as that open's `O_TRUNC`
+    /// ([`WriteState::truncate_at_open`]): its staging starts empty, the entry itself is
+    /// untouched until the writer's close. The scan reads only the handles' fixed fields, so
+    /// the table's lock is never held while waiting for a writer's `state`.
     fn truncate_of_fresh_open(&self, ino: u64, pid: u32) -> bool {
         let fresh = self
             .handles
             .read()
             .values()
             .find_map(|handle| match &**handle {
-                Handle::Write(w)
-                    if w.ino == ino && w.pid == pid && w.untouched.load(Ordering::Acquire) =>
-                {
+                Handle::Write(w) if w.ino == ino && w.pid == pid && w.is_untouched() => {
                     Some(handle.clone())
                 }
                 _ => None,
@@ -131,33 +127,12 @@ impl CacheFs {
         };
         // The table's lock is not held here: this waits, if at all, only for the same open.
         let mut state = w.state.lock();
-        if state.dirty || state.staging.is_some() {
-            return false;
-        }
-        state.truncated = true;
-        true
+        state.truncate_at_open()
     }
 
     /// Truncate (or extend) the staged content of an entry: a write, validated at close.
     fn stage_truncate(&self, state: &mut WriteState, key: &Path, size: u64) -> FsResult<()> {
-        if let Some(e) = state.failed {
-            return Err(errno(e));
-        }
-        let staged = if size > self.config.max_entry_bytes {
-            Err(FsError::warn(libc::EFBIG, "larger than max_entry_bytes"))
-        } else {
-            let dir = store::split(key).0.to_path_buf();
-            state
-                .staging(&self.store, &dir)
-                .and_then(|file| file.set_len(size))
-                .map_err(|e| FsError::io(key.display(), e))
-        };
-        if let Err(e) = staged {
-            return Err(state.fail(&self.store, key, e));
-        }
-        state.dirty = true;
-        state.times_set = false;
-        Ok(())
+        state.truncate(&self.store, key, size, self.config.max_entry_bytes)
     }
 
     /// `ftruncate` on a writable handle is a staged write; `truncate(path)` of an entry is a
@@ -178,15 +153,21 @@ impl CacheFs {
         let handle = fh.map(|fh| self.handle(fh)).transpose()?;
         match handle.as_deref() {
             Some(Handle::Write(w)) => {
-                w.untouched.store(false, Ordering::Release);
+                w.touch();
                 self.stage_truncate(&mut w.state.lock(), key, size)
             }
             Some(Handle::Scratch { file, .. }) => Ok(file.set_len(size)?),
             _ if store::is_entry_name(key.file_name().unwrap_or_default()) => {
                 let mut state = self.start_write(caller, key, false, 0o644, false)?;
                 self.stage_truncate(&mut state, key, size)?;
-                let result = self.commit(ino, &mut state, key);
-                if let Some(staging) = state.staging.take() {
+                let result = match state.close() {
+                    Close::Publish { staging, times } => {
+                        self.commit(ino, &mut state, key, staging, times)
+                    }
+                    Close::Failed(e) => Err(errno(e)),
+                    Close::Unwritten => Ok(()),
+                };
+                if let Some(staging) = state.release() {
                     self.store.discard(staging);
                 }
                 result
@@ -206,7 +187,7 @@ impl CacheFs {
         &self,
         caller: Caller,
         key: &Path,
-        truncate: bool,
+        o_trunc: bool,
         perm: u32,
         append: bool,
     ) -> FsResult<WriteState> {
@@ -233,17 +214,13 @@ impl CacheFs {
             ),
             None => (perm, self.owner_for(caller)),
         };
-        Ok(WriteState {
-            base: base.map(|(f, _)| f),
-            staging: None,
-            truncated: truncate,
-            dirty: false,
-            times_set: false,
-            failed: None,
+        Ok(WriteState::open(
+            base.map(|(f, _)| f),
+            o_trunc,
             append,
             perm,
             owner,
-        })
+        ))
     }
 
     pub fn create(
@@ -284,12 +261,17 @@ impl CacheFs {
             };
             return Ok((self.describe(entry), opened));
         }
-        let mut state = self.start_write(caller, &key, true, perm, flags & libc::O_APPEND != 0)?;
-        if state.base.is_some() && flags & libc::O_EXCL != 0 {
+        // O_CREAT without O_TRUNC on an entry that exists keeps its content.
+        let state = self.start_write(
+            caller,
+            &key,
+            flags & libc::O_TRUNC != 0,
+            perm,
+            flags & libc::O_APPEND != 0,
+        )?;
+        if state.has_entry() && flags & libc::O_EXCL != 0 {
             return Err(errno(libc::EEXIST));
         }
-        // O_CREAT without O_TRUNC on an entry that exists keeps its content.
-        state.truncated = state.base.is_none() || flags & libc::O_TRUNC != 0;
         let ino = self.bind_created(parent, name);
         let at = match self.writer_enter(ino) {
             Ok(at) => at,
@@ -327,39 +309,11 @@ impl CacheFs {
                 Ok(data.len() as u32)
             }
             Handle::Write(w) => {
-                w.untouched.store(false, Ordering::Release);
+                w.touch();
                 let mut state = w.state.lock();
-                if let Some(e) = state.failed {
-                    return Err(errno(e));
-                }
                 let key = self.path_of(w.ino).unwrap_or_default();
-                let dir = store::split(&key).0.to_path_buf();
-                let append = state.append;
                 let max = self.config.max_entry_bytes;
-                let written = state
-                    .staging(&self.store, &dir)
-                    .map_err(|e| FsError::io(key.display(), e))
-                    .and_then(|file| {
-                        let offset = if append {
-                            file.metadata()?.len()
-                        } else {
-                            offset
-                        };
-                        if offset.saturating_add(data.len() as u64) > max {
-                            return Err(FsError::warn(
-                                libc::EFBIG,
-                                "the entry would exceed max_entry_bytes",
-                            ));
-                        }
-                        file.write_all_at(data, offset)
-                            .map_err(|e| FsError::io(key.display(), e))
-                    });
-                if let Err(e) = written {
-                    return Err(state.fail(&self.store, &key, e));
-                }
-                state.dirty = true;
-                // A write after the writer set the times: "now" applies again (SPEC §3).
-                state.times_set = false;
+                state.write(&self.store, &key, offset, data, max)?;
                 Ok(data.len() as u32)
             }
             Handle::Read { .. } | Handle::Dir { .. } => Err(errno(libc::EBADF)),
@@ -373,34 +327,39 @@ impl CacheFs {
             return Ok(());
         };
         let mut state = w.state.lock();
-        if let Some(e) = state.failed {
-            // Said once at the write that failed; every close answers it again.
-            return Err(FsError::new(
-                e,
-                "an earlier write failed; nothing was published",
-            ));
-        }
-        if !state.dirty {
-            return Ok(());
-        }
-        state.dirty = false;
+        let (staging, times) = match state.close() {
+            Close::Publish { staging, times } => (staging, times),
+            Close::Unwritten => return Ok(()),
+            Close::Failed(e) => {
+                // Said once at the write that failed; every close answers it again.
+                return Err(FsError::new(
+                    e,
+                    "an earlier write failed; nothing was published",
+                ));
+            }
+        };
         let Some(key) = self.nodes.read().path(w.ino) else {
             // Removed while open: like writing to an unlinked file, the data goes nowhere.
+            state.keep(staging);
             return Ok(());
         };
-        self.commit(w.ino, &mut state, &key)
+        self.commit(w.ino, &mut state, &key, staging, times)
     }
 
-    /// Validate the staged content and publish it as `key`.
-    pub(super) fn commit(&self, ino: u64, state: &mut WriteState, key: &Path) -> FsResult<()> {
-        let Some(staging) = state.staging.take() else {
-            return Ok(());
-        };
+    /// Validate the staged content a close handed over and publish it as `key`, telling
+    /// `state` what became of it.
+    pub(super) fn commit(
+        &self,
+        ino: u64,
+        state: &mut WriteState,
+        key: &Path,
+        staging: Staging,
+        times: Times,
+    ) -> FsResult<()> {
         let checked = match Checked::check(staging, self.config.max_entry_bytes) {
             Ok(checked) => checked,
             Err((staging, Unfit::Refused(refusal))) => {
-                // Kept: the writer may still make it valid before its next close.
-                state.staging = Some(staging);
+                state.keep(staging);
                 bump(&self.stats.writes_rejected);
                 let why = match refusal {
                     Refusal::NotJson => "not valid JSON",
@@ -410,11 +369,14 @@ impl CacheFs {
                 return Err(FsError::warn(refusal.errno(), refusal.reason()));
             }
             Err((staging, Unfit::Io(e))) => {
-                state.staging = Some(staging);
+                self.store.discard(staging);
                 return Err(state.fail(&self.store, key, FsError::io(key.display(), e)));
             }
         };
-        let mtime = (!state.times_set).then(|| self.clock.now());
+        let mtime = match times {
+            Times::Now => Some(self.clock.now()),
+            Times::Set => None,
+        };
         let published =
             match publish::publish_entry(&self.store, checked, key, mtime, PolicyFrom::Entry) {
                 Ok(published) => published,
@@ -424,10 +386,7 @@ impl CacheFs {
         if let Some(version) = published.version {
             self.remember_own_publish(version, published.policy);
         }
-        let published = published.file;
-        state.base = Some(published);
-        state.truncated = false;
-        state.times_set = false;
+        state.published(published.file);
         // No kernel notification is waited for: the writer's name is uncached (see
         // `coherence`), so its next `stat` or `cat` looks it up again and finds what it wrote.
         self.content_changed(ino);
@@ -441,8 +400,8 @@ impl CacheFs {
         match &*handle {
             Handle::Scratch { file, .. } => Ok(file.sync_all()?),
             Handle::Write(w) => {
-                if let Some(staging) = &w.state.lock().staging {
-                    staging.file.sync_all()?;
+                if let Some(staging) = w.state.lock().staged() {
+                    staging.sync_all()?;
                 }
                 Ok(())
             }
