@@ -1,8 +1,7 @@
 //! Directory listings: a snapshot of the visible names at `opendir`, served by offset, with
 //! attributes for `readdirplus` so `ls -l` needs no lookup per name.
 
-use std::ffi::OsStr;
-
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 
 use super::handles::{Handle, Listed};
@@ -11,37 +10,64 @@ use super::*;
 /// From this many names on, a listing is judged on every CPU at once.
 const PARALLEL_LISTING: usize = 512;
 
+/// A listing of one directory as read from the backing dir: every name that may be shown, with
+/// what `stat` said of it. Reused by the next `opendir` of the directory for up to
+/// [`KERNEL_TTL`] while nothing changed beneath the root (see [`CacheFs::recent_listing`]).
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    taken: SystemTime,
+    /// [`Store::changes`] when it was taken.
+    changes: u64,
+    items: Vec<(OsString, Stat)>,
+}
+
+/// Listings larger than this are not kept for reuse (memory: about 100 bytes a name).
+const SNAPSHOT_MAX_NAMES: usize = 100_000;
+
+/// How many directories' listings are kept for reuse.
+pub(super) const SNAPSHOTS_KEPT: usize = 16;
+
 impl CacheFs {
     /// Snapshot the visible content of a directory: subdirectories and fresh or stale valid
     /// entries, plus the directories fill rules name that do not exist yet. Scratch files,
     /// expired and corrupt entries, our staging files and anything else are left out.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let key = self.path_of(ino)?;
-        let items = match self.store.read_dir(&key) {
-            Ok(items) => items,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.is_fill_dir(&key) => {
-                Vec::new()
+        let now = self.clock.now();
+        let (names, judged) = match self.recent_listing(&key, now) {
+            Some((snapshot, age)) => {
+                // Judged again now (the state of an entry depends on the time); the kernel may
+                // keep what it is told only for what is left of the second the listing's
+                // attributes may be old, so nothing shows changes later than §2 allows.
+                let judged = snapshot
+                    .items
+                    .iter()
+                    .filter_map(|(name, st)| {
+                        let child = key.join(name);
+                        match self.judge_stat(&child, *st) {
+                            Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) => Some(Listed {
+                                name: name.clone(),
+                                attr: Attr::from_stat(0, &st),
+                                ttl: self.ttl(seen).saturating_sub(age),
+                            }),
+                            _ => None,
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let names = snapshot
+                    .items
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                (names, judged)
             }
-            Err(e) => return Err(FsError::io(key.display(), e)),
+            None => self.take_listing(&key, now)?,
         };
-        {
-            // A name in the listing with the inode seen gone from it is back.
-            let mut gone = self.gone.lock();
-            if !gone.is_empty() {
-                for item in &items {
-                    let child = key.join(&item.name);
-                    if gone.get(&child).is_some_and(|(ino, _)| *ino == item.ino) {
-                        gone.remove(&child);
-                    }
-                }
-            }
-        }
         let dir_attr = self
             .getattr(ino, None)
             .map(|e| e.attr)
             .unwrap_or_else(|_| self.fill_dir_attr(ino));
-        let dir_fd = self.store.dir(&key).ok();
-        let mut listed = Vec::with_capacity(items.len() + 2);
+        let mut listed = Vec::with_capacity(judged.len() + 2);
         listed.push(Listed {
             name: ".".into(),
             attr: dir_attr,
@@ -58,7 +84,7 @@ impl CacheFs {
             .filter(|d| d.parent() == Some(key.as_path()))
         {
             let name = dir.file_name().unwrap_or_default();
-            if !items.iter().any(|item| item.name == name) {
+            if !names.iter().any(|listed: &OsString| listed == name) {
                 let attr = self.fill_dir_attr(0);
                 listed.push(Listed {
                     name: name.to_os_string(),
@@ -67,20 +93,80 @@ impl CacheFs {
                 });
             }
         }
-        listed.extend(self.judge_listing(&key, dir_fd.as_ref(), items));
+        listed.extend(judged);
         Ok(self.add_handle(Handle::Dir { ino, items: listed }))
     }
 
-    /// The visible names of a directory's listing, judged: one `stat` each, which is most of
-    /// an `ls -l`'s time while its caller waits. A large listing is judged on every CPU at
-    /// once (each in its own part, in order): on two CPUs, 10,000 names took 23 ms on one
-    /// thread.
+    /// The listing of `key` taken less than [`KERNEL_TTL`] ago, and how long ago, if nothing
+    /// changed beneath the root since: nothing written, removed, renamed or created through
+    /// the mount, and no change reported by the watcher or a refresh (`Store::changes`). An
+    /// `ls -l` repeated within the second then costs no `stat` per name. Never on a network
+    /// or FUSE backing dir, whose changes from other machines nobody reports at once.
+    fn recent_listing(&self, key: &Path, now: SystemTime) -> Option<(Arc<Snapshot>, Duration)> {
+        if self.store.is_remote() {
+            return None;
+        }
+        let snapshot = self.listings.lock().get(key)?.clone();
+        let age = now.duration_since(snapshot.taken).ok()?;
+        (age < KERNEL_TTL && snapshot.changes == self.store.changes()).then_some((snapshot, age))
+    }
+
+    /// Read and judge the listing of `key`; keep it for reuse. Returns every name that may be
+    /// shown, and those shown now.
+    fn take_listing(&self, key: &Path, now: SystemTime) -> FsResult<(Vec<OsString>, Vec<Listed>)> {
+        let changes = self.store.changes();
+        let items = match self.store.read_dir(key) {
+            Ok(items) => items,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.is_fill_dir(key) => Vec::new(),
+            Err(e) => return Err(FsError::io(key.display(), e)),
+        };
+        {
+            // A name in the listing with the inode seen gone from it is back.
+            let mut gone = self.gone.lock();
+            if !gone.is_empty() {
+                for item in &items {
+                    let child = key.join(&item.name);
+                    if gone.get(&child).is_some_and(|(ino, _)| *ino == item.ino) {
+                        gone.remove(&child);
+                    }
+                }
+            }
+        }
+        let dir_fd = self.store.dir(key).ok();
+        let read = self.judge_listing(key, dir_fd.as_ref(), items);
+        let names: Vec<OsString> = read.iter().map(|(name, _, _)| name.clone()).collect();
+        let keep = dir_fd.is_some() && !self.store.is_remote() && read.len() <= SNAPSHOT_MAX_NAMES;
+        let mut items = Vec::with_capacity(if keep { read.len() } else { 0 });
+        let mut judged = Vec::with_capacity(read.len());
+        for (name, st, listed) in read {
+            if keep {
+                items.push((name, st));
+            }
+            judged.extend(listed);
+        }
+        if keep {
+            let snapshot = Snapshot {
+                taken: now,
+                changes,
+                items,
+            };
+            self.listings
+                .lock()
+                .put(key.to_path_buf(), Arc::new(snapshot));
+        }
+        Ok((names, judged))
+    }
+
+    /// Each name of a listing that may be shown, with its `stat`, and its entry if it is shown
+    /// now: one `stat` each, which is most of an `ls -l`'s time while its caller waits. A large
+    /// listing is judged on every CPU at once (each in its own part, in order): on two CPUs,
+    /// 10,000 names took 23 ms on one thread.
     fn judge_listing(
         &self,
         key: &Path,
         dir_fd: Option<&OwnedFd>,
         items: Vec<store::DirItem>,
-    ) -> Vec<Listed> {
+    ) -> Vec<(OsString, Stat, Option<Listed>)> {
         let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
         if parts < 2 || items.len() < PARALLEL_LISTING {
             return items
@@ -112,13 +198,14 @@ impl CacheFs {
         })
     }
 
-    /// One name of a listing, if it is shown: subdirectories and visible entries.
+    /// One name of a listing that may be shown (`None`: not a file or directory, a staging or
+    /// scratch file, or gone), with its `stat`, and its entry if it is shown now.
     fn judge_listed(
         &self,
         key: &Path,
         dir_fd: Option<&OwnedFd>,
         item: store::DirItem,
-    ) -> Option<Listed> {
+    ) -> Option<(OsString, Stat, Option<Listed>)> {
         let name = item.name.as_os_str();
         if item.kind == Some(Kind::Other) || store::is_staging_name(name) {
             return None;
@@ -127,20 +214,25 @@ impl CacheFs {
             return None; // scratch files are not listed
         }
         let child = key.join(name);
-        let found = match dir_fd {
-            Some(dir) => Store::stat_in(dir, name)
-                .map_err(|e| FsError::io(child.display(), e))
-                .and_then(|st| self.judge_stat(&child, st)),
-            None => self.visible(&child),
+        let st = match dir_fd {
+            Some(dir) => Store::stat_in(dir, name).ok()?,
+            None => {
+                let st = self.store.stat(&child).ok()?;
+                if self.is_gone(&child, &st) {
+                    return Some((item.name, st, None));
+                }
+                st
+            }
         };
-        match found {
+        let listed = match self.judge_stat(&child, st) {
             Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) => Some(Listed {
+                name: item.name.clone(),
                 attr: Attr::from_stat(0, &st),
                 ttl: self.ttl(seen),
-                name: item.name,
             }),
             _ => None,
-        }
+        };
+        Some((item.name, st, listed))
     }
 
     /// Hand the listed names from `offset` on to `add` until it says the reply is full; the

@@ -37,6 +37,8 @@ impl CacheFs {
     /// (another program, or a refresh that published): pinned inodes move on, and the kernel
     /// is told the attributes of the directory and the file changed.
     pub fn backing_changed(&self, rel: &Path) {
+        // No listing taken before this is reused (`dir::Snapshot`).
+        self.store.note_change();
         let (parent_rel, name) = store::split(rel);
         let (parent, child) = {
             let nodes = self.nodes.read();
@@ -141,6 +143,7 @@ impl CacheFs {
 
     /// Events were lost: every pinned inode moves on and every attribute is suspect.
     pub fn backing_changed_everywhere(&self) {
+        self.store.note_change();
         let (_, inodes) = self.nodes.read().everything();
         for ino in inodes {
             self.content_changed(ino);

@@ -255,6 +255,9 @@ pub struct CacheFs {
     /// not show it. A stat of the name that finds another inode, or a report that the name is
     /// back, forgets it.
     gone: Mutex<HashMap<PathBuf, (u64, SystemTime)>>,
+    /// The last listings of a few directories, reused by an `opendir` within the second while
+    /// nothing changed (`dir::Snapshot`).
+    listings: Mutex<lru::LruCache<PathBuf, Arc<dir::Snapshot>>>,
     stats: Arc<Stats>,
     /// Entry contents for reads that reach the daemon (SPEC §7).
     /// Kept copies by node (SPEC §7): a node's copy goes when its name is written, removed,
@@ -346,6 +349,9 @@ impl CacheFs {
                 published: Mutex::new(std::collections::VecDeque::new()),
                 known: Mutex::new(HashMap::new()),
                 gone: Mutex::new(HashMap::new()),
+                listings: Mutex::new(lru::LruCache::new(
+                    std::num::NonZeroUsize::new(dir::SNAPSHOTS_KEPT).expect("not zero"),
+                )),
                 demands: Mutex::default(),
                 stats,
                 requests: Requests::default(),

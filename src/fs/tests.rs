@@ -487,3 +487,40 @@ fn a_served_name_missing_from_its_directorys_listing_is_gone() {
     assert_eq!(f.fs.lookup(ROOT, a).unwrap_err().errno, libc::ENOENT);
     assert!(f.fs.lookup(ROOT, b).is_ok());
 }
+
+#[test]
+fn a_listing_is_reused_within_the_second_only_while_nothing_changed() {
+    let f = fixture("duration = \"1h\"\n");
+    f.put("a.json", "1", Duration::ZERO);
+    assert_eq!(f.names(), ["a.json"]);
+    // Behind the mount's back, with no watcher to say so: the listing of a moment ago holds
+    // for what is left of its second (SPEC §2's bound for changes in the backing dir).
+    f.put("b.json", "2", Duration::ZERO);
+    assert_eq!(f.names(), ["a.json"], "reused within the second");
+    f.clock.advance(Duration::from_secs(1));
+    let mut names = f.names();
+    names.sort();
+    assert_eq!(names, ["a.json", "b.json"], "read again after it");
+    // A change the watcher reports, or one made through the mount, is seen at once.
+    std::fs::remove_file(f.dir.path().join("a.json")).unwrap();
+    f.fs.backing_changed(Path::new("a.json"));
+    assert_eq!(f.names(), ["b.json"], "a reported change is seen at once");
+    f.write_entry("c.json", b"3").unwrap();
+    let mut names = f.names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["b.json", "c.json"],
+        "a write through the mount is seen at once"
+    );
+    // The state of each name is judged anew at each listing: an entry that expires while
+    // its listing is reused is not shown.
+    f.put("old.json", "4", Duration::from_millis(3_599_500));
+    f.fs.backing_changed(Path::new("old.json"));
+    assert!(f.names().contains(&"old.json".to_string()));
+    f.clock.advance(Duration::from_millis(700));
+    assert!(
+        !f.names().contains(&"old.json".to_string()),
+        "expired, not shown"
+    );
+}

@@ -98,6 +98,9 @@ pub struct Store {
     observer: OnceLock<Arc<dyn Observer>>,
     /// Per-key locks for publishes and policy changes (see `crate::publish`).
     keys: KeyLocks,
+    /// Counts the changes made beneath the root through this store, and those its owner was
+    /// told of ([`Store::note_change`]): a listing taken while it stood still is still true.
+    changes: AtomicU64,
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -139,6 +142,7 @@ impl Store {
             remote,
             observer: OnceLock::new(),
             keys: KeyLocks::default(),
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -146,6 +150,18 @@ impl Store {
     /// `crate::publish`). Held across the few calls that carry attributes and rename.
     pub fn lock_key(&self, key: &Path) -> KeyGuard<'_> {
         self.keys.lock(key)
+    }
+
+    /// How many changes beneath the root this store has made or been told of: while it stands
+    /// still, what was read of the backing dir holds (up to changes nobody reported).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Something beneath the root changed (after the change: a listing that began before it
+    /// sees the count move).
+    pub fn note_change(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn root_path(&self) -> &Path {
@@ -251,6 +267,9 @@ impl Store {
     pub fn open_file(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<(File, Stat)> {
         let creating = self.stamp_parent(rel, flags);
         let opened = self.open_regular(rel, flags, mode);
+        if flags.contains(OFlags::CREATE) {
+            self.note_change();
+        }
         self.observe_created_by_open(rel, creating, opened.is_ok());
         opened
     }
@@ -390,6 +409,7 @@ impl Store {
                 return Err(e);
             }
         };
+        self.note_change();
         // A published entry is no writer's staging any more.
         let _ = rustix::fs::flock(&staging.file, FlockOperation::Unlock);
         self.observe_published(target, &staging, dir_change);
@@ -450,6 +470,7 @@ impl Store {
         let dir = self.dir(parent)?;
         let before = self.stamp(&dir);
         rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+        self.note_change();
         self.observe_removed(rel, &dir, before);
         Ok(())
     }
@@ -457,13 +478,16 @@ impl Store {
     pub fn rmdir(&self, rel: &Path) -> io::Result<()> {
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
-        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)?)
+        rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)?;
+        self.note_change();
+        Ok(())
     }
 
     pub fn mkdir(&self, rel: &Path, perm: u32) -> io::Result<Stat> {
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
         rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(perm & 0o7777))?;
+        self.note_change();
         Ok(Stat::from_raw(&rustix::fs::statat(
             &dir,
             name,
@@ -496,6 +520,7 @@ impl Store {
         let to_dir = self.dir(to_parent)?;
         let before = (self.stamp(&from_dir), self.stamp(&to_dir));
         self.rename_in(&from_dir, from_name, &to_dir, to_name, noreplace)?;
+        self.note_change();
         self.observe_renamed((from, &from_dir), (to, &to_dir), before);
         Ok(())
     }
@@ -579,6 +604,7 @@ impl Store {
         let (parent, name) = split(rel);
         let dir = self.dir(parent)?;
         rustix::fs::utimensat(&dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.note_change();
         self.observe_changed(rel, None);
         Ok(())
     }
@@ -591,6 +617,7 @@ impl Store {
         }
         let mode = Mode::from_raw_mode(perm & 0o7777);
         rustix::fs::chmodat(rustix::fs::CWD, proc_fd_path(&fd), mode, AtFlags::empty())?;
+        self.note_change();
         self.observe_changed(rel, Some(&fd));
         Ok(())
     }
@@ -601,6 +628,7 @@ impl Store {
         let uid = uid.map(rustix::fs::Uid::from_raw);
         let gid = gid.map(rustix::fs::Gid::from_raw);
         rustix::fs::chownat(&dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.note_change();
         self.observe_changed(rel, None);
         Ok(())
     }
@@ -637,6 +665,7 @@ impl Store {
         let fd = self.open_for_xattr(rel)?;
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
         rustix::fs::fsetxattr(&fd, name, value, flags)?;
+        self.note_change();
         self.observe_changed(rel, Some(&fd));
         Ok(())
     }
@@ -644,6 +673,7 @@ impl Store {
     pub fn remove_xattr(&self, rel: &Path, name: &OsStr) -> io::Result<()> {
         let fd = self.open_for_xattr(rel)?;
         rustix::fs::fremovexattr(&fd, name)?;
+        self.note_change();
         self.observe_changed(rel, Some(&fd));
         Ok(())
     }
