@@ -12,6 +12,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 use std::ffi::{OsStr, OsString};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use crate::store::Kind;
@@ -31,8 +32,25 @@ struct Node {
 #[derive(Debug)]
 pub struct Nodes {
     map: HashMap<u64, Node>,
-    names: HashMap<(u64, OsString), u64>,
+    /// hashbrown's map, so a name is looked up by reference ([`Name`]) without copying it:
+    /// a listing of 10,000 entries looks up every one of them.
+    names: hashbrown::HashMap<(u64, OsString), u64>,
     next: u64,
+}
+
+/// A (parent, name) key borrowed, for lookups in `names`. Hashes as the owned key does.
+struct Name<'a>(u64, &'a OsStr);
+
+impl Hash for Name<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.0, self.1).hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<(u64, OsString)> for Name<'_> {
+    fn equivalent(&self, key: &(u64, OsString)) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_os_str()
+    }
 }
 
 impl Default for Nodes {
@@ -50,7 +68,7 @@ impl Default for Nodes {
         );
         Nodes {
             map,
-            names: HashMap::new(),
+            names: hashbrown::HashMap::new(),
             next: ROOT + 1,
         }
     }
@@ -87,14 +105,13 @@ impl Nodes {
     }
 
     pub fn find(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.names.get(&(parent, name.to_os_string())).copied()
+        self.names.get(&Name(parent, name)).copied()
     }
 
     /// Bind `name` in `parent` to an inode (reusing the existing one) and take one lookup
     /// reference, as every successful entry reply to the kernel does.
     pub fn bind(&mut self, parent: u64, name: &OsStr, kind: Kind) -> u64 {
-        let key = (parent, name.to_os_string());
-        if let Some(&ino) = self.names.get(&key) {
+        if let Some(&ino) = self.names.get(&Name(parent, name)) {
             if let Some(node) = self.map.get_mut(&ino) {
                 if node.kind == kind {
                     node.lookups += 1;
@@ -115,14 +132,14 @@ impl Nodes {
                 lookups: 1,
             },
         );
-        self.names.insert(key, ino);
+        self.names.insert((parent, name.to_os_string()), ino);
         ino
     }
 
     /// The name was removed: its node keeps serving open handles until forgotten.
     /// The name is gone; returns the node it was bound to.
     pub fn remove(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
-        let ino = self.names.remove(&(parent, name.to_os_string()))?;
+        let ino = self.names.remove(&Name(parent, name))?;
         if let Some(node) = self.map.get_mut(&ino) {
             node.removed = true;
         }
@@ -132,14 +149,14 @@ impl Nodes {
     /// The name's content moved on: the next lookup gets a fresh node, while this one keeps
     /// resolving to the name for whoever still holds it. Returns that node.
     pub fn replace(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.names.remove(&(parent, name.to_os_string()))
+        self.names.remove(&Name(parent, name))
     }
 
     /// `from` was renamed to `to`; whatever `to` named before is replaced, and its node
     /// returned.
     pub fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr)) -> Option<u64> {
         let replaced = self.replace(to.0, to.1);
-        if let Some(ino) = self.names.remove(&(from.0, from.1.to_os_string())) {
+        if let Some(ino) = self.names.remove(&Name(from.0, from.1)) {
             if let Some(node) = self.map.get_mut(&ino) {
                 node.parent = to.0;
                 node.name = to.1.to_os_string();
