@@ -138,6 +138,9 @@ impl EntryPolicy {
 /// Best effort, like every attribute copy.
 pub fn carry(from: &impl AsFd, to: &impl AsFd) {
     let on_from = read_all(|buf| rustix::fs::flistxattr(from, buf)).unwrap_or_default();
+    if !ATTRIBUTES.iter().any(|(name, _)| lists(&on_from, name)) {
+        return; // The usual case: no policy to carry, and one call.
+    }
     let on_to = read_all(|buf| rustix::fs::flistxattr(to, buf)).unwrap_or_default();
     for (name, _) in ATTRIBUTES {
         if !lists(&on_from, name) || lists(&on_to, name) {

@@ -254,7 +254,11 @@ impl CacheFs {
                     return Err(e);
                 }
             };
-            let st = self.store.stat(&key)?;
+            // The file just created, as its own descriptor says (no second walk of the path).
+            let st = match &*self.handle(opened.fh)? {
+                Handle::Scratch { file, .. } => Store::fstat(file)?,
+                _ => self.store.stat(&key)?,
+            };
             let entry = Entry {
                 attr: Attr::from_stat(ino, &st),
                 ttl: self.grant(parent, name, ino, KERNEL_TTL),

@@ -18,6 +18,12 @@ pub fn is_valid_json(bytes: &[u8]) -> bool {
 /// Whether a file holds one complete JSON value in UTF-8, read in chunks from offset 0 (a
 /// large entry is never held in memory whole). `EFBIG` past `limit` bytes.
 pub fn file_is_valid_json(file: &File, limit: u64) -> io::Result<bool> {
+    file_is_valid_json_sized(file, limit, None)
+}
+
+/// [`file_is_valid_json`] of a file whose size the caller knows (`None`: asked here), which
+/// only sizes the read buffer.
+pub fn file_is_valid_json_sized(file: &File, limit: u64, size: Option<u64>) -> io::Result<bool> {
     let checked = Utf8Checked {
         file,
         pos: 0,
@@ -27,7 +33,7 @@ pub fn file_is_valid_json(file: &File, limit: u64) -> io::Result<bool> {
         invalid: false,
     };
     // A small entry gets a small buffer: most entries are a few KiB.
-    let size = file.metadata().map_or(0, |m| m.len());
+    let size = size.unwrap_or_else(|| file.metadata().map_or(0, |m| m.len()));
     let capacity = (size as usize).saturating_add(1).clamp(4096, 256 * 1024);
     let mut reader = io::BufReader::with_capacity(capacity, checked);
     let parsed = serde_json::from_reader::<_, serde::de::IgnoredAny>(&mut reader);

@@ -23,7 +23,8 @@ mod stat;
 mod walk;
 
 pub use content::{
-    copy_contents, copy_user_xattrs, file_is_valid_json, is_valid_json, read_all, read_xattr,
+    copy_contents, copy_user_xattrs, file_is_valid_json, file_is_valid_json_sized, is_valid_json,
+    read_all, read_xattr,
 };
 pub use keylock::KeyGuard;
 use keylock::KeyLocks;
@@ -517,11 +518,16 @@ impl Store {
         let (from_parent, from_name) = split(from);
         let (to_parent, to_name) = split(to);
         let from_dir = self.dir(from_parent)?;
-        let to_dir = self.dir(to_parent)?;
-        let before = (self.stamp(&from_dir), self.stamp(&to_dir));
-        self.rename_in(&from_dir, from_name, &to_dir, to_name, noreplace)?;
+        // A rename within one directory (a temp file renamed onto its entry) opens it once.
+        let other_dir = match from_parent == to_parent {
+            true => None,
+            false => Some(self.dir(to_parent)?),
+        };
+        let to_dir = other_dir.as_ref().unwrap_or(&from_dir);
+        let before = (self.stamp(&from_dir), self.stamp(to_dir));
+        self.rename_in(&from_dir, from_name, to_dir, to_name, noreplace)?;
         self.note_change();
-        self.observe_renamed((from, &from_dir), (to, &to_dir), before);
+        self.observe_renamed((from, &from_dir), (to, to_dir), before);
         Ok(())
     }
 
