@@ -54,7 +54,9 @@ cp "$binary" "$installed.new"
 chmod 0755 "$installed.new"
 mv -f "$installed.new" "$installed"
 
-# In a unit file `%` starts a specifier; in the sed replacement `\`, `|` and `&` are special.
+# systemd/cachetta.service is the one unit: scripts/package points it at /usr/bin/cachetta the
+# same way. In a unit file `%` starts a specifier; in the sed replacement `\`, `|` and `&` are
+# special.
 unit_path=$(printf '%s' "$installed" | sed 's/%/%%/g; s/[\\|&]/\\&/g')
 sed "s|%h/\.local/bin/cachetta|$unit_path|g" "$repo/systemd/cachetta.service" > "$unit.new"
 mv -f "$unit.new" "$unit"

@@ -1,9 +1,9 @@
 //! The command-line surface: the clap definition of the commands (each command's flags live
 //! with it), dispatch, and the one place a failure is printed and turned into the exit code.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{gc, info, ls, refresh, stats, unmount};
+use crate::commands::{completions, gc, info, ls, man, refresh, stats, unmount};
 use crate::exit_codes::{ExitCode, Outcome};
 use crate::mount;
 
@@ -11,7 +11,14 @@ use crate::mount;
 #[command(
     name = "cachetta",
     version,
-    about = "File-based JSON caching, served as a filesystem"
+    about = "File-based JSON caching, served as a filesystem",
+    long_about = "File-based JSON caching, served as a filesystem.\n\n\
+        `cachetta mount` puts a FUSE filesystem at ~/.cachetta, backed by ~/.cache/cachetta: \
+        every cache entry is a JSON file in it, served until it expires (then it is gone), \
+        with stale-while-revalidate, refresh commands, an in-memory hot set and inspection \
+        (getfattr -d shows an entry's age, state and ttl); rm invalidates. The other \
+        commands list, inspect, clean up and refresh the cache. The configuration is \
+        cachetta.toml(5)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,6 +41,11 @@ pub enum Command {
     Refresh(refresh::RefreshArgs),
     /// Print a running mount's counters: a table with the hit ratio, --json or --prometheus.
     Stats(stats::StatsArgs),
+    /// Print the completion script for a shell: bash, zsh or fish.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Man(man::ManArgs),
 }
 
 /// Parse the command line (clap exits 2 on bad usage), run the command, print its failure.
@@ -47,6 +59,8 @@ pub fn run() -> std::process::ExitCode {
         Command::Gc(args) => gc::run(args),
         Command::Refresh(args) => refresh::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Completions(args) => completions::run(args, Cli::command()),
+        Command::Man(args) => man::run(args, Cli::command()),
     };
     report(outcome).into()
 }

@@ -16,11 +16,32 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// Every code, in order: what the man pages' EXIT STATUS sections list.
+    pub const ALL: [ExitCode; 3] = [ExitCode::Success, ExitCode::Failure, ExitCode::Usage];
+
     pub fn code(self) -> u8 {
         match self {
             ExitCode::Success => 0,
             ExitCode::Failure => 1,
             ExitCode::Usage => 2,
+        }
+    }
+
+    /// What the code means, for a reader of the man pages (EXIT STATUS).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Success => "Success.",
+            ExitCode::Failure => {
+                "The key, entry or mount asked about is not there, a refresh waited for did \
+                 not replace its entry, an I/O error, or a mount that failed after its \
+                 start-up checks passed."
+            }
+            ExitCode::Usage => {
+                "Bad usage (an unknown flag, a bad value) or configuration (the message names \
+                 the file, line and key), or a mount refused by its start-up checks (the \
+                 mountpoint inside the backing dir or the other way round, already mounted, \
+                 or not empty)."
+            }
         }
     }
 
@@ -85,6 +106,12 @@ mod tests {
         assert_eq!(ExitCode::Success.code(), 0);
         assert_eq!(ExitCode::Failure.code(), 1);
         assert_eq!(ExitCode::Usage.code(), 2);
+    }
+
+    #[test]
+    fn all_lists_each_code_once_in_order() {
+        let codes: Vec<u8> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(codes, [0, 1, 2]);
     }
 
     #[test]

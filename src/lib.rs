@@ -61,6 +61,8 @@ pub mod invalidate;
 #[cfg(feature = "mount")]
 pub mod journal;
 #[cfg(feature = "mount")]
+pub mod manual;
+#[cfg(feature = "mount")]
 pub mod mount;
 #[cfg(feature = "mount")]
 pub mod refresh;

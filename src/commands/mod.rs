@@ -1,13 +1,16 @@
 //! The commands other than `mount` (a module of its own): [`ls`], [`info`] and [`gc`],
 //! computed from the backing dir and the config alone (no mount needed); [`unmount`]; and
 //! [`refresh`] and [`stats`], which talk to a running mount through its root's attributes
-//! (`live`). Each has its flags beside it and a `run(args) -> Outcome`; `cli` prints a
-//! failure. Here: the flags every command takes ([`CommonArgs`]) and what the commands share.
+//! (`live`); [`completions`] and the hidden [`man`], which print or write what the clap
+//! definitions describe. Each has its flags beside it and a `run(args) -> Outcome`; `cli`
+//! prints a failure. Here: the flags every command takes ([`CommonArgs`]) and what the commands share.
 
+pub mod completions;
 pub mod gc;
 pub mod info;
 mod live;
 pub mod ls;
+pub mod man;
 mod prometheus;
 pub mod refresh;
 pub mod stats;
