@@ -15,6 +15,7 @@ mod confinement;
 mod copy_in;
 mod daemon;
 mod daemon_scene;
+mod daemon_systemd;
 mod exact_time;
 mod external_changes;
 mod faults;
