@@ -12,6 +12,7 @@
 
 mod args;
 mod checks;
+mod status;
 
 pub use args::MountArgs;
 
@@ -313,9 +314,17 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     };
     spawn_probe(mnt.clone(), events);
 
+    let mut status = None;
     let why = loop {
         match inbox.recv() {
-            Ok(Event::Answered) => reporter.ready(&mnt),
+            Ok(Event::Answered) => {
+                reporter.ready(&mnt);
+                status = reporter.systemd.clone().and_then(|systemd| {
+                    status::StatusThread::spawn(fs.clone(), systemd)
+                        .inspect_err(|e| warn!("cannot start the status thread ({e}); systemctl status shows no counters"))
+                        .ok()
+                });
+            }
             Ok(Event::ProbeFailed(why)) => break Err(why),
             Ok(Event::Signal(signal)) => {
                 info!(signal = signal_name(signal), "shutting down");
@@ -327,6 +336,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
             }
         }
     };
+    if let Some(status) = status.take() {
+        status.stop();
+    }
     reporter.notify("STOPPING=1");
     let code = match &why {
         Err(problem) => reporter.fail(Failure::failed(problem)),

@@ -94,7 +94,7 @@ fn journal_stream_naming_another_file_leaves_timestamps_and_no_priorities() {
 }
 
 #[test]
-fn notify_socket_gets_ready_once_the_mount_answers_then_stopping() {
+fn notify_socket_gets_ready_then_status_every_few_seconds_then_stopping_last() {
     if !require_fuse() {
         return;
     }
@@ -105,6 +105,13 @@ fn notify_socket_gets_ready_once_the_mount_answers_then_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+            panic!("no notification within 10 s ({e}); stderr:\n{}", s.stderr())
+        });
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
 
     // Spawned by hand: `foreground` waits for the mount, this test waits for the datagram.
     let stderr = File::create(s.path("daemon.stderr")).unwrap();
@@ -114,20 +121,34 @@ fn notify_socket_gets_ready_once_the_mount_answers_then_stopping() {
             .stdout(Stdio::null())
             .stderr(stderr),
     );
-    let mut buf = [0u8; 256];
-    let n = socket
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no notification within 10 s ({e}); stderr:\n{}", s.stderr()));
-    assert_eq!(&buf[..n], b"READY=1");
+    assert_eq!(recv(), "READY=1");
     // READY=1 means the mount answers now, not soon.
     assert!(is_fuse_mount(&s.mnt()));
+    assert_eq!(
+        recv(),
+        "STATUS=hit ratio n/a, 0 entries in memory, 0 refreshing"
+    );
     assert_eq!(fs::read(s.mnt().join("x.json")).unwrap(), b"[7]");
+    // The next status (5 s later) counts the hit.
+    let status = recv();
+    assert!(
+        status.starts_with("STATUS=hit ratio 100.0%, "),
+        "{status:?}"
+    );
 
     signal(child.id() as libc::pid_t, libc::SIGTERM);
-    let n = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    let mut last = recv();
+    while last.starts_with("STATUS=") {
+        last = recv();
+    }
+    assert_eq!(last, "STOPPING=1");
     let status = wait_timeout(&mut child, STOP_TIMEOUT).expect("daemon still running");
     assert!(status.success(), "exit status {status}");
+    // The status thread ended before STOPPING=1.
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let after = socket.recv(&mut buf).map(|n| buf[..n].to_vec());
+    assert!(after.is_err(), "sent after STOPPING=1: {after:?}");
     let stderr = s.stderr();
     assert!(stderr.contains("ready"), "stderr:\n{stderr}");
 }
