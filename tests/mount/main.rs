@@ -14,6 +14,7 @@ mod concurrency;
 mod confinement;
 mod copy_in;
 mod daemon;
+mod daemon_hangup;
 mod daemon_scene;
 mod daemon_systemd;
 mod exact_time;
