@@ -1,6 +1,7 @@
 //! `cachetta mount`: the start-up checks ([`checks`]), the fork for `--daemon` (before any
-//! thread starts), the FUSE session, readiness reports once the mount answers, and a clean
-//! stop on signals or when unmounted from outside.
+//! thread starts), the FUSE session, readiness reports once the mount answers (and `STATUS=`
+//! to systemd after, [`status`]), and a clean stop on signals ([`signals`]) or when unmounted
+//! from outside.
 //!
 //! The session runs on fuser's background thread; the main thread waits for [`Event`]s from
 //! the readiness probe, the signal thread, and the session's end (the adapter's `destroy`,
@@ -12,6 +13,8 @@
 
 mod args;
 mod checks;
+mod signals;
+mod status;
 
 pub use args::MountArgs;
 
@@ -21,8 +24,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
@@ -156,7 +157,12 @@ pub fn run(args: MountArgs) -> Outcome {
             }
         }
     }
-    serve(prepared, reporter)
+    let log = log_file.zip(log_path).map(|(file, path)| signals::LogFile {
+        file,
+        path,
+        is_stderr: args.daemon,
+    });
+    serve(prepared, reporter, log)
 }
 
 /// The start-up checks, each a refusal (exit code 2).
@@ -216,7 +222,7 @@ enum Event {
     Ended,
 }
 
-fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
+fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFile>) -> Outcome {
     let Prepared {
         config,
         store,
@@ -250,9 +256,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), read_only);
     learn_from_journal(&fs, &backing);
 
-    // Hook the signals before mounting: a SIGTERM that arrives the moment the mount appears
-    // must unmount it, not kill the daemon and leave a dead mount behind.
-    let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+    // Before hooking SIGHUP, which replaces an inherited "ignore" (nohup).
+    let hangup = signals::Hangup::decide(log);
+    let hooked = match signals::hook() {
         Ok(s) => s,
         Err(e) => {
             return reporter.fail(Failure::failed(format_args!(
@@ -295,7 +301,13 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     }
 
     let unmounted = Arc::new(AtomicBool::new(false));
-    let helpers = spawn_signal_thread(signals, events.clone(), mnt.clone(), unmounted.clone());
+    let helpers = signals::spawn_thread(
+        hooked,
+        hangup,
+        events.clone(),
+        mnt.clone(),
+        unmounted.clone(),
+    );
     if let Err(e) = helpers {
         unmount_self(&mnt);
         return reporter.fail(Failure::failed(format_args!(
@@ -313,12 +325,20 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
     };
     spawn_probe(mnt.clone(), events);
 
+    let mut status = None;
     let why = loop {
         match inbox.recv() {
-            Ok(Event::Answered) => reporter.ready(&mnt),
+            Ok(Event::Answered) => {
+                reporter.ready(&mnt);
+                status = reporter.systemd.clone().and_then(|systemd| {
+                    status::StatusThread::spawn(fs.clone(), systemd)
+                        .inspect_err(|e| warn!("cannot start the status thread ({e}); systemctl status shows no counters"))
+                        .ok()
+                });
+            }
             Ok(Event::ProbeFailed(why)) => break Err(why),
             Ok(Event::Signal(signal)) => {
-                info!(signal = signal_name(signal), "shutting down");
+                info!(signal = signals::signal_name(signal), "shutting down");
                 break Ok(false);
             }
             Ok(Event::Ended) | Err(_) => {
@@ -327,6 +347,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter) -> Outcome {
             }
         }
     };
+    if let Some(status) = status.take() {
+        status.stop();
+    }
     reporter.notify("STOPPING=1");
     let code = match &why {
         Err(problem) => reporter.fail(Failure::failed(problem)),
@@ -416,50 +439,6 @@ fn unmount_self(mnt: &Path) {
         Ok(_) => {}
         Err(e) => error!("{e}"),
     }
-}
-
-/// `umount -l`, logging a failure.
-fn detach(mnt: &Path) {
-    if let Err(e) = umount::detach(mnt) {
-        error!("{e}");
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        SIGINT => "SIGINT",
-        SIGTERM => "SIGTERM",
-        SIGHUP => "SIGHUP",
-        _ => "signal",
-    }
-}
-
-/// The first SIGINT/SIGTERM/SIGHUP asks the main thread for a clean stop; a second one, while
-/// that stop waits (a refresh command that will not die, a busy mount), detaches the mount and
-/// exits at once.
-fn spawn_signal_thread(
-    mut signals: Signals,
-    events: Sender<Event>,
-    mnt: PathBuf,
-    unmounted: Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut received = signals.forever();
-            let Some(first) = received.next() else {
-                return;
-            };
-            let _ = events.send(Event::Signal(first));
-            if let Some(second) = received.next() {
-                warn!(signal = signal_name(second), "second signal: exiting now");
-                if !unmounted.load(Ordering::SeqCst) {
-                    detach(&mnt);
-                }
-                std::process::exit(0);
-            }
-        })?;
-    Ok(())
 }
 
 /// `statfs` of the mountpoint from a thread that is not a FUSE worker (a worker would wait on

@@ -32,6 +32,15 @@ counters!(
     writes_rejected,
 );
 
+/// `hits / (hits + misses)` as a percentage with one decimal (`93.1%`), `n/a` before any
+/// lookup: the hit ratio of `cachetta stats` and of the daemon's `STATUS=` to systemd.
+pub fn hit_ratio(hits: u64, misses: u64) -> String {
+    if hits + misses == 0 {
+        return "n/a".into();
+    }
+    format!("{:.1}%", 100.0 * hits as f64 / (hits + misses) as f64)
+}
+
 /// Add one to a counter.
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);

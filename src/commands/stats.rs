@@ -72,14 +72,10 @@ pub fn run(args: StatsArgs) -> Outcome {
     print(&table(&stats))
 }
 
-/// `hits / (hits + misses)` as a percentage with one decimal, `n/a` before any lookup.
+/// The hit ratio of the counters in `stats` (see [`crate::stats::hit_ratio`]).
 pub fn hit_ratio(stats: &Map<String, Value>) -> String {
     let count = |name: &str| stats.get(name).and_then(Value::as_u64).unwrap_or(0);
-    let (hits, misses) = (count("hits"), count("misses"));
-    if hits + misses == 0 {
-        return "n/a".into();
-    }
-    format!("{:.1}%", 100.0 * hits as f64 / (hits + misses) as f64)
+    crate::stats::hit_ratio(count("hits"), count("misses"))
 }
 
 /// One line per counter, names left-aligned and values right-aligned, the hit ratio first.

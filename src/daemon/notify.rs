@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Where systemd listens for this service's state changes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Systemd {
     addr: SocketAddr,
 }
@@ -48,6 +48,15 @@ impl Systemd {
     /// Send one state line (`READY=1`, `STOPPING=1`, `STATUS=...`).
     pub fn notify(&self, state: &str) -> io::Result<()> {
         let socket = UnixDatagram::unbound()?;
+        socket.send_to_addr(state.as_bytes(), &self.addr)?;
+        Ok(())
+    }
+
+    /// Send one state line unless systemd's queue is full (`WouldBlock` then): for `STATUS=`,
+    /// which the next one replaces, so the sender is never held up by systemd.
+    pub fn try_notify(&self, state: &str) -> io::Result<()> {
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
         socket.send_to_addr(state.as_bytes(), &self.addr)?;
         Ok(())
     }

@@ -385,6 +385,16 @@ impl CacheFs {
         &self.store
     }
 
+    /// Entries and bytes in the in-memory hot set (`lru_entries`, `lru_bytes`).
+    pub fn lru_usage(&self) -> (usize, u64) {
+        self.hot.usage()
+    }
+
+    /// How many keys have a refresh queued or running.
+    pub fn refreshing(&self) -> usize {
+        self.refresher.refreshing()
+    }
+
     pub fn inode_count(&self) -> usize {
         self.nodes.read().len()
     }
@@ -491,7 +501,7 @@ impl CacheFs {
             object.insert(name.into(), value.into());
         }
         object.insert("uptime_s".into(), self.uptime().as_secs().into());
-        let (lru_entries, lru_bytes) = self.hot.usage();
+        let (lru_entries, lru_bytes) = self.lru_usage();
         object.insert("lru_entries".into(), lru_entries.into());
         object.insert("lru_bytes".into(), lru_bytes.into());
         object.insert("inodes".into(), self.inode_count().into());

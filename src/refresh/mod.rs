@@ -311,6 +311,11 @@ impl Refresher {
         self.shared.flights.is_running(key)
     }
 
+    /// How many keys have a refresh queued or running.
+    pub fn refreshing(&self) -> usize {
+        self.shared.flights.running().len()
+    }
+
     /// The key's last refresh failure, one line (`user.cachetta.refresh_error`); `None` when the
     /// last refresh succeeded or was declined, or none ran.
     pub fn last_error(&self, key: &Path) -> Option<String> {

@@ -1,10 +1,10 @@
 //! The daemon's lifecycle: start-up refusals (exit 2), `--daemon` readiness, dead mounts after
-//! a kill -9, clean stops on signals and on an external unmount, systemd's `NOTIFY_SOCKET`,
-//! `--allow-other`, `--allow-non-empty`, `--log-file`. Every test runs in a [`Scene`].
+//! a kill -9, clean stops on signals and on an external unmount, `--allow-other`,
+//! `--allow-non-empty`, `--log-file`. Every test runs in a [`Scene`]; systemd's part is in
+//! `daemon_systemd`.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -441,54 +441,6 @@ fn a_second_signal_ends_a_stop_that_waits_for_a_busy_mount() {
         second.elapsed()
     );
     drop(open);
-}
-
-// ---- systemd -----------------------------------------------------------------------------
-
-#[test]
-fn notify_socket_gets_ready_once_the_mount_answers_then_stopping() {
-    if !require_fuse() {
-        return;
-    }
-    let s = Scene::new();
-    write_file(&s.backing().join("x.json"), b"[7]");
-    let socket_path = s.path("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-
-    // Spawned by hand: `foreground` waits for the mount, this test waits for the datagram.
-    let stderr = File::create(s.path("daemon.stderr")).unwrap();
-    let mut child = spawn(
-        s.command(&s.mount_args(&[]))
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stdout(Stdio::null())
-            .stderr(stderr),
-    );
-    let mut buf = [0u8; 256];
-    let n = socket
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no notification within 10 s ({e}); stderr:\n{}", s.stderr()));
-    assert_eq!(&buf[..n], b"READY=1");
-    // READY=1 means the mount answers now, not soon.
-    assert!(is_fuse_mount(&s.mnt()));
-    assert_eq!(fs::read(s.mnt().join("x.json")).unwrap(), b"[7]");
-
-    signal(child.id() as libc::pid_t, libc::SIGTERM);
-    let n = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
-    assert_eq!(&buf[..n], b"STOPPING=1");
-    let status = wait_timeout(&mut child, STOP_TIMEOUT).expect("daemon still running");
-    assert!(status.success(), "exit status {status}");
-    // The journal stamps lines itself: no timestamps under systemd.
-    let stderr = s.stderr();
-    assert!(stderr.contains("ready"), "stderr:\n{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .all(|l| !l.starts_with(|c: char| c.is_ascii_digit())),
-        "timestamps under systemd:\n{stderr}"
-    );
 }
 
 #[test]
