@@ -55,13 +55,21 @@ const ENVIRONMENT: &[Described] = &[
         name: "NOTIFY_SOCKET",
         pages: &["mount"],
         text: "Set by systemd for a Type=notify unit: the mount reports READY=1 once it \
-               answers and STOPPING=1 when it stops. Removed from the environment of refresh \
-               commands.",
+               answers, STATUS= with its hit ratio, entries in memory and refreshes under way \
+               every few seconds, and STOPPING=1 when it stops. Removed from the environment of \
+               refresh commands.",
     },
     Described {
         name: "JOURNAL_STREAM",
         pages: &["mount"],
-        text: "Set by systemd when stderr is the journal: log lines then carry no timestamp.",
+        text: "Set by systemd when stderr is the journal (DEV:INODE). When it names stderr's \
+               device and inode, log lines carry their syslog priority (<3> error, <4> warning, \
+               <6> info, <7> debug) and no timestamp, so journalctl -p warning finds warnings.",
+    },
+    Described {
+        name: "NO_COLOR",
+        pages: &["mount"],
+        text: "Set and not empty: log lines on a terminal are not coloured.",
     },
     Described {
         name: "CACHETTA_PASSTHROUGH",
