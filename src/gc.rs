@@ -51,12 +51,25 @@ pub fn sweep(
     now: SystemTime,
     dry_run: bool,
 ) -> io::Result<Vec<Swept>> {
+    sweep_reporting(store, config, now, dry_run, &mut |_, _| {})
+}
+
+/// [`sweep`], telling `progress` (files checked, files found) as it goes: for a progress bar.
+pub fn sweep_reporting(
+    store: &Store,
+    config: &Config,
+    now: SystemTime,
+    dry_run: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> io::Result<Vec<Swept>> {
     let walk = store::walk_files(store, Path::new(""))?;
     for (dir, e) in &walk.unreadable {
         warn!(dir = %dir.display(), "gc: cannot read directory: {e}");
     }
     let mut swept = Vec::new();
-    for found in walk.files {
+    let total = walk.files.len();
+    for (checked, found) in walk.files.into_iter().enumerate() {
+        progress(checked, total);
         let Some(reason) = reason_to_remove(store, config, &found, now) else {
             continue;
         };

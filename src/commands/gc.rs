@@ -36,7 +36,17 @@ pub fn run(args: GcArgs) -> Outcome {
         (false, Ok(own)) => journal::observe_store(&store, own),
         _ => None,
     };
-    let swept = gc::sweep(&store, &config, SystemClock.now(), args.dry_run).map_err(|e| {
+    let bar = std::cell::OnceCell::new();
+    let mut progress = |checked: usize, total: usize| {
+        bar.get_or_init(|| super::progress::bar(total as u64, "checking"))
+            .set_position(checked as u64);
+    };
+    let now = SystemClock.now();
+    let swept = gc::sweep_reporting(&store, &config, now, args.dry_run, &mut progress);
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
+    }
+    let swept = swept.map_err(|e| {
         Failure::failed(format_args!(
             "cannot sweep {}: {e}",
             store.root_path().display()

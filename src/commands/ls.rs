@@ -92,15 +92,18 @@ fn list(
         eprintln!("cachetta: skipping {}: {e}", dir.display());
     }
     let now = SystemClock.now();
+    let bar = super::progress::bar(walk.files.len() as u64, "checking");
     let mut rows: Vec<(PathBuf, Info)> = walk
         .files
         .into_iter()
         .map(|found| {
             let info = inspect::entry_info(store, config, &found.key, now);
+            bar.inc(1);
             (found.key, info)
         })
         .filter(|(_, info)| info.exists && (all || info.is_visible()))
         .collect();
+    bar.finish_and_clear();
     rows.sort_by(|a, b| {
         a.0.as_os_str()
             .as_encoded_bytes()

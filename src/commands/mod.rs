@@ -11,6 +11,7 @@ pub mod info;
 mod live;
 pub mod ls;
 pub mod man;
+mod progress;
 mod prometheus;
 pub mod refresh;
 pub mod stats;

@@ -88,10 +88,13 @@ pub fn run(args: RefreshArgs) -> Outcome {
     }
     let mount = LiveMount::find(&given)?;
     let batch = if args.wait { BATCH } else { keys.len() };
+    let total = if args.wait { keys.len() as u64 } else { 0 };
+    let bar = super::progress::bar(total, "refreshing");
     let mut ended = Vec::new();
     for keys in keys.chunks(batch.max(1)) {
-        ended.extend(demand_batch(&mount, keys, args.wait)?);
+        ended.extend(demand_batch(&mount, keys, args.wait, &bar)?);
     }
+    bar.finish_and_clear();
     let mut code = ExitCode::Success;
     for (key, end) in ended {
         match end {
@@ -117,6 +120,7 @@ fn demand_batch(
     mount: &LiveMount,
     keys: &[String],
     wait: bool,
+    bar: &indicatif::ProgressBar,
 ) -> Result<Vec<(String, Ended)>, Failure> {
     // Only demands newer than the ones listed now can be ours.
     let before = if wait { newest_id(&demands(mount)?) } else { 0 };
@@ -158,6 +162,7 @@ fn demand_batch(
                 ),
             };
             ended[at].1 = end;
+            bar.inc(1);
             false
         });
         if !waiting.is_empty() {

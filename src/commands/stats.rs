@@ -1,8 +1,11 @@
-//! `cachetta stats [MOUNTPOINT] [--json | --prometheus]`: a running mount's counters
-//! (`user.cachetta.stats` on its root, SPEC §5 and §12) for people (a table led by the hit
-//! ratio), as that JSON object, or for Prometheus (the mapping is in `prometheus`).
+//! `cachetta stats [MOUNTPOINT] [--json | --prometheus | --watch [INTERVAL]]`: a running
+//! mount's counters (`user.cachetta.stats` on its root, SPEC §5 and §12) for people (a table led
+//! by the hit ratio), as that JSON object, for Prometheus (the mapping is in `prometheus`), or
+//! as a line of rates every interval, like vmstat (SPEC §14).
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Map, Value};
@@ -22,6 +25,20 @@ pub struct StatsArgs {
     /// Print the Prometheus text format (0.0.4), for node_exporter's textfile collector.
     #[arg(long)]
     pub prometheus: bool,
+    /// Print one line of rates every INTERVAL (default 1s), like vmstat: hits, misses, stale
+    /// reads, refreshes and writes a second, and the hit ratio over the interval.
+    #[arg(
+        long,
+        value_name = "INTERVAL",
+        num_args = 0..=1,
+        default_missing_value = "1s",
+        value_parser = watch_interval,
+        conflicts_with_all = ["json", "prometheus"]
+    )]
+    pub watch: Option<Duration>,
+    /// With --watch: stop after this many lines.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
     /// Accepted like every command; the counters come from the mount alone.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -51,16 +68,11 @@ const TABLE_ORDER: &[&str] = &[
 pub fn run(args: StatsArgs) -> Outcome {
     let given = args.mountpoint.unwrap_or_else(config::default_mountpoint);
     let mount = LiveMount::find(&given)?;
+    if let Some(interval) = args.watch {
+        return watch(&mount, interval, args.count);
+    }
     let raw = mount.get(STATS_XATTR)?;
-    let stats = match serde_json::from_slice::<Value>(&raw) {
-        Ok(Value::Object(stats)) => stats,
-        _ => {
-            return Err(Failure::failed(format_args!(
-                "{STATS_XATTR} of {} is not a JSON object",
-                mount.root().display()
-            )))
-        }
-    };
+    let stats = object(&mount, &raw)?;
     if args.json {
         let mut text = String::from_utf8_lossy(&raw).into_owned();
         text.push('\n');
@@ -70,6 +82,101 @@ pub fn run(args: StatsArgs) -> Outcome {
         return print(&prometheus::exposition(&stats));
     }
     print(&table(&stats))
+}
+
+/// `user.cachetta.stats` as the JSON object it must be.
+fn object(mount: &LiveMount, raw: &[u8]) -> Result<Map<String, Value>, Failure> {
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(stats)) => Ok(stats),
+        _ => Err(Failure::failed(format_args!(
+            "{STATS_XATTR} of {} is not a JSON object",
+            mount.root().display()
+        ))),
+    }
+}
+
+/// `--watch`'s INTERVAL: the config's duration syntax, at least 10 ms.
+fn watch_interval(text: &str) -> Result<Duration, String> {
+    let interval = config::parse_duration(text)?;
+    if interval < Duration::from_millis(10) {
+        return Err("the interval must be at least 10ms".into());
+    }
+    Ok(interval)
+}
+
+/// The counters `--watch` shows as rates, with their column heads.
+const RATES: &[(&str, &str)] = &[
+    ("hits", "hits/s"),
+    ("misses", "misses/s"),
+    ("stale_served", "stale/s"),
+    ("refreshes_started", "refreshes/s"),
+    ("writes_ok", "writes/s"),
+];
+
+/// A head line every this many lines, as vmstat does.
+const HEAD_EVERY: u64 = 20;
+
+/// `--watch`: one line of rates per interval until `count` lines (or forever, or until the
+/// mount goes away: then the failure says so).
+fn watch(mount: &LiveMount, interval: Duration, count: Option<u64>) -> Outcome {
+    let read = || -> Result<(Instant, Map<String, Value>), Failure> {
+        let raw = mount.get(STATS_XATTR)?;
+        Ok((Instant::now(), object(mount, &raw)?))
+    };
+    let mut last = read()?;
+    let mut lines = 0u64;
+    while count.is_none_or(|count| lines < count) {
+        std::thread::sleep(interval);
+        let now = read()?;
+        let mut text = String::new();
+        if lines.is_multiple_of(HEAD_EVERY) {
+            text.push_str(&head());
+        }
+        text.push_str(&rates_line(&last, &now));
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // `cachetta stats --watch | head`: the reader is done, and so are we.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(Failure::failed(format_args!("cannot write output: {e}"))),
+        }
+        last = now;
+        lines += 1;
+    }
+    Ok(crate::exit_codes::ExitCode::Success)
+}
+
+fn head() -> String {
+    let mut line = String::new();
+    for (_, head) in RATES {
+        line.push_str(&format!("{head:>12}"));
+    }
+    line.push_str(&format!("{:>8}{:>10}\n", "hit%", "entries"));
+    line
+}
+
+/// The rates between two reads of the counters, the hit ratio over that interval, and the
+/// entries kept in memory now.
+fn rates_line(
+    (then, before): &(Instant, Map<String, Value>),
+    (now, after): &(Instant, Map<String, Value>),
+) -> String {
+    let count = |stats: &Map<String, Value>, name: &str| {
+        stats.get(name).and_then(Value::as_u64).unwrap_or(0)
+    };
+    let delta = |name: &str| count(after, name).saturating_sub(count(before, name));
+    let seconds = now.duration_since(*then).as_secs_f64().max(1e-3);
+    let mut line = String::new();
+    for (name, _) in RATES {
+        line.push_str(&format!("{:>12.1}", delta(name) as f64 / seconds));
+    }
+    let ratio = crate::stats::hit_ratio(delta("hits"), delta("misses"));
+    line.push_str(&format!(
+        "{:>8}{:>10}\n",
+        ratio.trim_end_matches('%'),
+        count(after, "lru_entries")
+    ));
+    line
 }
 
 /// The hit ratio of the counters in `stats` (see [`crate::stats::hit_ratio`]).

@@ -614,3 +614,39 @@ fn the_exposition_parser_is_strict() {
         assert!(parse_exposition(bad).is_err(), "accepted: {bad:?}");
     }
 }
+
+#[test]
+fn stats_watch_prints_a_line_of_rates_per_interval_and_stops_after_count() {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount_with(|out| counting(out, "0"), &[("w/paris.json", OLD)]);
+    // Reads during the watch: the hits column shows them as a rate.
+    let reader = {
+        let path = m.path("w/paris.json");
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_millis(900);
+            let mut reads = 0;
+            while std::time::Instant::now() < end {
+                fs::read(&path).unwrap();
+                reads += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reads
+        })
+    };
+    let out = stats_command(&m, &["--watch", "300ms", "--count", "2"]);
+    assert!(reader.join().unwrap() > 10);
+    assert_code(&out, 0);
+    let printed = text(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 3, "a head and two lines: {printed}");
+    assert!(
+        lines[0].contains("hits/s") && lines[0].contains("hit%"),
+        "{printed}"
+    );
+    let hits_per_second: f64 = lines[1].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(hits_per_second > 10.0, "{printed}");
+    // A bad interval is a usage error.
+    assert_code(&stats_command(&m, &["--watch", "1ms", "--count", "1"]), 2);
+}
