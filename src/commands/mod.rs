@@ -11,7 +11,7 @@ pub mod info;
 mod live;
 pub mod ls;
 pub mod man;
-mod prometheus;
+pub(crate) mod prometheus;
 pub mod refresh;
 pub mod stats;
 pub mod unmount;
