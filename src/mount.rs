@@ -313,7 +313,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
     }
     if let Some(endpoint) = metrics {
-        serve_metrics(endpoint, fs.clone(), &mnt, &backing);
+        metrics::serve(endpoint, fs.clone(), &mnt, &backing);
     }
     if fs.has_invalidator() {
         spawn_watch_thread(fs.clone(), backing, watch_mode, poll);
@@ -485,17 +485,6 @@ fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
         .spawn(probe)
     {
         error!("cannot start the readiness probe ({e}); readiness is never reported");
-    }
-}
-
-/// `GET /metrics` on its own thread, from now until the process ends. The address goes to the
-/// log, where a port chosen by the kernel (port 0) can be read.
-fn serve_metrics(endpoint: http::Endpoint, fs: Arc<CacheFs>, mnt: &Path, backing: &Path) {
-    let addr = endpoint.addr();
-    let info = metrics::Info::new(mnt, backing, env!("CARGO_PKG_VERSION"));
-    match endpoint.spawn(move || metrics::page(&fs, &info)) {
-        Ok(()) => info!("metrics at http://{addr}/metrics"),
-        Err(e) => error!("cannot start the metrics thread ({e}); no metrics are served"),
     }
 }
 

@@ -6,10 +6,25 @@
 
 use std::fmt::Write;
 use std::path::Path;
+use std::sync::Arc;
 
+use tracing::{error, info};
+
+use super::http::Endpoint;
 use crate::commands::prometheus::{self, escape_label};
 use crate::fs::CacheFs;
 use crate::stats::Snapshot;
+
+/// `GET /metrics` on its own thread, from now until the process ends. The address goes to the
+/// log, where a port chosen by the kernel (port 0) can be read.
+pub fn serve(endpoint: Endpoint, fs: Arc<CacheFs>, mnt: &Path, backing: &Path) {
+    let addr = endpoint.addr();
+    let info = Info::new(mnt, backing, env!("CARGO_PKG_VERSION"));
+    match endpoint.spawn(move || page(&fs, &info)) {
+        Ok(()) => info!("metrics at http://{addr}/metrics"),
+        Err(e) => error!("cannot start the metrics thread ({e}); no metrics are served"),
+    }
+}
 
 /// What `cachetta_info` says of this daemon, rendered once.
 #[derive(Debug, Clone)]
