@@ -13,6 +13,8 @@
 
 mod args;
 mod checks;
+mod http;
+mod metrics;
 mod signals;
 mod status;
 
@@ -113,6 +115,8 @@ struct Prepared {
     mnt: PathBuf,
     read_only: bool,
     allow_other: bool,
+    /// `metrics_addr`, bound; served once the filesystem exists.
+    metrics: Option<http::Endpoint>,
 }
 
 pub fn run(args: MountArgs) -> Outcome {
@@ -202,12 +206,23 @@ fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal
     if args.allow_non_empty {
         checks::note_hidden_files(&mnt);
     }
+    // Last: nothing else can refuse the mount once the port is taken.
+    let metrics = match &config.metrics_addr {
+        None => None,
+        Some(addr) => Some(http::Endpoint::bind(addr).map_err(|e| {
+            checks::Refusal(format!(
+                "cannot serve metrics on {addr:?}: {e}; give --metrics-addr (or metrics_addr in \
+                 the config) a free host:port, e.g. 127.0.0.1:9464"
+            ))
+        })?),
+    };
     Ok(Prepared {
         config,
         store,
         mnt,
         read_only: args.read_only,
         allow_other: args.allow_other,
+        metrics,
     })
 }
 
@@ -229,6 +244,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         mnt,
         read_only,
         allow_other,
+        metrics,
     } = prepared;
     let backing = store.root_path().to_path_buf();
     let watch_mode = config.watch;
@@ -295,6 +311,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     match Invalidator::spawn(session.notifier()) {
         Ok(invalidator) => fs.set_invalidator(invalidator),
         Err(e) => warn!("cannot start the kernel notifier ({e}); kernel caching stays short"),
+    }
+    if let Some(endpoint) = metrics {
+        metrics::serve(endpoint, fs.clone(), &mnt, &backing);
     }
     if fs.has_invalidator() {
         spawn_watch_thread(fs.clone(), backing, watch_mode, poll);

@@ -1,13 +1,30 @@
-//! Counters since mount, kept in atomics so counting never takes a lock on the read path.
+//! Counters since mount, and latency histograms ([`histogram`]), kept in atomics so counting
+//! never takes a lock on the read path.
+
+mod histogram;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use histogram::{Histogram, Snapshot, REFRESH_BOUNDS, REQUEST_BOUNDS};
+
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
-        /// The counters of `user.cachetta.stats` (see SPEC §5).
-        #[derive(Debug, Default)]
+        /// The counters of `user.cachetta.stats` (see SPEC §5), and how long refreshes took
+        /// (the metrics endpoint's histogram, SPEC §14).
+        #[derive(Debug)]
         pub struct Stats {
             $(pub $name: AtomicU64,)*
+            /// Every refresh counted in `refreshes_ok`, `_failed` or `_declined`.
+            pub refresh_duration: Histogram,
+        }
+
+        impl Default for Stats {
+            fn default() -> Self {
+                Stats {
+                    $($name: AtomicU64::new(0),)*
+                    refresh_duration: Histogram::new(REFRESH_BOUNDS),
+                }
+            }
         }
 
         impl Stats {
@@ -46,18 +63,50 @@ pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// One kind of request: how many reached the daemon, and how long the daemon spent on each
+/// (until its handler returned: a read-through lookup is answered later, by the refresh).
+#[derive(Debug)]
+pub struct OpStats {
+    pub name: &'static str,
+    pub count: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl OpStats {
+    fn new(name: &'static str) -> OpStats {
+        OpStats {
+            name,
+            count: AtomicU64::new(0),
+            latency: Histogram::new(REQUEST_BOUNDS),
+        }
+    }
+}
+
 macro_rules! requests {
     ($($name:ident),* $(,)?) => {
-        /// How many requests of each kind reached the daemon (SPEC §5 `requests`): the measure
+        /// The requests of each kind that reached the daemon (SPEC §5 `requests`): the measure
         /// of how much the kernel's caches spare us.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub struct Requests {
-            $(pub $name: AtomicU64,)*
+            $(pub $name: OpStats,)*
+        }
+
+        impl Default for Requests {
+            fn default() -> Self {
+                Requests {
+                    $($name: OpStats::new(stringify!($name)),)*
+                }
+            }
         }
 
         impl Requests {
             pub fn counters(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+                vec![$((stringify!($name), self.$name.count.load(Ordering::Relaxed)),)*]
+            }
+
+            /// Every kind, in the same order as [`Requests::counters`].
+            pub fn ops(&self) -> [&OpStats; [$(stringify!($name)),*].len()] {
+                [$(&self.$name),*]
             }
         }
     };

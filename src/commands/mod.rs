@@ -12,7 +12,7 @@ mod live;
 pub mod ls;
 pub mod man;
 mod progress;
-mod prometheus;
+pub(crate) mod prometheus;
 pub mod refresh;
 pub mod stats;
 pub mod unmount;

@@ -194,7 +194,7 @@ fn metric_name(field: &str) -> Option<String> {
 }
 
 /// A label value with `\`, `"` and newlines escaped as the format asks.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

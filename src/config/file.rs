@@ -40,6 +40,7 @@ struct RawFile {
     sync_writes: Raw,
     watch: Raw,
     full_scan_interval: Raw,
+    metrics_addr: Raw,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
 }
@@ -222,6 +223,10 @@ pub(super) fn from_toml_in(
     }
     if let Some(d) = src.get(&raw.full_scan_interval, "full_scan_interval", duration)? {
         config.full_scan_interval = d;
+    }
+    if let Some(addr) = src.get(&raw.metrics_addr, "metrics_addr", |v| string(v).map(str::to_owned))? {
+        // Empty is unset, as with the flag.
+        config.metrics_addr = Some(addr).filter(|a| !a.is_empty());
     }
 
     // Flags go on the top level before the rules inherit from it.

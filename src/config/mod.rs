@@ -167,6 +167,9 @@ pub struct Config {
     pub watch: WatchMode,
     /// `--watch poll`: walk every entry this often (SPEC §13); zero never.
     pub full_scan_interval: Duration,
+    /// Where the mount serves `GET /metrics` (SPEC §14), as `host:port`; `None` serves nothing.
+    /// Resolved and bound by `cachetta mount`, which refuses to start if it cannot.
+    pub metrics_addr: Option<String>,
 }
 
 /// What command-line flags may override; `None` leaves the file's or default value.
@@ -179,6 +182,8 @@ pub struct Overrides {
     pub lru_bytes: Option<u64>,
     pub watch: Option<WatchMode>,
     pub full_scan_interval: Option<Duration>,
+    /// `--metrics-addr`; an empty one turns off the file's `metrics_addr`.
+    pub metrics_addr: Option<String>,
 }
 
 /// The rule that applies to one key, and what its `{captures}` matched.
@@ -365,6 +370,7 @@ fn defaults_in(overrides: &Overrides, dirs: &Dirs) -> Config {
         sync_writes: false,
         watch: WatchMode::Inotify,
         full_scan_interval: Duration::from_secs(600),
+        metrics_addr: None,
     };
     apply_overrides(&mut config, overrides, dirs);
     config
@@ -396,6 +402,9 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides, dirs: &Dirs) {
     }
     if let Some(every) = overrides.full_scan_interval {
         config.full_scan_interval = every;
+    }
+    if let Some(addr) = &overrides.metrics_addr {
+        config.metrics_addr = Some(addr.clone()).filter(|a| !a.is_empty());
     }
 }
 

@@ -44,6 +44,7 @@ fn empty_file_gives_the_documented_defaults() {
     assert!(!c.sync_writes);
     assert_eq!(c.watch, WatchMode::Inotify);
     assert_eq!(c.full_scan_interval, secs(600));
+    assert_eq!(c.metrics_addr, None);
 }
 
 #[test]
@@ -81,6 +82,7 @@ fn every_top_level_key_is_parsed() {
         sync_writes = true
         watch = "poll=5s"
         full_scan_interval = "0"
+        metrics_addr = "127.0.0.1:9464"
         "#,
     )
     .unwrap();
@@ -107,6 +109,7 @@ fn every_top_level_key_is_parsed() {
     assert!(c.sync_writes);
     assert_eq!(c.watch, WatchMode::Poll(secs(5)));
     assert_eq!(c.full_scan_interval, Duration::ZERO);
+    assert_eq!(c.metrics_addr.as_deref(), Some("127.0.0.1:9464"));
 }
 
 #[test]
@@ -191,6 +194,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
         lru_bytes: Some(8),
         watch: Some(WatchMode::Poll(secs(9))),
         full_scan_interval: Some(secs(10)),
+        metrics_addr: Some("[::1]:9100".into()),
     };
     let c = parse_with(
         r#"
@@ -201,6 +205,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
         lru_bytes = 1
         watch = "inotify"
         full_scan_interval = "1h"
+        metrics_addr = "127.0.0.1:9464"
         [[rule]]
         match = "own/*.json"
         duration = "2h"
@@ -217,9 +222,23 @@ fn flags_override_the_file_and_rules_inherit_them() {
     assert_eq!(c.lru_bytes, 8);
     assert_eq!(c.watch, WatchMode::Poll(secs(9)));
     assert_eq!(c.full_scan_interval, secs(10));
+    assert_eq!(c.metrics_addr.as_deref(), Some("[::1]:9100"));
     assert_eq!(c.rules[0].settings.duration, secs(7200));
     assert_eq!(c.rules[0].settings.stale, secs(6));
     assert_eq!(c.rules[1].settings.duration, secs(5));
+}
+
+#[test]
+fn an_empty_metrics_addr_serves_nothing_and_an_empty_flag_turns_off_the_files() {
+    assert_eq!(parse("metrics_addr = \"\"\n").unwrap().metrics_addr, None);
+    let off = Overrides {
+        metrics_addr: Some(String::new()),
+        ..Overrides::default()
+    };
+    let c = parse_with("metrics_addr = \"127.0.0.1:9464\"\n", &off).unwrap();
+    assert_eq!(c.metrics_addr, None);
+    let err = parse("metrics_addr = 9464\n").unwrap_err().message;
+    assert!(err.contains("metrics_addr"), "{err}");
 }
 
 #[test]

@@ -496,6 +496,12 @@ impl CacheFs {
 
     /// The mount's counters as one JSON object (`user.cachetta.stats` on the root).
     pub fn stats_json(&self) -> String {
+        serde_json::Value::Object(self.stats_object()).to_string()
+    }
+
+    /// The fields of `user.cachetta.stats`. Atomics, and two locks held for a length each
+    /// (the hot set's, the inode table's read lock): reading it never holds up a request.
+    pub fn stats_object(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut object = serde_json::Map::new();
         for (name, value) in self.stats.counters() {
             object.insert(name.into(), value.into());
@@ -522,7 +528,7 @@ impl CacheFs {
             .map(|(name, value)| (name.to_string(), value.into()))
             .collect();
         object.insert("requests".into(), requests.into());
-        serde_json::Value::Object(object).to_string()
+        object
     }
 
     /// Names the filesystem refuses to create: links and special files.

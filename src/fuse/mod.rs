@@ -18,7 +18,6 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::fs::{Attr, CacheFs, Changes, Lookup, OpenMode, Opened};
-use crate::stats::bump;
 
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
 pub struct FuseAdapter {
@@ -120,8 +119,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", req, parent.0, move || {
-            bump(&self.fs.requests().lookup);
+        guarded(&self.fs.requests().lookup, req, parent.0, move || {
             match self.fs.lookup_answer(parent.0, name) {
                 Ok(Lookup::Found(entry)) => reply_entry(reply, "lookup", Ok(entry)),
                 // The refresh worker replies when the command ends: the workers stay free.
@@ -143,16 +141,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
-        guarded("forget", req, ino.0, move || {
-            bump(&self.fs.requests().forget);
+        guarded(&self.fs.requests().forget, req, ino.0, move || {
             self.fs.forget(ino.0, nlookup);
         });
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", req, ino.0, move || {
-            bump(&self.fs.requests().getattr);
-            match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+        guarded(&self.fs.requests().getattr, req, ino.0, move || {
+            let answer = self.fs.getattr(ino.0, fh.map(|f| f.0));
+            match answer {
                 Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
                 Err(err) => reply.error(fail("getattr", err)),
             }
@@ -177,8 +174,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", req, ino.0, move || {
-            bump(&self.fs.requests().setattr);
+        guarded(&self.fs.requests().setattr, req, ino.0, move || {
             let changes = Changes {
                 mode,
                 uid,
@@ -198,8 +194,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, req: &Request, _ino: INodeNo, reply: ReplyData) {
-        guarded("readlink", req, _ino.0, move || {
-            bump(&self.fs.requests().readlink);
+        guarded(&self.fs.requests().readlink, req, _ino.0, move || {
             reply.error(Errno::EINVAL);
         });
     }
@@ -214,8 +209,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mknod", req, _parent.0, move || {
-            bump(&self.fs.requests().mknod);
+        guarded(&self.fs.requests().mknod, req, _parent.0, move || {
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
     }
@@ -229,8 +223,7 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mkdir", req, parent.0, move || {
-            bump(&self.fs.requests().mkdir);
+        guarded(&self.fs.requests().mkdir, req, parent.0, move || {
             reply_entry(
                 reply,
                 "mkdir",
@@ -240,15 +233,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", req, parent.0, move || {
-            bump(&self.fs.requests().unlink);
+        guarded(&self.fs.requests().unlink, req, parent.0, move || {
             reply_empty(reply, "unlink", self.fs.unlink(parent.0, name));
         });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", req, parent.0, move || {
-            bump(&self.fs.requests().rmdir);
+        guarded(&self.fs.requests().rmdir, req, parent.0, move || {
             reply_empty(reply, "rmdir", self.fs.rmdir(parent.0, name));
         });
     }
@@ -261,8 +252,7 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        guarded("symlink", req, _parent.0, move || {
-            bump(&self.fs.requests().symlink);
+        guarded(&self.fs.requests().symlink, req, _parent.0, move || {
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
     }
@@ -277,8 +267,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("rename", req, parent.0, move || {
-            bump(&self.fs.requests().rename);
+        guarded(&self.fs.requests().rename, req, parent.0, move || {
             reply_empty(
                 reply,
                 "rename",
@@ -296,15 +285,13 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        guarded("link", req, _ino.0, move || {
-            bump(&self.fs.requests().link);
+        guarded(&self.fs.requests().link, req, _ino.0, move || {
             reply.error(Errno::from_i32(self.fs.refuse_special().errno));
         });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", req, ino.0, move || {
-            bump(&self.fs.requests().open);
+        guarded(&self.fs.requests().open, req, ino.0, move || {
             match self.fs.open(caller(req), ino.0, flags.0) {
                 Ok(opened) => self.reply_opened(reply, opened),
                 Err(err) => reply.error(fail("open", err)),
@@ -323,8 +310,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", req, _ino.0, move || {
-            bump(&self.fs.requests().read);
+        guarded(&self.fs.requests().read, req, _ino.0, move || {
             match self.fs.read(fh.0, offset, size) {
                 Ok(data) => reply.data(&data),
                 Err(err) => reply.error(fail("read", err)),
@@ -344,8 +330,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", req, _ino.0, move || {
-            bump(&self.fs.requests().write);
+        guarded(&self.fs.requests().write, req, _ino.0, move || {
             match self.fs.write(fh.0, offset, data) {
                 Ok(n) => reply.written(n),
                 Err(err) => reply.error(fail("write", err)),
@@ -361,8 +346,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        guarded("flush", req, _ino.0, move || {
-            bump(&self.fs.requests().flush);
+        guarded(&self.fs.requests().flush, req, _ino.0, move || {
             reply_empty(reply, "flush", self.fs.flush(fh.0));
         });
     }
@@ -377,8 +361,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", req, _ino.0, move || {
-            bump(&self.fs.requests().release);
+        guarded(&self.fs.requests().release, req, _ino.0, move || {
             if let Some((ino, generation)) = self.fs.release(fh.0) {
                 // The last open of a pin: the kernel no longer needs its backing.
                 let mut backings = self.backings.lock();
@@ -398,16 +381,15 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", req, _ino.0, move || {
-            bump(&self.fs.requests().fsync);
+        guarded(&self.fs.requests().fsync, req, _ino.0, move || {
             reply_empty(reply, "fsync", self.fs.fsync(fh.0));
         });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", req, ino.0, move || {
-            bump(&self.fs.requests().opendir);
-            match self.fs.opendir(ino.0) {
+        guarded(&self.fs.requests().opendir, req, ino.0, move || {
+            let answer = self.fs.opendir(ino.0);
+            match answer {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(err) => reply.error(fail("opendir", err)),
             }
@@ -422,8 +404,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", req, _ino.0, move || {
-            bump(&self.fs.requests().readdir);
+        guarded(&self.fs.requests().readdir, req, _ino.0, move || {
             let result = self.fs.readdir(fh.0, offset, |next, ino, item_kind, name| {
                 reply.add(INodeNo(ino), next, kind(item_kind), name)
             });
@@ -442,8 +423,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        guarded("readdirplus", req, _ino.0, move || {
-            bump(&self.fs.requests().readdirplus);
+        guarded(&self.fs.requests().readdirplus, req, _ino.0, move || {
             let result = self.fs.readdirplus(fh.0, offset, |next, name, e| {
                 reply.add(
                     INodeNo(e.attr.ino),
@@ -469,8 +449,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("releasedir", req, _ino.0, move || {
-            bump(&self.fs.requests().releasedir);
+        guarded(&self.fs.requests().releasedir, req, _ino.0, move || {
             self.fs.releasedir(fh.0);
             reply.ok();
         });
@@ -484,16 +463,15 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsyncdir", req, _ino.0, move || {
-            bump(&self.fs.requests().fsyncdir);
+        guarded(&self.fs.requests().fsyncdir, req, _ino.0, move || {
             reply.ok();
         });
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", req, _ino.0, move || {
-            bump(&self.fs.requests().statfs);
-            match self.fs.statfs() {
+        guarded(&self.fs.requests().statfs, req, _ino.0, move || {
+            let answer = self.fs.statfs();
+            match answer {
                 Ok(s) => reply.statfs(
                     s.f_blocks,
                     s.f_bfree,
@@ -519,8 +497,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guarded("setxattr", req, ino.0, move || {
-            bump(&self.fs.requests().setxattr);
+        guarded(&self.fs.requests().setxattr, req, ino.0, move || {
             reply_empty(
                 reply,
                 "setxattr",
@@ -530,29 +507,25 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", req, ino.0, move || {
-            bump(&self.fs.requests().getxattr);
+        guarded(&self.fs.requests().getxattr, req, ino.0, move || {
             reply_xattr(reply, "getxattr", size, self.fs.getxattr(ino.0, name));
         });
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", req, ino.0, move || {
-            bump(&self.fs.requests().listxattr);
+        guarded(&self.fs.requests().listxattr, req, ino.0, move || {
             reply_xattr(reply, "listxattr", size, self.fs.listxattr(ino.0));
         });
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", req, ino.0, move || {
-            bump(&self.fs.requests().removexattr);
+        guarded(&self.fs.requests().removexattr, req, ino.0, move || {
             reply_empty(reply, "removexattr", self.fs.removexattr(ino.0, name));
         });
     }
 
     fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", req, _ino.0, move || {
-            bump(&self.fs.requests().access);
+        guarded(&self.fs.requests().access, req, _ino.0, move || {
             // The backing files' own permissions decide when the operation itself runs.
             reply.ok();
         });
@@ -571,8 +544,7 @@ impl Filesystem for FuseAdapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        guarded("ioctl", req, _ino.0, move || {
-            bump(&self.fs.requests().ioctl);
+        guarded(&self.fs.requests().ioctl, req, _ino.0, move || {
             reply.error(Errno::ENOTTY);
         });
     }
@@ -587,12 +559,11 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", req, parent.0, move || {
-            bump(&self.fs.requests().create);
-            match self
+        guarded(&self.fs.requests().create, req, parent.0, move || {
+            let answer = self
                 .fs
-                .create(caller(req), parent.0, name, mode, umask, flags)
-            {
+                .create(caller(req), parent.0, name, mode, umask, flags);
+            match answer {
                 Ok((e, opened)) => reply.created(
                     &e.ttl,
                     &file_attr(&e.attr),

@@ -1,7 +1,7 @@
 //! Turning the filesystem's answers into fuser replies: attributes, errors (logged once, by
 //! level), the xattr size protocol, and the panic guard every handler runs in.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileType, FopenFlags, Generation, INodeNo, ReplyEmpty, ReplyEntry, ReplyXattr,
@@ -11,6 +11,7 @@ use tracing::{debug, error, warn};
 
 use crate::error::{FsError, Level};
 use crate::fs::{Attr, Caller, Entry, Opened};
+use crate::stats::{bump, OpStats};
 use crate::store::{Kind, SetTime};
 
 /// Created files are never passthrough (they are written through the daemon).
@@ -78,13 +79,24 @@ pub(super) fn fail(op: &str, err: FsError) -> Errno {
     Errno::from_i32(err.errno)
 }
 
-/// Run a request handler. A panic inside it is logged once and answered `EIO` (fuser answers
-/// a reply that is dropped unsent), and the worker thread lives on to serve the next request.
-pub(super) fn guarded(op: &'static str, req: &Request, ino: u64, handler: impl FnOnce()) {
+/// Run a request handler, counted and timed in `op`'s stats (two relaxed atomic adds, no
+/// lock: a scrape of the metrics never slows a request). A panic inside it is logged once and
+/// answered `EIO` (fuser answers a reply that is dropped unsent), and the worker thread lives
+/// on to serve the next request.
+pub(super) fn guarded(op: &OpStats, req: &Request, ino: u64, handler: impl FnOnce()) {
+    bump(&op.count);
     // One span per request, so `-vv` logs can be followed request by request.
-    let _span =
-        tracing::debug_span!("request", op, id = req.unique().0, ino, pid = req.pid()).entered();
-    caught(op, handler);
+    let _span = tracing::debug_span!(
+        "request",
+        op = op.name,
+        id = req.unique().0,
+        ino,
+        pid = req.pid()
+    )
+    .entered();
+    let started = Instant::now();
+    caught(op.name, handler);
+    op.latency.observe(started.elapsed());
 }
 
 /// Run `handler`; a panic is logged once (the reply it drops answers `EIO`).

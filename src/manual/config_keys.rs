@@ -82,6 +82,11 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "with `watch = \"poll\"`, how often every entry is `stat`-ed, the one way an in-place rewrite by a program outside every mount shows in listings; `0` never (`--full-scan-interval`)",
     },
     KeyDoc {
+        keys: "`metrics_addr`",
+        default: "none",
+        meaning: "serve Prometheus metrics at `http://ADDR/metrics`, e.g. `\"127.0.0.1:9464\"` (`--metrics-addr`); a bad address or a port in use refuses the mount ([docs/inspection.md](docs/inspection.md#metrics-over-http))",
+    },
+    KeyDoc {
         keys: "`refresh`, `condition`, `fill_on_miss`",
         default: "none",
         meaning: "also settable at the top level, for every key",

@@ -46,6 +46,10 @@ pub struct MountArgs {
     /// Mount over a directory that has files in it (they are hidden while mounted, not lost).
     #[arg(long)]
     pub allow_non_empty: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a
+    /// free one, logged at start); a bad address or a port in use refuses the mount.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
     /// Detach from the terminal once the mount answers, logging to --log-file.
     #[arg(long)]
     pub daemon: bool,
@@ -71,6 +75,7 @@ impl MountArgs {
             lru_bytes: self.lru_bytes,
             watch: self.watch,
             full_scan_interval: self.full_scan_interval,
+            metrics_addr: self.metrics_addr.clone(),
             ..Overrides::default()
         }
     }

@@ -478,6 +478,8 @@ impl Shared {
         };
         let now = self.clock.now();
         if settled != Settled::Nothing {
+            // The histogram's count is then refreshes_ok + _failed + _declined.
+            self.stats.refresh_duration.observe(took);
             let finished = Finished {
                 at: now,
                 took,

@@ -25,6 +25,7 @@ mod inspection;
 mod invalidation;
 mod kernel_cache;
 mod library_mount;
+mod metrics;
 mod mount_lifecycle;
 mod page_cache;
 mod refresh;
