@@ -1,7 +1,7 @@
-//! `cachetta mount`: the start-up checks ([`checks`]), the fork for `--daemon` (before any
-//! thread starts), the FUSE session, readiness reports once the mount answers (and `STATUS=`
-//! to systemd after, [`status`]), and a clean stop on signals ([`signals`]) or when unmounted
-//! from outside.
+//! `cachetta mount` (also as mount(8)'s helper, [`helper`]): the start-up checks
+//! ([`checks`]), the fork for `--daemon` (before any thread starts), the FUSE session,
+//! readiness reports once the mount answers (and `STATUS=` to systemd after, [`status`]), and
+//! a clean stop on signals ([`signals`]) or when unmounted from outside.
 //!
 //! The session runs on fuser's background thread; the main thread waits for [`Event`]s from
 //! the readiness probe, the signal thread, and the session's end (the adapter's `destroy`,
@@ -13,10 +13,12 @@
 
 mod args;
 mod checks;
+mod helper;
 mod signals;
 mod status;
 
 pub use args::MountArgs;
+pub use helper::helper_argv;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
