@@ -273,7 +273,8 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
         let _ = session_end.send(Event::Ended);
     }));
-    let session = match fuser::Session::new(adapter, &mnt, &fuse_config(read_only, allow_other)) {
+    let fuse = fuse_config(read_only, allow_other, &backing);
+    let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
         Err(e) => {
             let hint = match e.raw_os_error() {
@@ -398,10 +399,19 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn fuse_config(read_only: bool, allow_other: bool) -> fuser::Config {
+/// The mount shows in mountinfo as an fstab line names it (SPEC §14): the backing dir as
+/// source, type `fuse.cachetta`; otherwise `mount -a` does not see a line already mounted and
+/// mounts it again (refused: exit 2). fuser hands `Subtype` only to fusermount3 (the kernel
+/// then says plain `fuse`); as a kernel option it reaches both. fusermount3 splits its options
+/// at commas, so a backing dir with one in its path goes by `cachetta`.
+fn fuse_config(read_only: bool, allow_other: bool, backing: &Path) -> fuser::Config {
+    let source = match backing.to_str() {
+        Some(path) if !path.contains(',') => path,
+        _ => "cachetta",
+    };
     let mut options = vec![
-        fuser::MountOption::FSName("cachetta".into()),
-        fuser::MountOption::Subtype("cachetta".into()),
+        fuser::MountOption::FSName(source.into()),
+        fuser::MountOption::CUSTOM("subtype=cachetta".into()),
     ];
     if read_only {
         options.push(fuser::MountOption::RO);

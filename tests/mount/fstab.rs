@@ -1,6 +1,7 @@
 //! `mount -t fuse.cachetta` and fstab (SPEC §14), through the real mount(8) and `mount.fuse3`:
 //! a mount with `-o` options, one from an fstab file whose line carries systemd's options,
-//! `umount` ending the daemon, and a bad option refused with exit 2 and nothing mounted.
+//! `mount -a` run twice, `umount` ending the daemon, and a bad option refused with exit 2 and
+//! nothing mounted.
 //!
 //! mount(8) clears `PATH`, so `mount.fuse3`'s `sh -c cachetta ...` finds the binary only in
 //! sh's default `PATH`. Each test runs on a thread of its own in a private mount namespace
@@ -214,6 +215,43 @@ fn fstab_line_with_systemd_options_mounts_with_mount_t_file() {
         let out = run_mount8(&s, "mount", &[Path::new("-T"), &fstab, &s.mnt()]);
         assert!(out.status.success(), "mount -T FSTAB: {}", text(&out));
         assert_serves_with_an_hour(&s);
+        assert_umount_ends_the_daemon(&s);
+    });
+}
+
+#[test]
+fn mount_a_twice_finds_its_fstab_line_already_mounted() {
+    if !require_fuse() {
+        return;
+    }
+    with_cachetta_installed(|| {
+        let s = scene();
+        let fstab = s.path("fstab");
+        let line = format!(
+            "{} {} fuse.cachetta duration=1h,nofail 0 0\n",
+            s.backing().display(),
+            s.mnt().display()
+        );
+        fs::write(&fstab, line).expect("write the fstab file");
+        for round in ["first", "second"] {
+            let out = run_mount8(&s, "mount", &[Path::new("-a"), Path::new("-T"), &fstab]);
+            assert!(out.status.success(), "{round} mount -a: {}", text(&out));
+        }
+        assert_eq!(s.daemon_pids().len(), 1, "one daemon for the line");
+        // What mount(8) compares with the fstab line: its source and type.
+        let out = run_mount8(
+            &s,
+            "findmnt",
+            &[
+                Path::new("-n"),
+                Path::new("-o"),
+                Path::new("SOURCE,FSTYPE"),
+                &s.mnt(),
+            ],
+        );
+        let shown = String::from_utf8_lossy(&out.stdout);
+        let want = format!("{} fuse.cachetta", s.backing().display());
+        assert_eq!(shown.split_whitespace().collect::<Vec<_>>().join(" "), want);
         assert_umount_ends_the_daemon(&s);
     });
 }
