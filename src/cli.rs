@@ -50,7 +50,12 @@ pub enum Command {
 
 /// Parse the command line (clap exits 2 on bad usage), run the command, print its failure.
 pub fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `mount -t fuse.cachetta` and fstab call us as a mount helper (`mount::helper_argv`).
+    let args = match mount::helper_argv(std::env::args_os().collect(), &Cli::command()) {
+        Ok(args) => args,
+        Err(failure) => return report(Err(failure)).into(),
+    };
+    let cli = Cli::parse_from(args);
     let outcome = match cli.command {
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => unmount::run(args),

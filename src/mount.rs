@@ -1,7 +1,7 @@
-//! `cachetta mount`: the start-up checks ([`checks`]), the fork for `--daemon` (before any
-//! thread starts), the FUSE session, readiness reports once the mount answers (and `STATUS=`
-//! to systemd after, [`status`]), and a clean stop on signals ([`signals`]) or when unmounted
-//! from outside.
+//! `cachetta mount` (also as mount(8)'s helper, [`helper`]): the start-up checks
+//! ([`checks`]), the fork for `--daemon` (before any thread starts), the FUSE session,
+//! readiness reports once the mount answers (and `STATUS=` to systemd after, [`status`]), and
+//! a clean stop on signals ([`signals`]) or when unmounted from outside.
 //!
 //! The session runs on fuser's background thread; the main thread waits for [`Event`]s from
 //! the readiness probe, the signal thread, and the session's end (the adapter's `destroy`,
@@ -13,12 +13,14 @@
 
 mod args;
 mod checks;
+mod helper;
 mod http;
 mod metrics;
 mod signals;
 mod status;
 
 pub use args::MountArgs;
+pub use helper::helper_argv;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -287,7 +289,8 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
         let _ = session_end.send(Event::Ended);
     }));
-    let session = match fuser::Session::new(adapter, &mnt, &fuse_config(read_only, allow_other)) {
+    let fuse = fuse_config(read_only, allow_other, &backing);
+    let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
         Err(e) => {
             let hint = match e.raw_os_error() {
@@ -415,10 +418,19 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn fuse_config(read_only: bool, allow_other: bool) -> fuser::Config {
+/// The mount shows in mountinfo as an fstab line names it (SPEC §14): the backing dir as
+/// source, type `fuse.cachetta`; otherwise `mount -a` does not see a line already mounted and
+/// mounts it again (refused: exit 2). fuser hands `Subtype` only to fusermount3 (the kernel
+/// then says plain `fuse`); as a kernel option it reaches both. fusermount3 splits its options
+/// at commas, so a backing dir with one in its path goes by `cachetta`.
+fn fuse_config(read_only: bool, allow_other: bool, backing: &Path) -> fuser::Config {
+    let source = match backing.to_str() {
+        Some(path) if !path.contains(',') => path,
+        _ => "cachetta",
+    };
     let mut options = vec![
-        fuser::MountOption::FSName("cachetta".into()),
-        fuser::MountOption::Subtype("cachetta".into()),
+        fuser::MountOption::FSName(source.into()),
+        fuser::MountOption::CUSTOM("subtype=cachetta".into()),
     ];
     if read_only {
         options.push(fuser::MountOption::RO);

@@ -114,6 +114,16 @@ const FILES: &[Described] = &[
         text: "The log of cachetta mount --daemon, unless --log-file names another.",
     },
     Described {
+        name: "/etc/fstab",
+        pages: &["mount"],
+        text: "A line BACKING MOUNTPOINT fuse.cachetta OPTIONS 0 0 mounts with mount -a, \
+               mount MOUNTPOINT or systemd at boot, as mount -t fuse.cachetta BACKING \
+               MOUNTPOINT -o OPTIONS does: cachetta mount --daemon with each option a flag \
+               without its dashes (duration=1h,watch=poll,allow_other); mount(8)'s own \
+               options (rw, nosuid, noauto, nofail, _netdev, x-systemd.*) are left to it, \
+               anything else fails with exit code 2. umount MOUNTPOINT stops the daemon.",
+    },
+    Described {
         name: "/usr/lib/systemd/user/cachetta.service",
         pages: &["mount", "unmount"],
         text: "The systemd user unit that mounts ~/.cachetta at login: \

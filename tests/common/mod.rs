@@ -40,10 +40,12 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The filesystem types mounted at `path`, bottom first, with their device numbers.
+/// The filesystem types mounted at `path`, bottom first, with their device numbers. The
+/// calling thread's mount table: a test thread may have a mount namespace of its own (`fstab`),
+/// and `/proc/self` is the main thread's.
 #[cfg(feature = "mount")]
 fn mounts_at(path: &Path) -> Vec<cachetta::umount::MountEntry> {
-    let info = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let info = fs::read("/proc/thread-self/mountinfo").expect("read /proc/thread-self/mountinfo");
     cachetta::umount::parse_mountinfo(&info)
         .filter(|m| m.mount_point == path)
         .collect()

@@ -20,6 +20,7 @@ mod daemon_systemd;
 mod exact_time;
 mod external_changes;
 mod faults;
+mod fstab;
 mod gluster;
 mod inspection;
 mod invalidation;
