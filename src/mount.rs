@@ -293,7 +293,17 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
         Err(e) => {
+            let fuse_dev_closed = rustix::fs::access(
+                "/dev/fuse",
+                rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+            )
+            .is_err();
             let hint = match e.raw_os_error() {
+                // fuser opens /dev/fuse itself before it asks fusermount3 to mount; Debian's
+                // udev rule makes it 0666, but some machines keep it root's alone.
+                Some(libc::EACCES | libc::EPERM) if fuse_dev_closed => {
+                    " (/dev/fuse is not open to this user: it is usually mode 0666, e.g. `sudo chmod 0666 /dev/fuse`)"
+                }
                 Some(libc::EACCES | libc::EPERM) => {
                     " (as an ordinary user, mounting needs fusermount3 from the fuse3 package, and --allow-other needs user_allow_other in /etc/fuse.conf)"
                 }
