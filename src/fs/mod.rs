@@ -297,6 +297,20 @@ fn check_name(name: &OsStr) -> FsResult<()> {
     Ok(())
 }
 
+/// Whether `/proc/self/status` (its text) shows CAP_SYS_ADMIN in the effective set, which the
+/// kernel asks of whoever registers a passthrough backing file. Unknown: assume so (the first
+/// refused open then turns passthrough off).
+fn may_register_backing_files(status: Option<String>) -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let effective = status.as_deref().and_then(|status| {
+        let hex = status
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
+    });
+    effective.is_none_or(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
 impl CacheFs {
     /// The filesystem, sharing its store, config, clock and counters with its refresh
     /// runner. Published refreshes reach the kernel through `backing_changed`.
@@ -413,6 +427,13 @@ impl CacheFs {
     /// measure, or to work around a kernel) or the backing dir is on a FUSE filesystem.
     pub fn passthrough_wanted(&self) -> bool {
         if std::env::var("CACHETTA_PASSTHROUGH").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        if !may_register_backing_files(std::fs::read_to_string("/proc/self/status").ok()) {
+            // The kernel registers a backing file only for CAP_SYS_ADMIN (fuse_backing_open):
+            // an ordinary user's every passthrough open would be refused, and the stats would
+            // say "passthrough": true until the first one was.
+            tracing::info!("no CAP_SYS_ADMIN: no kernel passthrough, reads go through the daemon");
             return false;
         }
         if self.backing_is_on_fuse() {

@@ -524,3 +524,21 @@ fn a_listing_is_reused_within_the_second_only_while_nothing_changed() {
         "expired, not shown"
     );
 }
+
+#[test]
+fn passthrough_is_wanted_only_with_cap_sys_admin() {
+    let status = |caps: &str| Some(format!("Name:\tcachetta\nCapInh:\t0\nCapEff:\t{caps}\n"));
+    assert!(super::may_register_backing_files(status(
+        "000001ffffffffff"
+    )));
+    assert!(!super::may_register_backing_files(status(
+        "0000000000000000"
+    )));
+    assert!(super::may_register_backing_files(status(
+        "0000000000200000"
+    )));
+    assert!(
+        super::may_register_backing_files(None),
+        "unknown: try, and learn"
+    );
+}
