@@ -6,7 +6,8 @@
 //! `pool` and `gc`, then `fs` (the filesystem as a plain
 //! struct), `fuse` (the thin fuser adapter) and `cli` (commands). Data flows one way, from the
 //! kernel down. [`library`] is the same engine called from code: [`Cachetta`], the Python
-//! library's API in Rust form.
+//! library's API in Rust form. `uring` is the io_uring kernel transport (SPEC §15): so far its
+//! ABI and whether the kernel offers it.
 //!
 //! The filesystem, the daemon and the command line are behind the default `mount` feature; a
 //! program that wants only the library depends on `cachetta` with `default-features = false`.
@@ -68,6 +69,8 @@ pub mod mount;
 pub mod refresh;
 #[cfg(feature = "mount")]
 pub mod umount;
+#[cfg(feature = "mount")]
+pub mod uring;
 #[cfg(feature = "mount")]
 pub mod watch;
 
