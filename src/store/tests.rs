@@ -215,3 +215,36 @@ fn estale_is_retried_a_bounded_number_of_times_then_taken_as_gone() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
     assert_eq!(calls, ESTALE_RETRIES + 1);
 }
+
+#[test]
+fn small_and_large_files_are_judged_alike_whatever_size_was_expected() {
+    // Around the size read whole (64 KiB), with right and wrong size hints (a file that grew
+    // or shrank since it was stat-ed), and limits below and above the size.
+    for len in [0usize, 5, 4095, 4096, 65_535, 65_536, 65_537, 200_000] {
+        for valid in [true, false] {
+            let mut bytes = vec![b' '; len];
+            if len >= 2 && valid {
+                bytes[0] = b'1';
+            } else if len >= 2 {
+                bytes[0] = b'{';
+            }
+            let file = tempfile::tempfile().unwrap();
+            file.write_all_at(&bytes, 0).unwrap();
+            let want = is_valid_json(&bytes);
+            for hint in [None, Some(0), Some(len as u64), Some(len as u64 / 2), Some(1 << 20)] {
+                for limit in [u64::MAX, len as u64, (len as u64).saturating_sub(1)] {
+                    let got = file_is_valid_json_sized(&file, limit, hint);
+                    let streamed = file_is_valid_json(&file, limit);
+                    match (&got, &streamed) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b, "len {len} hint {hint:?} limit {limit}"),
+                        (Err(a), Err(b)) => assert_eq!(a.raw_os_error(), b.raw_os_error()),
+                        _ => panic!("len {len} hint {hint:?} limit {limit}: {got:?} vs {streamed:?}"),
+                    }
+                    if limit == u64::MAX {
+                        assert_eq!(got.unwrap(), want, "len {len} hint {hint:?}");
+                    }
+                }
+            }
+        }
+    }
+}
