@@ -42,17 +42,7 @@ impl CacheFs {
                 let judged = snapshot
                     .items
                     .iter()
-                    .filter_map(|(name, st)| {
-                        let child = key.join(name);
-                        match self.judge_stat(&child, *st) {
-                            Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) => Some(Listed {
-                                name: name.clone(),
-                                attr: Attr::from_stat(0, &st),
-                                ttl: self.ttl(seen).saturating_sub(age),
-                            }),
-                            _ => None,
-                        }
-                    })
+                    .filter_map(|(name, st)| self.shown(&key, name, *st, age))
                     .collect::<Vec<_>>();
                 let names = snapshot
                     .items
@@ -213,10 +203,10 @@ impl CacheFs {
         if item.kind == Some(Kind::File) && !store::is_entry_name(name) {
             return None; // scratch files are not listed
         }
-        let child = key.join(name);
         let st = match dir_fd {
             Some(dir) => Store::stat_in(dir, name).ok()?,
             None => {
+                let child = key.join(name);
                 let st = self.store.stat(&child).ok()?;
                 if self.is_gone(&child, &st) {
                     return Some((item.name, st, None));
@@ -224,15 +214,22 @@ impl CacheFs {
                 st
             }
         };
-        let listed = match self.judge_stat(&child, st) {
+        let listed = self.shown(key, &item.name, st, Duration::ZERO);
+        Some((item.name, st, listed))
+    }
+
+    /// The entry of `name` in the listing of `dir`, as `st` says it is, if it is shown now: a
+    /// subdirectory or a visible entry. `age` is how old `st` is: the kernel may keep what it
+    /// is told only for what is left of its second.
+    fn shown(&self, dir: &Path, name: &OsStr, st: Stat, age: Duration) -> Option<Listed> {
+        match self.judge_stat(&dir.join(name), st) {
             Ok((st, seen @ (Seen::Dir | Seen::Entry(_)))) => Some(Listed {
-                name: item.name.clone(),
+                name: name.to_os_string(),
                 attr: Attr::from_stat(0, &st),
-                ttl: self.ttl(seen),
+                ttl: self.ttl(seen).saturating_sub(age),
             }),
             _ => None,
-        };
-        Some((item.name, st, listed))
+        }
     }
 
     /// Hand the listed names from `offset` on to `add` until it says the reply is full; the

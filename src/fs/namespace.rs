@@ -229,12 +229,7 @@ impl CacheFs {
     /// (not JSON, too large) is counted and logged once; the entry is unchanged either way.
     fn unfit_rename(&self, from: &Path, to: &Path, unfit: Unfit) -> FsError {
         match unfit {
-            Unfit::Refused(refusal) => {
-                let why = refusal.reason();
-                bump(&self.stats.writes_rejected);
-                warn!(key = %to.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged");
-                FsError::warn(refusal.errno(), why)
-            }
+            Unfit::Refused(refusal) => self.refused(to, Some(from), refusal),
             Unfit::Io(e) => FsError::io(format!("{} -> {}", from.display(), to.display()), e),
         }
     }

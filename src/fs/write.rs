@@ -350,6 +350,20 @@ impl CacheFs {
         self.commit(w.ino, &mut state, &key, staging, times)
     }
 
+    /// Content refused as the entry `key` (a write's, or the file renamed from `from`):
+    /// counted, logged once, answered with its errno; the entry is unchanged.
+    pub(super) fn refused(&self, key: &Path, from: Option<&Path>, refusal: Refusal) -> FsError {
+        bump(&self.stats.writes_rejected);
+        let why = refusal.reason();
+        match from {
+            None => warn!(key = %key.display(), "write refused: {why}; the entry is unchanged"),
+            Some(from) => {
+                warn!(key = %key.display(), from = %from.display(), "rename refused: {why}; the entry is unchanged")
+            }
+        }
+        FsError::warn(refusal.errno(), why)
+    }
+
     /// Validate the staged content a close handed over and publish it as `key`, telling
     /// `state` what became of it.
     pub(super) fn commit(
@@ -364,13 +378,7 @@ impl CacheFs {
             Ok(checked) => checked,
             Err((staging, Unfit::Refused(refusal))) => {
                 state.keep(staging);
-                bump(&self.stats.writes_rejected);
-                let why = match refusal {
-                    Refusal::NotJson => "not valid JSON",
-                    Refusal::TooLarge => "entry exceeds max_entry_bytes",
-                };
-                warn!(key = %key.display(), "write rejected: {why}; the previous entry is unchanged");
-                return Err(FsError::warn(refusal.errno(), refusal.reason()));
+                return Err(self.refused(key, None, refusal));
             }
             Err((staging, Unfit::Io(e))) => {
                 self.store.discard(staging);
