@@ -34,7 +34,7 @@ impl CacheFs {
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let key = self.path_of(ino)?;
         let now = self.clock.now();
-        let (names, judged) = match self.recent_listing(&key, now) {
+        let (snapshot, judged) = match self.recent_listing(&key, now) {
             Some((snapshot, age)) => {
                 // Judged again now (the state of an entry depends on the time); the kernel may
                 // keep what it is told only for what is left of the second the listing's
@@ -44,12 +44,7 @@ impl CacheFs {
                     .iter()
                     .filter_map(|(name, st)| self.shown(&key, name, *st, age))
                     .collect::<Vec<_>>();
-                let names = snapshot
-                    .items
-                    .iter()
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                (names, judged)
+                (snapshot, judged)
             }
             None => self.take_listing(&key, now)?,
         };
@@ -74,7 +69,7 @@ impl CacheFs {
             .filter(|d| d.parent() == Some(key.as_path()))
         {
             let name = dir.file_name().unwrap_or_default();
-            if !names.iter().any(|listed: &OsString| listed == name) {
+            if !snapshot.items.iter().any(|(listed, _)| listed == name) {
                 let attr = self.fill_dir_attr(0);
                 listed.push(Listed {
                     name: name.to_os_string(),
@@ -101,9 +96,9 @@ impl CacheFs {
         (age < KERNEL_TTL && snapshot.changes == self.store.changes()).then_some((snapshot, age))
     }
 
-    /// Read and judge the listing of `key`; keep it for reuse. Returns every name that may be
-    /// shown, and those shown now.
-    fn take_listing(&self, key: &Path, now: SystemTime) -> FsResult<(Vec<OsString>, Vec<Listed>)> {
+    /// Read and judge the listing of `key`; keep it for reuse. Returns it (every name that may
+    /// be shown, with its `stat`), and what is shown now.
+    fn take_listing(&self, key: &Path, now: SystemTime) -> FsResult<(Arc<Snapshot>, Vec<Listed>)> {
         let changes = self.store.changes();
         let items = match self.store.read_dir(key) {
             Ok(items) => items,
@@ -124,27 +119,26 @@ impl CacheFs {
         }
         let dir_fd = self.store.dir(key).ok();
         let read = self.judge_listing(key, dir_fd.as_ref(), items);
-        let names: Vec<OsString> = read.iter().map(|(name, _, _)| name.clone()).collect();
-        let keep = dir_fd.is_some() && !self.store.is_remote() && read.len() <= SNAPSHOT_MAX_NAMES;
-        let mut items = Vec::with_capacity(if keep { read.len() } else { 0 });
+        let mut items = Vec::with_capacity(read.len());
         let mut judged = Vec::with_capacity(read.len());
         for (name, st, listed) in read {
-            if keep {
-                items.push((name, st));
-            }
+            items.push((name, st));
             judged.extend(listed);
         }
+        let snapshot = Arc::new(Snapshot {
+            taken: now,
+            changes,
+            items,
+        });
+        let keep = dir_fd.is_some()
+            && !self.store.is_remote()
+            && snapshot.items.len() <= SNAPSHOT_MAX_NAMES;
         if keep {
-            let snapshot = Snapshot {
-                taken: now,
-                changes,
-                items,
-            };
             self.listings
                 .lock()
-                .put(key.to_path_buf(), Arc::new(snapshot));
+                .put(key.to_path_buf(), snapshot.clone());
         }
-        Ok((names, judged))
+        Ok((snapshot, judged))
     }
 
     /// Each name of a listing that may be shown, with its `stat`, and its entry if it is shown
