@@ -26,7 +26,17 @@ const NAME_MAX: usize = 200;
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub(super) struct KeyLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for KeyLock {
+    /// Unlocked, not only closed: a process being spawned at this moment (a refresh command
+    /// of another key, between its fork and its exec) holds a copy of every descriptor, and
+    /// the lock would live until that copy closed. An explicit unlock releases it whatever
+    /// copies exist. (A refresh seen "running elsewhere" that way was skipped: CI, once.)
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.file, FlockOperation::Unlock);
+    }
 }
 
 /// Whether this mount may run the key's refresh.
@@ -78,7 +88,7 @@ pub(super) fn try_lock(store: &Store, key: &Path) -> io::Result<Taken> {
         Err(e) => return Err(e),
     };
     match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Taken::Ours(KeyLock { _file: file })),
+        Ok(()) => Ok(Taken::Ours(KeyLock { file })),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(Taken::Elsewhere),
         Err(e) => Err(e.into()),
     }
@@ -150,5 +160,16 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(5);
         assert!(wait_released(&other, key, later, &control).unwrap());
         assert!(dir.path().join(".cachetta/locks/w%2Fx.json.lock").is_file());
+        // A copy of the descriptor (a child between fork and exec) does not keep it locked.
+        let Taken::Ours(held) = try_lock(&one, key).unwrap() else {
+            panic!("free again");
+        };
+        let copy = held.file.try_clone().unwrap();
+        drop(held);
+        assert!(
+            matches!(try_lock(&other, key).unwrap(), Taken::Ours(_)),
+            "released though a copy of its descriptor is open"
+        );
+        drop(copy);
     }
 }
