@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use fuser::{
@@ -22,11 +22,22 @@ use crate::fs::{Attr, CacheFs, Changes, Lookup, OpenMode, Opened};
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
 pub struct FuseAdapter {
     fs: Arc<CacheFs>,
-    /// The kernel passthrough backing of each inode whose reads are passed through, with the
-    /// generation of the pin it belongs to; one per inode while any of its opens uses it.
-    backings: Mutex<HashMap<u64, (u64, BackingId)>>,
+    /// The kernel passthrough backing of each inode whose reads are passed through; one per
+    /// inode while any of its opens uses it. The map's lock is held only to find or swap a
+    /// slot: registering a backing (an ioctl), replying and closing one (another ioctl) happen
+    /// outside it, so opens of other inodes never wait for them.
+    backings: Mutex<HashMap<u64, Arc<Backing>>>,
     /// Called once the session ends (the kernel connection is gone).
     on_destroy: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+/// One pin's kernel backing: registered by the first open of the pin that gets here (the
+/// others of the same pin wait for it, and only they), closed when the last `Arc` goes, which
+/// is never before an open that replied with it is done replying.
+struct Backing {
+    generation: u64,
+    /// `None` when the kernel refused the registration (its opens then use direct I/O).
+    id: OnceLock<Option<BackingId>>,
 }
 
 impl std::fmt::Debug for FuseAdapter {
@@ -66,20 +77,33 @@ impl FuseAdapter {
             }
             OpenMode::PageCache { keep: false } => reply.opened(fh, noflush),
             OpenMode::Passthrough { file, generation } => {
-                let mut backings = self.backings.lock();
-                if let Some((_, id)) = backings.get(&opened.ino).filter(|(g, _)| g == generation) {
-                    return reply.opened_passthrough(fh, noflush, id);
-                }
-                match reply.open_backing(&**file) {
-                    Ok(id) => {
-                        reply.opened_passthrough(fh, noflush, &id);
-                        backings.insert(opened.ino, (*generation, id));
+                let (slot, replaced) = {
+                    let mut backings = self.backings.lock();
+                    match backings.get(&opened.ino) {
+                        Some(slot) if slot.generation == *generation => (slot.clone(), None),
+                        _ => {
+                            let slot = Arc::new(Backing {
+                                generation: *generation,
+                                id: OnceLock::new(),
+                            });
+                            let replaced = backings.insert(opened.ino, slot.clone());
+                            (slot, replaced)
+                        }
                     }
+                };
+                // An older pin's backing is closed here, outside the map's lock.
+                drop(replaced);
+                let id = slot.id.get_or_init(|| match reply.open_backing(&**file) {
+                    Ok(id) => Some(id),
                     Err(e) => {
-                        // No backing was registered, so plain direct I/O is allowed here.
                         self.fs.passthrough_refused(&e);
-                        reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO)
+                        None
                     }
+                });
+                match id {
+                    Some(id) => reply.opened_passthrough(fh, noflush, id),
+                    // No backing was registered, so plain direct I/O is allowed here.
+                    None => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
                 }
             }
         }
@@ -363,11 +387,20 @@ impl Filesystem for FuseAdapter {
     ) {
         guarded(&self.fs.requests().release, req, _ino.0, move || {
             if let Some((ino, generation)) = self.fs.release(fh.0) {
-                // The last open of a pin: the kernel no longer needs its backing.
-                let mut backings = self.backings.lock();
-                if backings.get(&ino).is_some_and(|(g, _)| *g == generation) {
-                    backings.remove(&ino);
-                }
+                // The last open of a pin: the kernel no longer needs its backing. It is closed
+                // once dropped, outside the map's lock.
+                let removed = {
+                    let mut backings = self.backings.lock();
+                    if backings
+                        .get(&ino)
+                        .is_some_and(|slot| slot.generation == generation)
+                    {
+                        backings.remove(&ino)
+                    } else {
+                        None
+                    }
+                };
+                drop(removed);
             }
             reply.ok();
         });
