@@ -43,6 +43,8 @@ struct Inner {
 struct Writing {
     open: u32,
     last_close: SystemTime,
+    /// When a writer of the name was last refused: its open is being retried.
+    last_refused: Option<SystemTime>,
 }
 
 impl Writing {
@@ -119,9 +121,11 @@ impl Coherence {
             .or_insert(Writing {
                 open: 0,
                 last_close: now,
+                last_refused: None,
             });
         if refused {
             w.last_close = w.last_close.max(now);
+            w.last_refused = Some(now);
             return false;
         }
         w.open += 1;
@@ -138,6 +142,43 @@ impl Coherence {
         {
             w.open = w.open.saturating_sub(1);
             w.last_close = w.last_close.max(now);
+        }
+    }
+
+    /// A rename through the mount replaced what `name` in `parent` held. The kernel moved its
+    /// own dentry onto the new inode, so the name's uncached time after its last writer ends
+    /// here: readers of the new inode may be passed through. Not while a writer has the name
+    /// open, nor within `COOLDOWN` of a refused writer, whose retried open must find the name
+    /// uncached (else it would be refused twice, and the caller would see `ESTALE`).
+    pub fn replaced(&self, parent: u64, name: &OsStr, now: SystemTime) {
+        let mut inner = self.inner.lock();
+        if inner.writing.is_empty() {
+            return;
+        }
+        let key = (parent, name.to_os_string());
+        let quiet = |w: &Writing| {
+            w.open == 0
+                && w.last_refused
+                    .is_none_or(|at| now.duration_since(at).is_ok_and(|since| since >= COOLDOWN))
+        };
+        if inner.writing.get(&key).is_some_and(quiet) {
+            inner.writing.remove(&key);
+        }
+    }
+
+    /// A writer that `writer_enter` admitted is refused after all (the inode's reads are passed
+    /// through, or the kernel holds its pages): it no longer counts, and its retry is protected
+    /// like that of a writer refused here.
+    pub fn writer_refused(&self, parent: u64, name: &OsStr, now: SystemTime) {
+        if let Some(w) = self
+            .inner
+            .lock()
+            .writing
+            .get_mut(&(parent, name.to_os_string()))
+        {
+            w.open = w.open.saturating_sub(1);
+            w.last_close = w.last_close.max(now);
+            w.last_refused = Some(now);
         }
     }
 
@@ -171,6 +212,48 @@ mod tests {
         c.writer_exit(1, name, at(10));
         assert_eq!(c.grant(1, name, 5, T, at(11)), Duration::ZERO);
         assert_eq!(c.grant(1, name, 5, T, at(10) + COOLDOWN), T);
+    }
+
+    #[test]
+    fn a_rename_onto_the_name_ends_its_cooldown_but_not_an_open_writer() {
+        let c = Coherence::default();
+        let name = OsStr::new("x.json");
+        assert!(c.writer_enter(1, name, 5, at(0)));
+        c.writer_exit(1, name, at(0));
+        assert!(c.is_writing(1, name, at(1)), "cooling down");
+        c.replaced(1, name, at(1));
+        assert!(!c.is_writing(1, name, at(1)));
+        assert_eq!(c.grant(1, name, 7, T, at(1)), T);
+        assert!(c.writer_enter(1, name, 8, at(1)));
+        c.replaced(1, name, at(1));
+        assert!(c.is_writing(1, name, at(1)), "a writer still has it open");
+        assert_eq!(c.grant(1, name, 9, T, at(1)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_rename_onto_the_name_keeps_it_uncached_for_a_refused_writers_retry() {
+        let c = Coherence::default();
+        let name = OsStr::new("x.json");
+        assert_eq!(c.grant(1, name, 5, T, at(0)), T);
+        assert!(
+            !c.writer_enter(1, name, 5, at(0)),
+            "refused: the kernel may cache 5"
+        );
+        c.replaced(1, name, at(0));
+        assert_eq!(
+            c.grant(1, name, 6, T, at(0)),
+            Duration::ZERO,
+            "the retry's lookup still finds the name uncached"
+        );
+        assert!(c.writer_enter(1, name, 6, at(0)));
+        c.writer_exit(1, name, at(0));
+        c.replaced(1, name, at(0) + COOLDOWN);
+        assert!(!c.is_writing(1, name, at(0) + COOLDOWN));
+        // Admitted here, then refused for the inode's passthrough readers: the same.
+        assert!(c.writer_enter(1, name, 7, at(10)));
+        c.writer_refused(1, name, at(10));
+        c.replaced(1, name, at(10));
+        assert_eq!(c.grant(1, name, 8, T, at(10)), Duration::ZERO);
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl CacheFs {
     /// name held before loses its kept copy (SPEC §7).
     fn renamed(&self, from: (u64, &OsStr), to: (u64, &OsStr)) {
         let replaced = self.nodes.write().rename(from, to);
+        self.coherence.replaced(to.0, to.1, self.clock.now());
         if let Some(ino) = replaced {
             self.hot.forget(&ino);
         }

@@ -87,7 +87,7 @@ impl CacheFs {
             return Ok((parent, name));
         }
         if counted {
-            self.coherence.writer_exit(parent, &name, now);
+            self.coherence.writer_refused(parent, &name, now);
         }
         self.nodes.write().replace(parent, &name);
         Err(errno(libc::ESTALE))

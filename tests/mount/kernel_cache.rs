@@ -184,6 +184,33 @@ fn reading_a_large_entry_sends_no_read_requests_with_passthrough() {
 }
 
 #[test]
+fn an_entry_renamed_onto_right_after_an_in_place_write_is_read_with_passthrough() {
+    if !require_fuse() {
+        return;
+    }
+    let _kept = kernel_caches_kept();
+    let m = watched_mount(Mount::new());
+    let count = |moved: &[(String, u64)], op: &str| {
+        moved.iter().find(|(k, _)| k == op).map_or(0, |(_, n)| *n)
+    };
+    // An in-place write: the name's readers go through the daemon for a moment after, so the
+    // next in-place writer of the name is not refused by the kernel.
+    fs::write(m.path("k.json"), "{}").unwrap();
+    // A temp + rename write replaces it: the name now holds a file no writer has open.
+    let v = serde_json::to_vec(&"y".repeat(60_000)).unwrap();
+    fs::write(m.path(".k.json.tmp"), &v).unwrap();
+    fs::rename(m.path(".k.json.tmp"), m.path("k.json")).unwrap();
+    let before = requests(&m);
+    for _ in 0..3 {
+        assert_eq!(fs::read(m.path("k.json")).unwrap(), v);
+    }
+    let moved = delta(&before, &requests(&m));
+    if passthrough_or_required(&m) {
+        assert_eq!(count(&moved, "read"), 0, "{moved:?}");
+    }
+}
+
+#[test]
 fn the_inode_table_shrinks_back_once_the_kernel_forgets() {
     if !require_fuse() {
         return;
