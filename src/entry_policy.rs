@@ -157,20 +157,16 @@ fn lists(listing: &[u8], name: &str) -> bool {
     listing.split(|&b| b == 0).any(|n| n == name.as_bytes())
 }
 
-/// Give `staging`, about to replace the entry `key` of `store`, the entry's policy attributes
+/// Give `staging`, about to replace the entry open as `entry`, the entry's policy attributes
 /// as they are at this moment: a policy set (or removed) while the new content was being
 /// written or refreshed is not undone by its publish. Best effort.
-pub fn follow(store: &crate::store::Store, key: &Path, staging: &impl AsFd) {
-    use rustix::fs::{Mode, OFlags};
-    let Ok((entry, _)) = store.open_file(key, OFlags::RDONLY, Mode::empty()) else {
-        return;
-    };
+pub fn follow(entry: &impl AsFd, staging: &impl AsFd) {
     // One listing each, so an entry without a policy (the usual case) costs two calls.
-    let on_entry = read_all(|buf| rustix::fs::flistxattr(&entry, buf)).unwrap_or_default();
+    let on_entry = read_all(|buf| rustix::fs::flistxattr(entry, buf)).unwrap_or_default();
     let on_staging = read_all(|buf| rustix::fs::flistxattr(staging, buf)).unwrap_or_default();
     for (name, _) in ATTRIBUTES {
         if lists(&on_entry, name) {
-            if let Some(value) = read_all(|buf| rustix::fs::fgetxattr(&entry, name, buf)) {
+            if let Some(value) = read_all(|buf| rustix::fs::fgetxattr(entry, name, buf)) {
                 let flags = rustix::fs::XattrFlags::empty();
                 let _ = rustix::fs::fsetxattr(staging, name, &value, flags);
             }

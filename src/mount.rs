@@ -197,6 +197,9 @@ fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal
         ))
     })?;
     checks::separate(&mnt, store.root_path())?;
+    if let Err(e) = store.defer_closes() {
+        warn!("no closer thread ({e}); replaced entries are closed inside their publish");
+    }
     // Absolute from here on: the daemon moves to `/`.
     let config = Config {
         backing: store.root_path().to_path_buf(),

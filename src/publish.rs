@@ -135,13 +135,16 @@ pub fn publish_entry(
 ) -> io::Result<Published> {
     let mut staging = content.0;
     let _key = store.lock_key(key);
-    let policy = take_policy(store, key, &staging.file, policy_from);
+    let (policy, replaced) = take_policy(store, key, &staging.file, policy_from);
     // What the other mounts learn through the journal: they need not read it again (§13).
     staging.judged = Some(Judged {
         valid: true,
         policy: Some(policy.overrides()),
     });
     let file = store.publish(staging, key, mtime)?;
+    if let Some(replaced) = replaced {
+        store.close_later(replaced);
+    }
     let version = Store::fstat(&file).ok().map(|st| st.version());
     Ok(Published {
         file,
@@ -163,9 +166,12 @@ pub fn rename_onto(
     let (file, st) = store.open_file(from, OFlags::RDONLY, Mode::empty())?;
     check_sized(&file, max_bytes, Some(st.size))?;
     let _key = store.lock_key(to);
-    let policy = take_policy(store, to, &file, PolicyFrom::OwnFirst);
+    let (policy, replaced) = take_policy(store, to, &file, PolicyFrom::OwnFirst);
     store.settle(&file)?;
     store.rename(from, to, noreplace)?;
+    if let Some(replaced) = replaced {
+        store.close_later(replaced);
+    }
     // The rename changed its ctime, so the version is taken now, of the file itself.
     let version = Store::fstat(&file).ok().map(|now| now.version());
     Ok(Published {
@@ -175,16 +181,24 @@ pub fn rename_onto(
     })
 }
 
-/// Give `file`, about to become the entry `key`, its policy attributes; returns them.
-/// Best effort, like every attribute copy.
-fn take_policy(store: &Store, key: &Path, file: &File, from: PolicyFrom) -> EntryPolicy {
-    match from {
-        PolicyFrom::Entry => entry_policy::follow(store, key, file),
-        PolicyFrom::OwnFirst => {
-            if let Ok((entry, _)) = store.open_file(key, OFlags::RDONLY, Mode::empty()) {
-                entry_policy::carry(&entry, file);
-            }
+/// Give `file`, about to become the entry `key`, its policy attributes; returns them, and the
+/// entry it replaces, open: kept so until the publish is done, the file's blocks are not freed
+/// inside it (see [`Store::close_later`]). Best effort, like every attribute copy.
+fn take_policy(
+    store: &Store,
+    key: &Path,
+    file: &File,
+    from: PolicyFrom,
+) -> (EntryPolicy, Option<File>) {
+    let entry = store
+        .open_file(key, OFlags::RDONLY, Mode::empty())
+        .ok()
+        .map(|(entry, _)| entry);
+    if let Some(entry) = &entry {
+        match from {
+            PolicyFrom::Entry => entry_policy::follow(entry, file),
+            PolicyFrom::OwnFirst => entry_policy::carry(entry, file),
         }
     }
-    EntryPolicy::of_file(file)
+    (EntryPolicy::of_file(file), entry)
 }

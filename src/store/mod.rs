@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -102,7 +103,12 @@ pub struct Store {
     /// Counts the changes made beneath the root through this store, and those its owner was
     /// told of ([`Store::note_change`]): a listing taken while it stood still is still true.
     changes: AtomicU64,
+    /// Where [`Store::close_later`] sends files, once [`Store::defer_closes`] started it.
+    closer: OnceLock<SyncSender<File>>,
 }
+
+/// Files waiting for the closer thread at most; past that a close happens in place.
+const CLOSER_QUEUE: usize = 1024;
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -144,7 +150,36 @@ impl Store {
             observer: OnceLock::new(),
             keys: KeyLocks::default(),
             changes: AtomicU64::new(0),
+            closer: OnceLock::new(),
         })
+    }
+
+    /// From now on, [`Store::close_later`] closes on a thread of its own (the daemon's choice;
+    /// the library closes in place).
+    pub fn defer_closes(&self) -> io::Result<()> {
+        if self.closer.get().is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<File>(CLOSER_QUEUE);
+        std::thread::Builder::new()
+            .name("closer".into())
+            .spawn(move || rx.into_iter().for_each(drop))?;
+        let _ = self.closer.set(tx);
+        Ok(())
+    }
+
+    /// Close `file`, the entry a publish just replaced, off the caller's path. The last close
+    /// of a replaced file frees its blocks, and on some disks that waits for I/O: ext4 with
+    /// online `discard` (this project's test machines) waits for a discard and for writeback
+    /// of the file's pages, up to 140 ms measured in a rename storm, all of it inside the
+    /// `rename` request and under the kernel's lock on the caller's directory (issue #22).
+    /// Holding the file open across the rename and closing it here moves that cost to the
+    /// closer thread. Closes in place when there is no closer or its queue is full.
+    pub fn close_later(&self, file: File) {
+        if let Some(closer) = self.closer.get() {
+            // Full or gone: the file comes back and is closed here.
+            let _ = closer.try_send(file);
+        }
     }
 
     /// Lock `key` against the other publishes and policy changes of this process (see

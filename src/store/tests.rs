@@ -248,3 +248,33 @@ fn small_and_large_files_are_judged_alike_whatever_size_was_expected() {
         }
     }
 }
+
+/// Where descriptor `fd` of this process points, if it is open.
+fn fd_target(fd: i32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
+}
+
+#[test]
+fn a_replaced_entry_is_closed_by_the_closer_thread_or_in_place_without_one() {
+    use std::os::fd::AsRawFd;
+    let (dir, store) = store();
+    let path = dir.path().join("replaced.json");
+    std::fs::write(&path, "{}").unwrap();
+    let open = || {
+        let file = File::open(&path).unwrap();
+        (file.as_raw_fd(), file)
+    };
+    // Without a closer (the library): closed at once.
+    let (fd, file) = open();
+    store.close_later(file);
+    assert_ne!(fd_target(fd).as_deref(), Some(path.as_path()));
+    // With one (the daemon): closed soon, by its thread.
+    store.defer_closes().unwrap();
+    let (fd, file) = open();
+    store.close_later(file);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fd_target(fd).as_deref() == Some(path.as_path()) {
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
