@@ -183,7 +183,9 @@ pub fn rename_onto(
 
 /// Give `file`, about to become the entry `key`, its policy attributes; returns them, and the
 /// entry it replaces, open: kept so until the publish is done, the file's blocks are not freed
-/// inside it (see [`Store::close_later`]). Best effort, like every attribute copy.
+/// inside it (see [`Store::close_later`]). Not on a network filesystem: an NFS client renames
+/// a file it still has open out of the way (`.nfsXXXX`) instead of replacing it, a round trip
+/// more, and the server frees the blocks anyway. Best effort, like every attribute copy.
 fn take_policy(
     store: &Store,
     key: &Path,
@@ -200,5 +202,8 @@ fn take_policy(
             PolicyFrom::OwnFirst => entry_policy::carry(entry, file),
         }
     }
-    (EntryPolicy::of_file(file), entry)
+    (
+        EntryPolicy::of_file(file),
+        entry.filter(|_| !store.is_remote()),
+    )
 }
