@@ -134,6 +134,17 @@ impl Coherence {
 
     /// A writer of `name` closed (or its open failed after `writer_enter` admitted it).
     pub fn writer_exit(&self, parent: u64, name: &OsStr, now: SystemTime) {
+        self.writer_gone(parent, name, now, false);
+    }
+
+    /// A writer that `writer_enter` admitted is refused after all (the inode's reads are passed
+    /// through, or the kernel holds its pages): it no longer counts, and its retry is protected
+    /// like that of a writer refused here.
+    pub fn writer_refused(&self, parent: u64, name: &OsStr, now: SystemTime) {
+        self.writer_gone(parent, name, now, true);
+    }
+
+    fn writer_gone(&self, parent: u64, name: &OsStr, now: SystemTime, refused: bool) {
         if let Some(w) = self
             .inner
             .lock()
@@ -142,6 +153,9 @@ impl Coherence {
         {
             w.open = w.open.saturating_sub(1);
             w.last_close = w.last_close.max(now);
+            if refused {
+                w.last_refused = Some(now);
+            }
         }
     }
 
@@ -163,22 +177,6 @@ impl Coherence {
         };
         if inner.writing.get(&key).is_some_and(quiet) {
             inner.writing.remove(&key);
-        }
-    }
-
-    /// A writer that `writer_enter` admitted is refused after all (the inode's reads are passed
-    /// through, or the kernel holds its pages): it no longer counts, and its retry is protected
-    /// like that of a writer refused here.
-    pub fn writer_refused(&self, parent: u64, name: &OsStr, now: SystemTime) {
-        if let Some(w) = self
-            .inner
-            .lock()
-            .writing
-            .get_mut(&(parent, name.to_os_string()))
-        {
-            w.open = w.open.saturating_sub(1);
-            w.last_close = w.last_close.max(now);
-            w.last_refused = Some(now);
         }
     }
 
