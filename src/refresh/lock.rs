@@ -6,7 +6,7 @@
 //! Lock files are never removed: removing a lock file while another mount waits on it would
 //! let two mounts lock two different files. There is one per key ever refreshed, empty.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -73,24 +73,49 @@ fn lock_name(key: &Path) -> OsString {
     OsString::from_vec(name)
 }
 
+/// Tries at making the lock dir and opening a lock file in it before giving up.
+const CREATE_TRIES: u32 = 20;
+
 /// Take `key`'s lock without waiting.
 pub(super) fn try_lock(store: &Store, key: &Path) -> io::Result<Taken> {
-    let dir = lock_dir();
-    let path = dir.join(lock_name(key));
-    // Read-write: on NFS, flock is a POSIX lock, and an exclusive one needs a writable file.
-    let flags = OFlags::RDWR | OFlags::CREATE;
-    let file = match store.open_file(&path, flags, Mode::from_raw_mode(0o666)) {
-        Ok((file, _)) => file,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            store.mkdir_all(&dir)?;
-            store.open_file(&path, flags, Mode::from_raw_mode(0o666))?.0
-        }
-        Err(e) => return Err(e),
-    };
+    let file = open_lock_file(store, &lock_dir(), &lock_name(key))?;
     match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Taken::Ours(KeyLock { file })),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(Taken::Elsewhere),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Open (creating it and its directory if need be) the lock file `name` in `dir`.
+///
+/// Two mounts on two GlusterFS clients making the lock dir at the same moment: one's `mkdir`
+/// answers `EEXIST` while the other's is still in progress, and the directory does not resolve
+/// there yet (`ENOENT`) for a few milliseconds. Taken for "cannot lock", that ran a key's
+/// refresh on both mounts (the shared test, 1 run in 6). So the dir is made and the file
+/// opened again, after a growing pause, until it works or `CREATE_TRIES` have failed.
+fn open_lock_file(store: &Store, dir: &Path, name: &OsStr) -> io::Result<File> {
+    let path = dir.join(name);
+    // Read-write: on NFS, flock is a POSIX lock, and an exclusive one needs a writable file.
+    let flags = OFlags::RDWR | OFlags::CREATE;
+    let missing = |e: &io::Error| e.raw_os_error() == Some(libc::ENOENT);
+    let mut tries = 0;
+    loop {
+        let err = match store.open_file(&path, flags, Mode::from_raw_mode(0o666)) {
+            Ok((file, _)) => return Ok(file),
+            Err(e) => e,
+        };
+        tries += 1;
+        if !missing(&err) || tries >= CREATE_TRIES {
+            return Err(err);
+        }
+        if tries > 1 {
+            std::thread::sleep(Duration::from_millis(u64::from(tries * 2).min(50)));
+        }
+        match store.mkdir_all(dir) {
+            Ok(()) => {}
+            Err(e) if missing(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -137,6 +162,26 @@ mod tests {
         let long = "d/".repeat(150) + "x.json";
         let name = lock_name(Path::new(&long));
         assert!(name.len() < 100 && name.as_bytes().starts_with(b"%sha256-"));
+    }
+
+    #[test]
+    fn a_lock_dir_that_cannot_be_made_is_an_error_at_once_and_a_missing_one_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        std::fs::create_dir(dir.path().join(RESERVED_DIR)).unwrap();
+        std::fs::write(dir.path().join(lock_dir()), "not a dir").unwrap();
+        let started = Instant::now();
+        let err = try_lock(&store, Path::new("x.json")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "no retrying"
+        );
+        std::fs::remove_file(dir.path().join(lock_dir())).unwrap();
+        assert!(matches!(
+            try_lock(&store, Path::new("x.json")).unwrap(),
+            Taken::Ours(_)
+        ));
     }
 
     #[test]
