@@ -3,6 +3,7 @@
 //! choice of transport come later (issue #24); docs/uring.md says how they will fit on fuser.
 
 pub mod abi;
+pub mod message;
 
 use std::fmt;
 use std::io;
