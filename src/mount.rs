@@ -16,6 +16,7 @@ mod checks;
 mod helper;
 mod http;
 mod metrics;
+mod ring;
 mod signals;
 mod status;
 
@@ -289,6 +290,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
         let _ = session_end.send(Event::Ended);
     }));
+    // Before the mount, so that no ring means classic and never a mount waiting for one.
+    let ring_wanted = ring::prepare();
+    let adapter = ring::offer(adapter, ring_wanted.as_ref());
     let fuse = fuse_config(read_only, allow_other, &backing);
     let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
@@ -317,6 +321,13 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         }
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
+    let ring = match ring::start(ring_wanted, &session, fs.clone()) {
+        Ok(ring) => ring,
+        Err(problem) => {
+            unmount_self(&mnt);
+            return reporter.fail(Failure::failed(problem));
+        }
+    };
 
     if let Err(e) = spawn_gc_thread(config, &backing, journal) {
         error!("cannot start the gc thread: {e}");
@@ -412,6 +423,10 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         std::thread::sleep(Duration::from_millis(5));
     }
     std::mem::forget(background);
+    // The ring's entries come back once the connection is gone; then it drops its fd.
+    if let Some(ring) = ring {
+        ring.finish(Duration::from_secs(2));
+    }
     info!(mountpoint = %mnt.display(), "unmounted");
     code
 }

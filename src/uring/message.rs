@@ -305,4 +305,4 @@ fn split_time(t: SystemTime) -> (u64, u32) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

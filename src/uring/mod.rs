@@ -4,6 +4,8 @@
 
 pub mod abi;
 pub mod message;
+pub mod ring;
+pub mod serve;
 
 use std::fmt;
 use std::io;

@@ -11,7 +11,12 @@ const PAYLOAD: usize = 8192;
 
 /// An entry holding a request as `fuse_uring_copy_to_ring` writes one: `fuse_in_header` in
 /// `in_out`, the first argument in `op_in`, `commit_id` = the request's unique.
-fn entry(opcode: u32, len: u32, unique: u64, op_in: &[u8]) -> FuseUringReqHeader {
+pub(in crate::uring) fn entry(
+    opcode: u32,
+    len: u32,
+    unique: u64,
+    op_in: &[u8],
+) -> FuseUringReqHeader {
     let mut header = FuseUringReqHeader::default();
     let ih = FuseInHeader {
         len,
@@ -33,7 +38,7 @@ fn entry(opcode: u32, len: u32, unique: u64, op_in: &[u8]) -> FuseUringReqHeader
     header
 }
 
-fn getattr_in(flags: u32, fh: u64) -> Vec<u8> {
+pub(in crate::uring) fn getattr_in(flags: u32, fh: u64) -> Vec<u8> {
     FuseGetattrIn {
         getattr_flags: flags,
         dummy: 0,
@@ -174,7 +179,7 @@ fn refusals_never_teach_the_kernel_to_stop_asking_for_what_classic_serves() {
     }
 }
 
-fn out_header(header: &FuseUringReqHeader) -> FuseOutHeader {
+pub(in crate::uring) fn out_header(header: &FuseUringReqHeader) -> FuseOutHeader {
     FuseOutHeader::read_from_prefix(&header.in_out[..])
         .unwrap()
         .0
