@@ -1,0 +1,274 @@
+//! FUSE-over-io_uring, step 2 of issue #24: behind the test-only switch
+//! `CACHETTA_URING_EXPERIMENT=statfs-getattr`, `statfs` and `getattr` are served on the ring
+//! (proved by the daemon's count of what the ring served, which it logs when the ring ends),
+//! every other request is refused there, a kill -9 leaves a dead mount (`ENOTCONN`, no hang)
+//! that a new daemon replaces, and without `enable_uring` the switch falls back to classic.
+//!
+//! `enable_uring` is a machine-wide kernel setting: [`UringParam`] sets it for one test at a
+//! time and always puts back the value it found. Mounts of other tests made meanwhile are
+//! offered the transport too, and stay classic: they never ask for it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use crate::common::*;
+
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+const SWITCH: &str = "CACHETTA_URING_EXPERIMENT";
+const EXPERIMENT: &str = "statfs-getattr";
+/// Longer than any request takes; a request that waits this long is hung.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One test at a time owns `enable_uring`.
+static PARAM_OWNER: Mutex<()> = Mutex::new(());
+
+/// `enable_uring` set to a value for as long as this lives; the value it found is written back
+/// on drop, panics included.
+struct UringParam {
+    found: String,
+    _owner: MutexGuard<'static, ()>,
+}
+
+impl UringParam {
+    /// Set `enable_uring` to `on`. `None` (after a message) when this machine cannot, which
+    /// fails the test instead under `CACHETTA_REQUIRE_FUSE=1`.
+    fn set(on: bool) -> Option<UringParam> {
+        if !require_fuse() {
+            return None;
+        }
+        let owner = PARAM_OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        let problem = match fs::read_to_string(PARAM) {
+            Err(e) => format!("cannot read {PARAM}: {e} (a kernel without CONFIG_FUSE_IO_URING?)"),
+            Ok(found) => match fs::write(PARAM, if on { "1" } else { "0" }) {
+                Ok(()) => {
+                    return Some(UringParam {
+                        found: found.trim().to_owned(),
+                        _owner: owner,
+                    })
+                }
+                Err(e) => format!("cannot write {PARAM}: {e}"),
+            },
+        };
+        if std::env::var_os("CACHETTA_REQUIRE_FUSE").is_some_and(|v| v == "1") {
+            panic!("CACHETTA_REQUIRE_FUSE=1 but FUSE-over-io_uring cannot be switched: {problem}");
+        }
+        eprintln!("skipping: {problem}; CACHETTA_REQUIRE_FUSE=1 makes this fail");
+        None
+    }
+}
+
+impl Drop for UringParam {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(PARAM, &self.found) {
+            eprintln!("cannot put {PARAM} back to {:?}: {e}", self.found);
+        }
+    }
+}
+
+/// A mount with the ring switch on.
+fn ring_mount() -> Mount {
+    Mount::new()
+        .backing_file("x.json", "{}")
+        .env(SWITCH, EXPERIMENT)
+        .start()
+}
+
+/// Run `f` (which touches the mount) on a thread of its own; if it has not returned within
+/// [`ANSWER_TIMEOUT`], abort the connection (so nothing stays stuck in it) and fail.
+fn answered<T: Send + 'static>(
+    mnt: &Path,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(ANSWER_TIMEOUT) {
+        Ok(v) => v,
+        Err(_) => {
+            abort_connection(mnt);
+            panic!("{what} did not return within {ANSWER_TIMEOUT:?}: a request hangs");
+        }
+    }
+}
+
+fn statvfs(path: PathBuf) -> std::io::Result<libc::statvfs> {
+    let c = cstring(&path);
+    // SAFETY: all-zero is a valid statvfs; it is filled in by the call below.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and a writable statvfs.
+    check_rc(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    Ok(st)
+}
+
+/// `(statfs, getattr)` of each "served ..." line the daemon logged when a ring ended.
+fn served(stderr: &str) -> Vec<(u64, u64)> {
+    let count = |line: &str, name: &str| -> u64 {
+        let rest = &line[line.find(name).expect("count in the line") + name.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().expect("a number")
+    };
+    stderr
+        .lines()
+        .filter(|l| l.contains("io_uring ring ended"))
+        .map(|l| (count(l, "served statfs "), count(l, ", getattr ")))
+        .collect()
+}
+
+#[test]
+fn statfs_and_getattr_are_served_on_the_ring_and_the_mount_stops_cleanly() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = ring_mount();
+    let stats = 3;
+    for _ in 0..stats {
+        let mounted = answered(&m.mnt, "statfs", {
+            let mnt = m.mnt.clone();
+            move || statvfs(mnt)
+        })
+        .expect("statfs of the mount");
+        let backing = statvfs(m.backing.clone()).unwrap();
+        assert_eq!(mounted.f_bsize, backing.f_bsize, "block size");
+        assert_eq!(mounted.f_blocks, backing.f_blocks, "total blocks");
+        assert_eq!(mounted.f_files, backing.f_files, "total inodes");
+        assert!(mounted.f_namemax >= 255, "namemax {}", mounted.f_namemax);
+    }
+    let root = answered(&m.mnt, "stat", {
+        let mnt = m.mnt.clone();
+        move || fs::metadata(mnt)
+    })
+    .expect("stat of the mount root");
+    let backing = fs::metadata(&m.backing).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(root.is_dir());
+    assert_eq!(root.ino(), 1, "the root's inode is FUSE's root id");
+    assert_eq!(root.mode(), backing.mode(), "type and permissions");
+    assert_eq!((root.uid(), root.gid()), (backing.uid(), backing.gid()));
+    assert_eq!(root.mtime(), backing.mtime());
+
+    // What the ring does not serve yet is refused there, quickly: on classic this succeeds.
+    let xattr = answered(&m.mnt, "getxattr", {
+        let mnt = m.mnt.clone();
+        move || getxattr(&mnt, "user.cachetta.stats")
+    });
+    assert_eq!(errno_of(xattr), libc::EIO, "getxattr refused on the ring");
+
+    let status = m.stop();
+    assert!(status.success(), "daemon exited with {status}");
+    assert!(!is_mounted(&m.mnt));
+    let stderr = m.stderr();
+    assert!(
+        stderr.contains("io_uring ring registered"),
+        "stderr:\n{stderr}"
+    );
+    let counts = served(&stderr);
+    assert_eq!(counts.len(), 1, "one ring, ended once:\n{stderr}");
+    let (statfs, getattr) = counts[0];
+    // Ours, and the daemon's own readiness probe.
+    assert!(
+        statfs > stats,
+        "statfs served on the ring: {statfs}\n{stderr}"
+    );
+    assert!(
+        getattr >= 1,
+        "getattr served on the ring: {getattr}\n{stderr}"
+    );
+}
+
+#[test]
+fn kill_9_with_the_ring_registered_leaves_enotconn_and_a_new_daemon_mounts_again() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = ring_mount();
+    answered(&m.mnt, "stat", {
+        let mnt = m.mnt.clone();
+        move || fs::metadata(mnt)
+    })
+    .expect("stat before the kill");
+    let pid = m.pid().expect("daemon pid") as libc::pid_t;
+    m.signal_and_wait(libc::SIGKILL)
+        .expect("the daemon dies of SIGKILL");
+    assert!(!alive(pid));
+    // Requests the kernel cannot answer from its caches (the root's attributes it may): a
+    // statfs, and a lookup of a name never looked up. Both fail at once, as on classic.
+    let dead_statfs = answered(&m.mnt, "statfs of the dead mount", {
+        let mnt = m.mnt.clone();
+        move || statvfs(mnt)
+    });
+    let dead_lookup = answered(&m.mnt, "lookup in the dead mount", {
+        let path = m.path("x.json");
+        move || fs::metadata(path)
+    });
+    for (what, result) in [
+        ("statfs", dead_statfs.map(|_| ())),
+        ("lookup", dead_lookup.map(|_| ())),
+    ] {
+        let errno = errno_of(result);
+        assert!(
+            errno == libc::ENOTCONN || errno == libc::ECONNABORTED,
+            "kill -9 should leave a dead mount, {what} says errno {errno}"
+        );
+    }
+
+    m.restart();
+    // `restart` takes the root's cached attributes for an answer: wait for the new daemon's
+    // own word that its mount answers.
+    assert!(
+        eventually(MOUNT_TIMEOUT, || m
+            .stderr()
+            .matches("cachetta::mount: ready")
+            .count()
+            == 2),
+        "the new daemon never became ready:\n{}",
+        m.stderr()
+    );
+    answered(&m.mnt, "statfs after the remount", {
+        let mnt = m.mnt.clone();
+        move || statvfs(mnt)
+    })
+    .expect("statfs after the remount");
+    let status = m.stop();
+    assert!(status.success(), "daemon exited with {status}");
+    let stderr = m.stderr();
+    assert_eq!(
+        stderr.matches("io_uring ring registered").count(),
+        2,
+        "both daemons served on a ring:\n{stderr}"
+    );
+    assert!(
+        served(&stderr).iter().any(|&(statfs, _)| statfs >= 1),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_enable_uring_the_switch_falls_back_to_the_classic_transport() {
+    let Some(_param) = UringParam::set(false) else {
+        return;
+    };
+    let mut m = ring_mount();
+    // Classic serves what the ring would refuse.
+    let stats = answered(&m.mnt, "getxattr", {
+        let mnt = m.mnt.clone();
+        move || getxattr(&mnt, "user.cachetta.stats")
+    })
+    .expect("getxattr on classic");
+    assert!(
+        stats.starts_with(b"{"),
+        "{}",
+        String::from_utf8_lossy(&stats)
+    );
+    let status = m.stop();
+    assert!(status.success(), "daemon exited with {status}");
+    let stderr = m.stderr();
+    assert!(
+        stderr.contains("classic transport") && !stderr.contains("io_uring ring registered"),
+        "stderr:\n{stderr}"
+    );
+}
