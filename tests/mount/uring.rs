@@ -181,6 +181,68 @@ fn statfs_and_getattr_are_served_on_the_ring_and_the_mount_stops_cleanly() {
 }
 
 #[test]
+fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = ring_mount();
+    // More callers than the ring has entries (two per CPU): requests wait in their CPU's
+    // queue for an entry, and callers on both CPUs use both queues.
+    let (threads, each) = (8, 200);
+    let failures = answered(&m.mnt, "statfs from 8 threads", {
+        let mnt = m.mnt.clone();
+        move || {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let mnt = mnt.clone();
+                    thread::spawn(move || {
+                        (0..each).filter(|_| statvfs(mnt.clone()).is_err()).count()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .sum::<usize>()
+        }
+    });
+    assert_eq!(failures, 0, "statfs calls that failed");
+    let status = m.stop();
+    assert!(status.success(), "daemon exited with {status}");
+    let stderr = m.stderr();
+    let counts = served(&stderr);
+    assert_eq!(counts.len(), 1, "{stderr}");
+    assert!(
+        counts[0].0 >= (threads * each) as u64,
+        "statfs served on the ring: {}\n{stderr}",
+        counts[0].0
+    );
+}
+
+#[test]
+fn an_unmount_from_outside_ends_the_ring_and_the_daemon() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = ring_mount();
+    let out = answered(&m.mnt, "umount", {
+        let mnt = m.mnt.clone();
+        move || output(std::process::Command::new("umount").arg(mnt))
+    });
+    assert!(out.status.success(), "umount: {out:?}");
+    // Signal 0 sends nothing: this only waits for the daemon to exit on its own.
+    let status = m
+        .signal_and_wait(0)
+        .expect("the daemon exits once its mount is gone");
+    assert!(status.success(), "daemon exited with {status}");
+    let stderr = m.stderr();
+    assert!(
+        stderr.contains("unmounted from outside") && served(&stderr).len() == 1,
+        "the ring ended with the session:\n{stderr}"
+    );
+}
+
+#[test]
 fn kill_9_with_the_ring_registered_leaves_enotconn_and_a_new_daemon_mounts_again() {
     let Some(_param) = UringParam::set(true) else {
         return;
