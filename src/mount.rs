@@ -234,7 +234,8 @@ fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal
 enum Event {
     /// A `statfs` of the mountpoint went through the daemon: the mount answers.
     Answered,
-    ProbeFailed(String),
+    /// The mount cannot go on: the readiness probe or the io_uring ring says why.
+    Failed(String),
     Signal(i32),
     /// The kernel connection is gone: the mount was unmounted (by us or from outside).
     Ended,
@@ -291,8 +292,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         let _ = session_end.send(Event::Ended);
     }));
     // Before the mount, so that no ring means classic and never a mount waiting for one.
-    let ring_wanted = ring::prepare();
-    let adapter = ring::offer(adapter, ring_wanted.as_ref());
+    let (adapter, ring_wanted) = ring::prepare(adapter);
     let fuse = fuse_config(read_only, allow_other, &backing);
     let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
@@ -321,7 +321,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         }
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
-    let ring = match ring::start(ring_wanted, &session, fs.clone()) {
+    let ring = match ring::start(ring_wanted, &session, fs.clone(), events.clone()) {
         Ok(ring) => ring,
         Err(problem) => {
             unmount_self(&mnt);
@@ -379,7 +379,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
                         .ok()
                 });
             }
-            Ok(Event::ProbeFailed(why)) => break Err(why),
+            Ok(Event::Failed(why)) => break Err(why),
             Ok(Event::Signal(signal)) => {
                 info!(signal = signals::signal_name(signal), "shutting down");
                 break Ok(false);
@@ -504,12 +504,12 @@ fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
         let event = match rustix::fs::statfs(&mnt) {
             // f_type's width differs between architectures; the magic fits in 32 bits.
             Ok(st) if st.f_type as u32 == FUSE_SUPER_MAGIC => Event::Answered,
-            Ok(st) => Event::ProbeFailed(format!(
+            Ok(st) => Event::Failed(format!(
                 "{} is not the FUSE mount after mounting (filesystem type {:#x}); was it unmounted at once?",
                 mnt.display(),
                 st.f_type
             )),
-            Err(e) => Event::ProbeFailed(format!(
+            Err(e) => Event::Failed(format!(
                 "the mount at {} does not answer: {}",
                 mnt.display(),
                 std::io::Error::from(e)

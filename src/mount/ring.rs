@@ -6,10 +6,12 @@
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::Event;
 use crate::fs::CacheFs;
 use crate::fuse::FuseAdapter;
 use crate::uring::{self, ring, serve};
@@ -28,9 +30,21 @@ pub struct Wanted {
     granted: Arc<AtomicBool>,
 }
 
-/// The rings, when the switch asks for them and this kernel offers the transport. Any failure
-/// here means the classic transport, with a warning: nothing is mounted yet.
-pub fn prepare() -> Option<Wanted> {
+/// The rings, when the switch asks for them and this kernel offers the transport, and the
+/// adapter told to ask for them at INIT. Any failure here means the classic transport, with a
+/// warning: nothing is mounted yet.
+pub fn prepare(adapter: FuseAdapter) -> (FuseAdapter, Option<Wanted>) {
+    match rings() {
+        Some(rings) => {
+            let granted = Arc::new(AtomicBool::new(false));
+            let adapter = adapter.offer_ring(granted.clone());
+            (adapter, Some(Wanted { rings, granted }))
+        }
+        None => (adapter, None),
+    }
+}
+
+fn rings() -> Option<ring::Rings> {
     let asked = std::env::var_os(EXPERIMENT_ENV)?;
     if asked != STATFS_GETATTR {
         warn!("{EXPERIMENT_ENV}={asked:?} is no experiment of this build (only {STATFS_GETATTR:?}); classic transport");
@@ -47,33 +61,21 @@ pub fn prepare() -> Option<Wanted> {
             ring::default_payload_size(),
         )
     });
-    match rings {
-        Ok(rings) => Some(Wanted {
-            rings,
-            granted: Arc::new(AtomicBool::new(false)),
-        }),
-        Err(e) => {
-            warn!("cannot set up io_uring rings ({e}); classic transport");
-            None
-        }
-    }
-}
-
-/// The adapter, told to ask for the ring at INIT when there is one.
-pub fn offer(adapter: FuseAdapter, wanted: Option<&Wanted>) -> FuseAdapter {
-    match wanted {
-        Some(w) => adapter.offer_ring(w.granted.clone()),
-        None => adapter,
-    }
+    rings
+        .inspect_err(|e| warn!("cannot set up io_uring rings ({e}); classic transport"))
+        .ok()
 }
 
 /// After INIT, before the session serves: register the rings on a duplicate of the session's
 /// fd, if the kernel granted the transport. `Err` when the kernel agreed to wait for rings it
 /// will not get: the mount must then be given up, or every request on it hangs.
-pub fn start(
+/// Should the ring stop serving while the connection lives, `events` hears of it: the mount
+/// must then end, as requests wait for the ring.
+pub(super) fn start(
     wanted: Option<Wanted>,
     session: &fuser::Session<FuseAdapter>,
     fs: Arc<CacheFs>,
+    events: Sender<Event>,
 ) -> Result<Option<serve::Running>, String> {
     let Some(Wanted { rings, granted }) = wanted else {
         return Ok(None);
@@ -86,10 +88,12 @@ pub fn start(
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| format!("cannot duplicate the FUSE connection for the io_uring ring: {e}"))?;
-    match serve::start(rings, fd, fs) {
+    let queues = rings.queues();
+    let stopped = move |why| drop(events.send(Event::Failed(why)));
+    match serve::start(rings, fd, fs, stopped) {
         Ok(running) => {
             info!(
-                queues = ring::possible_cpus().unwrap_or(0),
+                queues,
                 entries_per_queue = ring::ENTRIES_PER_QUEUE,
                 "io_uring ring registered; serving statfs and getattr on it"
             );

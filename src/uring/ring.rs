@@ -168,6 +168,7 @@ impl std::fmt::Display for RegisterError {
 /// The ring of one thread and its entries, spread evenly over the queues.
 pub struct Rings {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    queues: u16,
     slots: Vec<Slot>,
     /// The connection's fd (a duplicate of the session's), held as long as the ring serves.
     fd: Option<OwnedFd>,
@@ -180,7 +181,9 @@ pub struct Rings {
 pub enum Ended {
     /// Every entry's command ended (the connection is gone).
     Disconnected,
-    /// Waiting on the ring failed; the entries still in the kernel's hands were leaked.
+    /// The ring stopped while the connection may live on (waiting on it failed, or an entry
+    /// was lost); the entries still in the kernel's hands were leaked. The mount must end:
+    /// requests on a queue without an entry wait forever.
     Failed(io::Error),
 }
 
@@ -219,10 +222,16 @@ impl Rings {
             .collect();
         Ok(Rings {
             ring,
+            queues,
             slots,
             fd: None,
             early: Vec::new(),
         })
+    }
+
+    /// How many queues the entries are spread over.
+    pub fn queues(&self) -> u16 {
+        self.queues
     }
 
     /// Hand every entry to the connection behind `fd` (REGISTER). Returns once the commands
@@ -232,7 +241,7 @@ impl Rings {
         self.fd = Some(fd);
         for i in 0..self.slots.len() {
             let entry = register_entry(raw, &self.slots[i], i);
-            self.push(&entry);
+            self.push(&entry).map_err(RegisterError::NotSubmitted)?;
             self.slots[i].state = State::Registering;
         }
         self.ring.submit().map_err(RegisterError::NotSubmitted)?;
@@ -257,7 +266,11 @@ impl Rings {
         let mut done = std::mem::take(&mut self.early);
         loop {
             for (slot, res) in done.drain(..) {
-                self.complete(slot, res, &mut handle);
+                if let Err(e) = self.complete(slot, res, &mut handle) {
+                    // Dropping `self` closes the ring and the fd, and leaks the entries the
+                    // kernel may still write.
+                    return Ended::Failed(e);
+                }
             }
             if self.slots.iter().all(|s| s.state == State::Done) {
                 return Ended::Disconnected;
@@ -267,9 +280,7 @@ impl Rings {
                 // A signal for another thread of the daemon landed here.
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => {
-                    error!("waiting on the io_uring ring failed ({e}); it stops serving");
-                    // Dropping `self` closes the ring and the fd, and leaks the entries the
-                    // kernel may still write.
+                    error!("waiting on the io_uring ring failed: {e}");
                     return Ended::Failed(e);
                 }
             }
@@ -285,16 +296,18 @@ impl Rings {
     }
 
     /// The completion of `slot`'s command: a request to answer, or the end of the entry.
+    /// `Err` when an entry is lost while the connection may live on: its queue may be left
+    /// without one, and requests made on that CPU would wait forever.
     fn complete(
         &mut self,
         slot: usize,
         res: i32,
         handle: &mut impl FnMut(&mut FuseUringReqHeader, &mut [u8]),
-    ) {
+    ) -> io::Result<()> {
         let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         let Some(s) = self.slots.get_mut(slot) else {
             error!(slot, "completion for an io_uring entry that does not exist");
-            return;
+            return Ok(());
         };
         let next = if res < 0 {
             let errno = -res;
@@ -304,7 +317,7 @@ impl Rings {
                 (_, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) => {
                     debug!(qid = s.qid, "io_uring entry ended: {e}");
                     s.state = State::Done;
-                    return;
+                    return Ok(());
                 }
                 // The kernel did not take the reply (it ends the waiting request itself, or
                 // never found it); the entry would be lost to its queue, so register it again
@@ -320,7 +333,7 @@ impl Rings {
                 (state, _) => {
                     error!(qid = s.qid, ?state, "io_uring entry failed: {e}");
                     s.state = State::Done;
-                    return;
+                    return Err(e);
                 }
             }
         } else {
@@ -338,19 +351,20 @@ impl Rings {
             s.state = State::Committing;
             command(fd, FuseUringCmd::CommitAndFetch, &commit, None).user_data(slot as u64)
         };
-        self.push(&next);
+        self.push(&next)
     }
 
     /// Queue one SQE. There is room: each entry has at most one command queued or in flight,
     /// and the ring has a slot for each entry.
-    fn push(&mut self, entry: &squeue::Entry128) {
+    fn push(&mut self, entry: &squeue::Entry128) -> io::Result<()> {
         // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers)
         // belongs to a `Slot` of this ring, which outlives the command: slots are dropped only
         // once every command has completed, or leaked (see `run` and `Drop`).
         let pushed = unsafe { self.ring.submission().push(entry) };
-        if pushed.is_err() {
+        pushed.map_err(|_| {
             error!("the io_uring submission queue is full; an entry is lost");
-        }
+            io::Error::from(io::ErrorKind::OutOfMemory)
+        })
     }
 }
 
@@ -464,6 +478,29 @@ mod tests {
         assert_eq!(b[48 + 16..48 + 18], 1u16.to_ne_bytes());
         assert_eq!(slot.iov.0[0].iov_len, 288);
         assert_eq!(slot.iov.0[1].iov_len, 8192);
+    }
+
+    #[test]
+    fn a_register_the_kernel_refuses_is_reported_at_once_and_ends_the_loop() {
+        // A regular file has no io_uring commands: the kernel fails each REGISTER inline, as
+        // it would on a FUSE connection that cannot take one.
+        let file = tempfile::tempfile().unwrap();
+        let mut rings = Rings::new(2, 1, 8192).unwrap();
+        match rings.register(OwnedFd::from(file)) {
+            Err(RegisterError::Refused { qid: 0, errno }) => {
+                assert!(errno > 0, "errno {errno}");
+                let e = RegisterError::Refused { qid: 0, errno };
+                assert!(e.to_string().contains("queue 0"), "{e}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(rings.slots.iter().all(|s| s.state == State::Done));
+        // Nothing is left in the kernel's hands: the loop ends at once, and the buffers are
+        // freed on drop.
+        assert!(matches!(
+            rings.run(|_, _| panic!("no request can come")),
+            Ended::Disconnected
+        ));
     }
 
     #[test]

@@ -6,13 +6,14 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::abi::FuseUringReqHeader;
 use super::message::{self, attr_out, decode, encode, kstatfs, Op, Reply, Request};
@@ -55,7 +56,9 @@ pub fn handle(fs: &CacheFs, served: &Served, header: &mut FuseUringReqHeader, pa
     // The kernel finds the waiting request by `commit_id`; replying to it ends that request
     // even when the rest of the entry makes no sense.
     let commit_id = header.ring_ent_in_out.commit_id;
-    let reply = match decode(header, payload.len()) {
+    let decoded = decode(header, payload.len());
+    // `answer` catches the filesystem's panics itself; this is for a bug of the ring's own.
+    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| match decoded {
         Ok(req) => answer(fs, served, &req),
         Err(why) => {
             bump(&served.malformed);
@@ -65,7 +68,14 @@ pub fn handle(fs: &CacheFs, served: &Served, header: &mut FuseUringReqHeader, pa
             );
             Reply::Error(libc::EIO)
         }
-    };
+    }))
+    .unwrap_or_else(|_| {
+        error!(
+            commit_id,
+            "answering a request on the io_uring ring panicked; answered EIO"
+        );
+        Reply::Error(libc::EIO)
+    });
     encode(header, payload, commit_id, &reply);
 }
 
@@ -150,8 +160,14 @@ impl Running {
 ///
 /// On `Refused` the kernel has gone back to `/dev/fuse` and the thread only waits for the end
 /// of the entries that did register; on `NotSubmitted` the connection waits for a ring that
-/// will not come, and the caller must give the mount up.
-pub fn start(rings: Rings, fd: OwnedFd, fs: Arc<CacheFs>) -> Result<Running, RegisterError> {
+/// will not come, and the caller must give the mount up. So must it when `stopped` is called
+/// (with the reason): the ring stopped serving while the connection lives.
+pub fn start(
+    rings: Rings,
+    fd: OwnedFd,
+    fs: Arc<CacheFs>,
+    stopped: impl FnOnce(String) + Send + 'static,
+) -> Result<Running, RegisterError> {
     let served = Arc::new(Served::default());
     let (report, registered) = mpsc::channel();
     let counts = served.clone();
@@ -170,7 +186,10 @@ pub fn start(rings: Rings, fd: OwnedFd, fs: Arc<CacheFs>) -> Result<Running, Reg
                 Ended::Disconnected => {
                     info!("io_uring ring ended with the connection; served {counts}")
                 }
-                Ended::Failed(e) => warn!("io_uring ring stopped ({e}); served {counts}"),
+                Ended::Failed(e) => {
+                    error!("io_uring ring stopped ({e}); served {counts}");
+                    stopped(format!("the io_uring ring stopped serving: {e}"));
+                }
             }
         })
         .map_err(RegisterError::NotSubmitted)?;
