@@ -175,7 +175,8 @@ pub struct FuseOutHeader {
 /// `FUSE_GETATTR`, the opcode of `fuse_in_header` for a `stat` the kernel cannot answer from
 /// its cache; `op_in` holds a [`FuseGetattrIn`], the reply is a [`FuseAttrOut`].
 pub const FUSE_GETATTR: u32 = 3;
-/// `FUSE_STATFS`: no argument (the node id is the header's), the reply is a [`FuseStatfsOut`].
+/// `FUSE_STATFS`: no argument (the node id is the header's); the reply, `fuse_statfs_out`, is
+/// exactly a [`FuseKstatfs`].
 pub const FUSE_STATFS: u32 = 17;
 /// `FUSE_GETATTR_FH` in `fuse_getattr_in::getattr_flags`: `fh` names an open file handle.
 pub const FUSE_GETATTR_FH: u32 = 1;
