@@ -2,7 +2,8 @@
 //! `CACHETTA_URING_EXPERIMENT=statfs-getattr`, `statfs` and `getattr` are served on the ring
 //! (proved by the daemon's count of what the ring served, which it logs when the ring ends),
 //! every other request is refused there, a kill -9 leaves a dead mount (`ENOTCONN`, no hang)
-//! that a new daemon replaces, and without `enable_uring` the switch falls back to classic.
+//! that a new daemon replaces, and without `enable_uring` (or with a switch value it does not
+//! know) the mount is classic.
 //!
 //! `enable_uring` is a machine-wide kernel setting: [`UringParam`] sets it for one test at a
 //! time and always puts back the value it found. Mounts of other tests made meanwhile are
@@ -331,6 +332,34 @@ fn without_enable_uring_the_switch_falls_back_to_the_classic_transport() {
     let stderr = m.stderr();
     assert!(
         stderr.contains("classic transport") && !stderr.contains("io_uring ring registered"),
+        "stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_experiment_is_ignored_with_a_warning_and_the_mount_is_classic() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = Mount::new()
+        .backing_file("x.json", "{}")
+        .env(SWITCH, "everything")
+        .start();
+    let stats = answered(&m.mnt, "getxattr", {
+        let mnt = m.mnt.clone();
+        move || getxattr(&mnt, "user.cachetta.stats")
+    })
+    .expect("getxattr on classic");
+    assert!(
+        stats.starts_with(b"{"),
+        "{}",
+        String::from_utf8_lossy(&stats)
+    );
+    let status = m.stop();
+    assert!(status.success(), "daemon exited with {status}");
+    let stderr = m.stderr();
+    assert!(
+        stderr.contains("is no experiment of this build") && stderr.contains("io_uring=false"),
         "stderr:\n{stderr}"
     );
 }
