@@ -69,12 +69,18 @@ impl Drop for UringParam {
     }
 }
 
-/// A mount with the ring switch on.
+/// A mount with the ring switch on, once its daemon says it is ready: its own probe (a statfs,
+/// on the ring when there is one) found the mount answering. Before that, an unmount would be
+/// taken for a mount that never came (exit 1), and a stop would leave the probe's statfs out of
+/// the counts.
+#[track_caller]
 fn ring_mount() -> Mount {
-    Mount::new()
+    let m = Mount::new()
         .backing_file("x.json", "{}")
         .env(SWITCH, EXPERIMENT)
-        .start()
+        .start();
+    wait_ready(&m, 1);
+    m
 }
 
 /// Run `f` (which touches the mount) on a thread of its own; if it has not returned within
@@ -104,6 +110,19 @@ fn statvfs(path: PathBuf) -> std::io::Result<libc::statvfs> {
     // SAFETY: valid C string and a writable statvfs.
     check_rc(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
     Ok(st)
+}
+
+/// Wait until the daemon(s) that wrote `m`'s stderr have said `ready` `times` times: their own
+/// probe found the mount answering.
+#[track_caller]
+fn wait_ready(m: &Mount, times: usize) {
+    let said = || m.stderr().matches("cachetta::mount: ready").count();
+    assert!(
+        eventually(MOUNT_TIMEOUT, || said() >= times),
+        "the daemon never said it was ready ({} of {times}):\n{}",
+        said(),
+        m.stderr()
+    );
 }
 
 /// `(statfs, getattr)` of each "served ..." line the daemon logged when a ring ended.
@@ -282,15 +301,7 @@ fn kill_9_with_the_ring_registered_leaves_enotconn_and_a_new_daemon_mounts_again
     m.restart();
     // `restart` takes the root's cached attributes for an answer: wait for the new daemon's
     // own word that its mount answers.
-    assert!(
-        eventually(MOUNT_TIMEOUT, || m
-            .stderr()
-            .matches("cachetta::mount: ready")
-            .count()
-            == 2),
-        "the new daemon never became ready:\n{}",
-        m.stderr()
-    );
+    wait_ready(&m, 2);
     answered(&m.mnt, "statfs after the remount", {
         let mnt = m.mnt.clone();
         move || statvfs(mnt)
