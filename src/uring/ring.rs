@@ -260,9 +260,9 @@ impl Rings {
         }
     }
 
-    /// Serve until every entry's command has ended. `handle` gets each request's header and
-    /// payload buffers and writes the reply into them; it must not panic (see `serve`).
-    pub fn run(mut self, mut handle: impl FnMut(&mut FuseUringReqHeader, &mut [u8])) -> Ended {
+    /// Serve until every entry's command has ended. `handle` gets each request's queue, header
+    /// and payload buffers, and writes the reply into them; it must not panic (see `serve`).
+    pub fn run(mut self, mut handle: impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8])) -> Ended {
         let mut done = std::mem::take(&mut self.early);
         loop {
             for (slot, res) in done.drain(..) {
@@ -302,7 +302,7 @@ impl Rings {
         &mut self,
         slot: usize,
         res: i32,
-        handle: &mut impl FnMut(&mut FuseUringReqHeader, &mut [u8]),
+        handle: &mut impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8]),
     ) -> io::Result<()> {
         let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         let Some(s) = self.slots.get_mut(slot) else {
@@ -342,7 +342,7 @@ impl Rings {
             // command is submitted below; the buffers are live allocations of the right sizes,
             // and these are the only references to them, gone before that submission.
             let (header, payload) = unsafe { (&mut *s.header.addr(), &mut *s.payload.addr()) };
-            handle(header, payload);
+            handle(s.qid, header, payload);
             let commit = FuseUringCmdReq {
                 commit_id: header.ring_ent_in_out.commit_id,
                 qid: s.qid,
@@ -498,7 +498,7 @@ mod tests {
         // Nothing is left in the kernel's hands: the loop ends at once, and the buffers are
         // freed on drop.
         assert!(matches!(
-            rings.run(|_, _| panic!("no request can come")),
+            rings.run(|_, _, _| panic!("no request can come")),
             Ended::Disconnected
         ));
     }

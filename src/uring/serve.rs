@@ -28,6 +28,9 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the ring answered, since the mount: the proof that requests went over it.
 #[derive(Debug, Default)]
 pub struct Served {
+    /// Requests taken from each queue (one per possible CPU; the kernel queues a request on
+    /// the queue of the CPU its caller runs on).
+    pub by_queue: Vec<AtomicU64>,
     pub statfs: AtomicU64,
     pub getattr: AtomicU64,
     /// Requests for an opcode the ring does not serve yet, answered with an errno.
@@ -39,9 +42,10 @@ pub struct Served {
 impl fmt::Display for Served {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let by_queue: Vec<u64> = self.by_queue.iter().map(n).collect();
         write!(
             f,
-            "statfs {}, getattr {}, refused {}, malformed {}",
+            "statfs {}, getattr {}, refused {}, malformed {}; by queue {by_queue:?}",
             n(&self.statfs),
             n(&self.getattr),
             n(&self.refused),
@@ -168,7 +172,10 @@ pub fn start(
     fs: Arc<CacheFs>,
     stopped: impl FnOnce(String) + Send + 'static,
 ) -> Result<Running, RegisterError> {
-    let served = Arc::new(Served::default());
+    let served = Arc::new(Served {
+        by_queue: (0..rings.queues()).map(|_| AtomicU64::new(0)).collect(),
+        ..Served::default()
+    });
     let (report, registered) = mpsc::channel();
     let counts = served.clone();
     let thread = std::thread::Builder::new()
@@ -181,7 +188,12 @@ pub fn start(
             if !submitted {
                 return;
             }
-            let ended = rings.run(|header, payload| handle(&fs, &counts, header, payload));
+            let ended = rings.run(|qid, header, payload| {
+                if let Some(queue) = counts.by_queue.get(usize::from(qid)) {
+                    bump(queue);
+                }
+                handle(&fs, &counts, header, payload)
+            });
             match ended {
                 Ended::Disconnected => {
                     info!("io_uring ring ended with the connection; served {counts}")

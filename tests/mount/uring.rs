@@ -125,6 +125,22 @@ fn wait_ready(m: &Mount, times: usize) {
     );
 }
 
+/// The requests each queue served, from each "served ..." line the daemon logged when a ring
+/// ended (`by queue [3, 5]`).
+fn served_by_queue(stderr: &str) -> Vec<Vec<u64>> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("io_uring ring ended"))
+        .map(|l| {
+            let list = &l[l.find("by queue [").expect("by queue in the line") + 10..];
+            list[..list.find(']').expect("a closed list")]
+                .split(", ")
+                .map(|n| n.parse().expect("a number"))
+                .collect()
+        })
+        .collect()
+}
+
 /// `(statfs, getattr)` of each "served ..." line the daemon logged when a ring ended.
 fn served(stderr: &str) -> Vec<(u64, u64)> {
     let count = |line: &str, name: &str| -> u64 {
@@ -206,26 +222,33 @@ fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
         return;
     };
     let mut m = ring_mount();
-    // More callers than the ring has entries (two per CPU): requests wait in their CPU's
-    // queue for an entry, and callers on both CPUs use both queues.
+    let cpus = usize::from(cachetta::uring::ring::possible_cpus().unwrap());
+    // More callers than the ring has entries (two per CPU), so requests wait in their queue for
+    // an entry; and one caller pinned to each CPU, whose requests the kernel must put on that
+    // CPU's queue (the others go wherever the scheduler runs them: on a busy machine, maybe
+    // all on one CPU).
     let (threads, each) = (8, 200);
-    let failures = answered(&m.mnt, "statfs from 8 threads", {
+    let results = answered(&m.mnt, "statfs from many threads", {
         let mnt = m.mnt.clone();
         move || {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
+            let callers = (0..threads).map(|_| None).chain((0..cpus).map(Some));
+            let workers: Vec<_> = callers
+                .map(|cpu| {
                     let mnt = mnt.clone();
                     thread::spawn(move || {
-                        (0..each).filter(|_| statvfs(mnt.clone()).is_err()).count()
+                        let pinned = cpu.filter(|&cpu| pin_to(cpu));
+                        let failed = (0..each).filter(|_| statvfs(mnt.clone()).is_err());
+                        (pinned, failed.count())
                     })
                 })
                 .collect();
             workers
                 .into_iter()
                 .map(|w| w.join().unwrap())
-                .sum::<usize>()
+                .collect::<Vec<_>>()
         }
     });
+    let failures: usize = results.iter().map(|(_, failed)| failed).sum();
     assert_eq!(failures, 0, "statfs calls that failed");
     let status = m.stop();
     assert!(status.success(), "daemon exited with {status}");
@@ -233,10 +256,34 @@ fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
     let counts = served(&stderr);
     assert_eq!(counts.len(), 1, "{stderr}");
     assert!(
-        counts[0].0 >= (threads * each) as u64,
+        counts[0].0 >= ((threads + cpus) * each) as u64,
         "statfs served on the ring: {}\n{stderr}",
         counts[0].0
     );
+    let queues = &served_by_queue(&stderr)[0];
+    assert_eq!(queues.len(), cpus, "one queue per possible CPU:\n{stderr}");
+    let pinned: Vec<usize> = results.iter().filter_map(|(cpu, _)| *cpu).collect();
+    assert!(!pinned.is_empty(), "no caller could be pinned to a CPU");
+    for cpu in pinned {
+        assert!(
+            queues[cpu] >= each as u64,
+            "queue {cpu} served {} requests; its pinned caller made {each}:\n{stderr}",
+            queues[cpu]
+        );
+    }
+}
+
+/// Pin the calling thread to `cpu`; false when the kernel refuses (an offline CPU).
+fn pin_to(cpu: usize) -> bool {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: an all-zero `cpu_set_t` is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sets one bit of `set`; `cpu` is below CPU_SETSIZE (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid set of the size given.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
 #[test]
