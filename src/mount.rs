@@ -16,6 +16,7 @@ mod checks;
 mod helper;
 mod http;
 mod metrics;
+mod ring;
 mod signals;
 mod status;
 
@@ -236,7 +237,8 @@ fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal
 enum Event {
     /// A `statfs` of the mountpoint went through the daemon: the mount answers.
     Answered,
-    ProbeFailed(String),
+    /// The mount cannot go on: the readiness probe or the io_uring ring says why.
+    Failed(String),
     Signal(i32),
     /// The kernel connection is gone: the mount was unmounted (by us or from outside).
     Ended,
@@ -292,6 +294,8 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
         let _ = session_end.send(Event::Ended);
     }));
+    // Before the mount, so that no ring means classic and never a mount waiting for one.
+    let (adapter, ring_wanted) = ring::prepare(adapter);
     let fuse = fuse_config(read_only, allow_other, &backing);
     let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
@@ -320,6 +324,13 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         }
     };
     info!(mountpoint = %mnt.display(), backing = %backing.display(), allow_other, "mounted");
+    let ring = match ring::start(ring_wanted, &session, fs.clone(), events.clone()) {
+        Ok(ring) => ring,
+        Err(problem) => {
+            unmount_self(&mnt);
+            return reporter.fail(Failure::failed(problem));
+        }
+    };
 
     if let Err(e) = spawn_gc_thread(config, &backing, journal) {
         error!("cannot start the gc thread: {e}");
@@ -371,7 +382,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
                         .ok()
                 });
             }
-            Ok(Event::ProbeFailed(why)) => break Err(why),
+            Ok(Event::Failed(why)) => break Err(why),
             Ok(Event::Signal(signal)) => {
                 info!(signal = signals::signal_name(signal), "shutting down");
                 break Ok(false);
@@ -415,6 +426,10 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         std::thread::sleep(Duration::from_millis(5));
     }
     std::mem::forget(background);
+    // The ring's entries come back once the connection is gone; then it drops its fd.
+    if let Some(ring) = ring {
+        ring.finish(Duration::from_secs(2));
+    }
     info!(mountpoint = %mnt.display(), "unmounted");
     code
 }
@@ -492,12 +507,12 @@ fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
         let event = match rustix::fs::statfs(&mnt) {
             // f_type's width differs between architectures; the magic fits in 32 bits.
             Ok(st) if st.f_type as u32 == FUSE_SUPER_MAGIC => Event::Answered,
-            Ok(st) => Event::ProbeFailed(format!(
+            Ok(st) => Event::Failed(format!(
                 "{} is not the FUSE mount after mounting (filesystem type {:#x}); was it unmounted at once?",
                 mnt.display(),
                 st.f_type
             )),
-            Err(e) => Event::ProbeFailed(format!(
+            Err(e) => Event::Failed(format!(
                 "the mount at {} does not answer: {}",
                 mnt.display(),
                 std::io::Error::from(e)

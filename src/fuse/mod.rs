@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -29,6 +30,9 @@ pub struct FuseAdapter {
     backings: Mutex<HashMap<u64, Arc<Backing>>>,
     /// Called once the session ends (the kernel connection is gone).
     on_destroy: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Set when the daemon has io_uring rings ready: `init` asks for FUSE-over-io_uring and
+    /// stores whether the kernel granted it.
+    ring: Option<Arc<AtomicBool>>,
 }
 
 /// One pin's kernel backing: registered by the first open of the pin that gets here (the
@@ -52,7 +56,16 @@ impl FuseAdapter {
             fs,
             backings: Mutex::new(HashMap::new()),
             on_destroy: None,
+            ring: None,
         }
+    }
+
+    /// Ask the kernel for FUSE-over-io_uring at INIT; `granted` says afterwards whether it
+    /// agreed. Only for a daemon whose rings already exist (`crate::uring`): once granted, the
+    /// kernel holds every request until each queue has a ring entry.
+    pub fn offer_ring(mut self, granted: Arc<AtomicBool>) -> Self {
+        self.ring = Some(granted);
+        self
     }
 
     /// Run `f` when the session ends: the mount was unmounted, by us or from outside.
@@ -112,6 +125,7 @@ impl FuseAdapter {
 
 mod reply;
 use reply::*;
+pub(crate) use reply::{counted, fail};
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -131,7 +145,23 @@ impl Filesystem for FuseAdapter {
             && config.set_max_stack_depth(1).is_ok();
         // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
         self.fs.enable_passthrough(granted);
-        info!(passthrough = granted, "kernel connection ready");
+        let ring = self.ring.as_ref().is_some_and(|ring| {
+            // The ring's payload buffers were sized for this max_write and for a readahead no
+            // larger (fuser's max_pages follows the larger of the two). Lowering readahead
+            // fails only when the kernel's offer is already smaller, which is as good.
+            let _ = config.set_max_readahead(crate::uring::ring::MAX_WRITE);
+            let asked = config.set_max_write(crate::uring::ring::MAX_WRITE).is_ok()
+                && config
+                    .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                    .is_ok();
+            ring.store(asked, Ordering::SeqCst);
+            asked
+        });
+        info!(
+            passthrough = granted,
+            io_uring = ring,
+            "kernel connection ready"
+        );
         Ok(())
     }
 

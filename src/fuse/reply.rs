@@ -59,7 +59,7 @@ pub(super) fn caller(req: &Request) -> Caller {
     }
 }
 
-pub(super) fn fail(op: &str, err: FsError) -> Errno {
+pub(crate) fn fail(op: &str, err: FsError) -> Errno {
     match err.level {
         Level::Quiet => debug!(op, errno = err.errno, "{}", err.message),
         Level::Warn => warn!(op, errno = err.errno, "{}", err.message),
@@ -84,16 +84,15 @@ pub(super) fn fail(op: &str, err: FsError) -> Errno {
 /// answered `EIO` (fuser answers a reply that is dropped unsent), and the worker thread lives
 /// on to serve the next request.
 pub(super) fn guarded(op: &OpStats, req: &Request, ino: u64, handler: impl FnOnce()) {
+    counted(op, req.unique().0, ino, req.pid(), handler);
+}
+
+/// [`guarded`] for any transport: the request's id, inode and caller's pid, as the kernel gave
+/// them. The io_uring transport (`crate::uring`) runs its handlers in it too.
+pub(crate) fn counted(op: &OpStats, id: u64, ino: u64, pid: u32, handler: impl FnOnce()) {
     bump(&op.count);
     // One span per request, so `-vv` logs can be followed request by request.
-    let _span = tracing::debug_span!(
-        "request",
-        op = op.name,
-        id = req.unique().0,
-        ino,
-        pid = req.pid()
-    )
-    .entered();
+    let _span = tracing::debug_span!("request", op = op.name, id, ino, pid).entered();
     let started = Instant::now();
     caught(op.name, handler);
     op.latency.observe(started.elapsed());

@@ -73,11 +73,13 @@ pub fn mountpoint_free(mnt: &Path) -> Result<(), Refusal> {
         };
         let is_fuse = fstype == "fuse" || fstype.starts_with("fuse.");
         // A FUSE mount whose daemon is gone answers ENOTCONN, or ECONNABORTED right after the
-        // kill while the kernel tears the connection down.
+        // kill while the kernel tears the connection down. Asked with statfs, which the kernel
+        // always sends to the daemon: a `stat` of the root is answered from the attributes the
+        // kernel still caches for a while after the kill, as if the mount were alive.
         let dead = is_fuse
             && matches!(
-                std::fs::metadata(mnt).err().and_then(|e| e.raw_os_error()),
-                Some(libc::ENOTCONN | libc::ECONNABORTED)
+                rustix::fs::statfs(mnt).err(),
+                Some(rustix::io::Errno::NOTCONN | rustix::io::Errno::CONNABORTED)
             );
         if !dead {
             let what = if is_fuse {

@@ -7,6 +7,11 @@
 //! tree at commit d975d76af6d24b6f91a7464769bf7f7386a9a856. The io_uring part has not changed
 //! since it came in with 7.42 (Linux 6.14); see docs/uring.md for what was read and why not
 //! torvalds/linux itself. Field names follow the C header so the two can be read side by side.
+//!
+//! The message structs derive zerocopy's traits: the ring's buffers are read and written as
+//! these structs with no `unsafe` (zerocopy checks at compile time that each has no padding).
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `FUSE_OVER_IO_URING` (`1ULL << 41`) in the 64-bit INIT flags: the kernel sets it in
 /// `fuse_init_in` when `enable_uring` is on; a server sets it in `fuse_init_out` to say it will
@@ -37,7 +42,9 @@ pub const FUSE_URING_IOV_SEGS: u32 = 2;
 /// `commit_id` (the request's unique) and `payload_sz` (bytes it wrote to the payload); the
 /// reply puts the bytes it wrote in `payload_sz` and commits with that `commit_id`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FuseUringEntInOut {
     pub flags: u64,
     pub commit_id: u64,
@@ -49,7 +56,7 @@ pub struct FuseUringEntInOut {
 /// `struct fuse_uring_req_header`: the buffer of `iov[0]` at REGISTER, one per ring entry. Its
 /// size is the minimum `iov[0].iov_len` the kernel accepts.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct FuseUringReqHeader {
     /// `struct fuse_in_header` on a request, `struct fuse_out_header` on a reply.
     pub in_out: [u8; FUSE_URING_IN_OUT_HEADER_SZ],
@@ -92,7 +99,9 @@ pub const SQE128_CMD_SZ: usize = 80;
 
 /// `struct fuse_uring_cmd_req`: the command payload of both commands.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FuseUringCmdReq {
     pub flags: u64,
     /// The entry being committed (COMMIT_AND_FETCH): `ring_ent_in_out.commit_id` of its request.
@@ -136,7 +145,9 @@ pub struct FuseInitOut {
 
 /// `struct fuse_in_header`, which the kernel writes at the start of `in_out`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FuseInHeader {
     pub len: u32,
     pub opcode: u32,
@@ -152,11 +163,91 @@ pub struct FuseInHeader {
 
 /// `struct fuse_out_header`, which a reply writes at the start of `in_out`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FuseOutHeader {
     pub len: u32,
     pub error: i32,
     pub unique: u64,
+}
+
+/// `FUSE_GETATTR`, the opcode of `fuse_in_header` for a `stat` the kernel cannot answer from
+/// its cache; `op_in` holds a [`FuseGetattrIn`], the reply is a [`FuseAttrOut`].
+pub const FUSE_GETATTR: u32 = 3;
+/// `FUSE_STATFS`: no argument (the node id is the header's); the reply, `fuse_statfs_out`, is
+/// exactly a [`FuseKstatfs`].
+pub const FUSE_STATFS: u32 = 17;
+/// `FUSE_GETATTR_FH` in `fuse_getattr_in::getattr_flags`: `fh` names an open file handle.
+pub const FUSE_GETATTR_FH: u32 = 1;
+
+/// `struct fuse_getattr_in`.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct FuseGetattrIn {
+    pub getattr_flags: u32,
+    pub dummy: u32,
+    pub fh: u64,
+}
+
+/// `struct fuse_attr` (7.9 and later: `blksize`; 7.38 and later: `flags`). The times are the
+/// header's `uint64_t`, read by the kernel as signed seconds since the epoch.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct FuseAttr {
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: u64,
+    pub mtime: u64,
+    pub ctime: u64,
+    pub atimensec: u32,
+    pub mtimensec: u32,
+    pub ctimensec: u32,
+    /// File type bits (`S_IFDIR`...) and permission bits.
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub blksize: u32,
+    pub flags: u32,
+}
+
+/// `struct fuse_attr_out`: the reply to `FUSE_GETATTR` (and `FUSE_SETATTR`).
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct FuseAttrOut {
+    /// How long the kernel may keep the attributes: seconds, then nanoseconds.
+    pub attr_valid: u64,
+    pub attr_valid_nsec: u32,
+    pub dummy: u32,
+    pub attr: FuseAttr,
+}
+
+/// `struct fuse_kstatfs`, the body of `struct fuse_statfs_out` (its only field, so the reply to
+/// `FUSE_STATFS` is exactly this).
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct FuseKstatfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+    pub padding: u32,
+    pub spare: [u32; 6],
 }
 
 /// Whether an INIT request's flags offer FUSE-over-io_uring: only through `flags2`, which only
@@ -278,5 +369,33 @@ mod tests {
         assert_eq!(offset_of!(FuseOutHeader, unique), 8);
         assert!(size_of::<FuseInHeader>() <= FUSE_URING_IN_OUT_HEADER_SZ);
         assert!(size_of::<FuseOutHeader>() <= FUSE_URING_IN_OUT_HEADER_SZ);
+    }
+
+    #[test]
+    fn getattr_and_statfs_messages_layout() {
+        assert_eq!(FUSE_GETATTR, 3);
+        assert_eq!(FUSE_STATFS, 17);
+        // u32 getattr_flags @0, u32 dummy @4, u64 fh @8.
+        assert_eq!(size_of::<FuseGetattrIn>(), 16);
+        assert_eq!(offset_of!(FuseGetattrIn, fh), 8);
+        // Six u64 (48), then ten u32: 88, 8-aligned.
+        assert_eq!(size_of::<FuseAttr>(), 88);
+        assert_eq!(align_of::<FuseAttr>(), 8);
+        assert_eq!(offset_of!(FuseAttr, atimensec), 48);
+        assert_eq!(offset_of!(FuseAttr, mode), 60);
+        assert_eq!(offset_of!(FuseAttr, nlink), 64);
+        assert_eq!(offset_of!(FuseAttr, rdev), 76);
+        assert_eq!(offset_of!(FuseAttr, blksize), 80);
+        assert_eq!(offset_of!(FuseAttr, flags), 84);
+        // u64 attr_valid, u32 nsec, u32 dummy, then the attributes at 16: 104.
+        assert_eq!(size_of::<FuseAttrOut>(), 104);
+        assert_eq!(offset_of!(FuseAttrOut, attr_valid_nsec), 8);
+        assert_eq!(offset_of!(FuseAttrOut, attr), 16);
+        // Five u64 (40), four u32 (56), u32[6]: 80.
+        assert_eq!(size_of::<FuseKstatfs>(), 80);
+        assert_eq!(offset_of!(FuseKstatfs, bsize), 40);
+        assert_eq!(offset_of!(FuseKstatfs, namelen), 44);
+        assert_eq!(offset_of!(FuseKstatfs, frsize), 48);
+        assert_eq!(offset_of!(FuseKstatfs, spare), 56);
     }
 }

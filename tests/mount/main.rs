@@ -35,6 +35,7 @@ mod shared;
 mod shared_coherence;
 mod statfs;
 mod storm;
+mod uring;
 mod visibility;
 mod write_errors;
 mod writes;

@@ -1,0 +1,108 @@
+//! Test plumbing for the io_uring transport while it serves only `statfs` and `getattr` (issue
+//! #24, step 2): the hidden environment switch [`EXPERIMENT_ENV`], the rings set up before the
+//! mount, and their start on the session's connection before it serves. There is no config key
+//! or flag: a mount whose ring refuses everything else is no use to anyone but a test
+//! (docs/uring.md).
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::Event;
+use crate::fs::CacheFs;
+use crate::fuse::FuseAdapter;
+use crate::uring::{self, ring, serve};
+
+/// `CACHETTA_URING_EXPERIMENT=statfs-getattr` puts the mount on an io_uring ring that serves
+/// `statfs` and `getattr` and refuses every other request. For tests only.
+#[doc(hidden)]
+pub const EXPERIMENT_ENV: &str = "CACHETTA_URING_EXPERIMENT";
+
+/// The one experiment there is.
+const STATFS_GETATTR: &str = "statfs-getattr";
+
+/// Rings ready before the mount, and what INIT will say of them.
+pub struct Wanted {
+    rings: ring::Rings,
+    granted: Arc<AtomicBool>,
+}
+
+/// The rings, when the switch asks for them and this kernel offers the transport, and the
+/// adapter told to ask for them at INIT. Any failure here means the classic transport, with a
+/// warning: nothing is mounted yet.
+pub fn prepare(adapter: FuseAdapter) -> (FuseAdapter, Option<Wanted>) {
+    match rings() {
+        Some(rings) => {
+            let granted = Arc::new(AtomicBool::new(false));
+            let adapter = adapter.offer_ring(granted.clone());
+            (adapter, Some(Wanted { rings, granted }))
+        }
+        None => (adapter, None),
+    }
+}
+
+fn rings() -> Option<ring::Rings> {
+    let asked = std::env::var_os(EXPERIMENT_ENV)?;
+    if asked != STATFS_GETATTR {
+        warn!("{EXPERIMENT_ENV}={asked:?} is no experiment of this build (only {STATFS_GETATTR:?}); classic transport");
+        return None;
+    }
+    if let Err(why) = uring::offered() {
+        warn!("{why}; classic transport");
+        return None;
+    }
+    let rings = ring::possible_cpus().and_then(|queues| {
+        ring::Rings::new(
+            queues,
+            ring::ENTRIES_PER_QUEUE,
+            ring::default_payload_size(),
+        )
+    });
+    rings
+        .inspect_err(|e| warn!("cannot set up io_uring rings ({e}); classic transport"))
+        .ok()
+}
+
+/// After INIT, before the session serves: register the rings on a duplicate of the session's
+/// fd, if the kernel granted the transport. `Err` when the kernel agreed to wait for rings it
+/// will not get: the mount must then be given up, or every request on it hangs.
+/// Should the ring stop serving while the connection lives, `events` hears of it: the mount
+/// must then end, as requests wait for the ring.
+pub(super) fn start(
+    wanted: Option<Wanted>,
+    session: &fuser::Session<FuseAdapter>,
+    fs: Arc<CacheFs>,
+    events: Sender<Event>,
+) -> Result<Option<serve::Running>, String> {
+    let Some(Wanted { rings, granted }) = wanted else {
+        return Ok(None);
+    };
+    if !granted.load(Ordering::SeqCst) {
+        warn!("the kernel did not take FUSE-over-io_uring at INIT; classic transport");
+        return Ok(None);
+    }
+    let fd = session
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot duplicate the FUSE connection for the io_uring ring: {e}"))?;
+    let queues = rings.queues();
+    let stopped = move |why| drop(events.send(Event::Failed(why)));
+    match serve::start(rings, fd, fs, stopped) {
+        Ok(running) => {
+            info!(
+                queues,
+                entries_per_queue = ring::ENTRIES_PER_QUEUE,
+                "io_uring ring registered; serving statfs and getattr on it"
+            );
+            Ok(Some(running))
+        }
+        Err(e @ ring::RegisterError::Refused { .. }) => {
+            warn!("{e}; the kernel went back to /dev/fuse: classic transport");
+            Ok(None)
+        }
+        Err(e @ ring::RegisterError::NotSubmitted(_)) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,537 @@
+//! The ring: one `IoUring` with 128-byte SQEs, the buffers of its FUSE entries (a 288-byte
+//! `fuse_uring_req_header` and a payload each), REGISTER of every entry on the connection, and
+//! the loop that hands each request to a handler and commits its reply with the command that
+//! also fetches the entry's next request. It knows the FUSE commands, not the filesystem: the
+//! handler decodes and answers (see `serve`).
+//!
+//! Buffers are shared with the kernel: from the moment an entry's command is submitted until its
+//! completion arrives, the kernel may write them, and nothing here holds a reference to them.
+//! An entry's buffers are freed only once its command has completed for good (connection gone);
+//! a loop that stops any other way leaks them rather than free memory the kernel may still write.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use tracing::{debug, error, warn};
+use zerocopy::IntoBytes;
+
+use super::abi::{FuseUringCmd, FuseUringCmdReq, FuseUringReqHeader, FUSE_URING_IOV_SEGS};
+
+/// `max_write` the daemon asks for when it offers a ring (fuser's default, pinned here because
+/// the payload buffers are sized from it before the mount).
+pub const MAX_WRITE: u32 = 16 * 1024 * 1024;
+
+/// `FUSE_MIN_READ_BUFFER`, the kernel's floor of `max_payload_sz`.
+const FUSE_MIN_READ_BUFFER: usize = 8192;
+
+/// Entries per queue: one is enough for the kernel to use the ring; a second lets a request
+/// made on a CPU wait in its entry while the first is being answered.
+pub const ENTRIES_PER_QUEUE: usize = 2;
+
+/// Where `/sys` lists the CPUs the kernel counts in `num_possible_cpus()`, its number of queues.
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// Byte offset of `__u32 len` in `struct io_uring_sqe` (uapi `io_uring.h`: opcode u8 @0, flags
+/// u8 @1, ioprio u16 @2, fd s32 @4, off u64 @8, addr u64 @16, len u32 @24).
+const SQE_LEN_OFFSET: usize = 24;
+
+/// The kernel's `max_payload_sz` (`fuse_uring_create()`): the largest of 8 KiB, `max_write` and
+/// `max_pages` pages. A REGISTER whose payload is shorter fails with `EINVAL`.
+pub fn payload_size(max_write: u32, max_pages: u32, page_size: usize) -> usize {
+    FUSE_MIN_READ_BUFFER
+        .max(max_write as usize)
+        .max(max_pages as usize * page_size)
+}
+
+/// The payload of every entry when the daemon asks for [`MAX_WRITE`]: fuser replies with
+/// `max_pages` = `max(max_write, max_readahead)` in pages, and the adapter keeps
+/// `max_readahead` at most `MAX_WRITE`, so both terms are `MAX_WRITE` rounded up to a page.
+pub fn default_payload_size() -> usize {
+    let page = rustix::param::page_size();
+    payload_size(MAX_WRITE, (MAX_WRITE as usize).div_ceil(page) as u32, page)
+}
+
+/// `num_possible_cpus()`: the kernel makes one queue per possible CPU, and uses the ring only
+/// once every one has an entry.
+pub fn possible_cpus() -> io::Result<u16> {
+    let text = std::fs::read_to_string(POSSIBLE_CPUS)?;
+    count_cpu_list(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot read the CPU list {text:?} in {POSSIBLE_CPUS}"),
+        )
+    })
+}
+
+/// The number of CPUs in a kernel CPU list (`0-1`, `0`, `0-3,8-11`).
+fn count_cpu_list(text: &str) -> Option<u16> {
+    let mut count: u32 = 0;
+    for part in text.trim().split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let n = part.parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        count += last.checked_sub(first)? + 1;
+    }
+    u16::try_from(count).ok().filter(|n| *n > 0)
+}
+
+/// A buffer the kernel writes while a command is in flight: a raw allocation, never borrowed
+/// across a submission, freed on drop.
+struct KernelBuf<T: ?Sized> {
+    ptr: NonNull<T>,
+}
+
+impl<T: ?Sized> KernelBuf<T> {
+    fn new(boxed: Box<T>) -> Self {
+        KernelBuf {
+            ptr: NonNull::from(Box::leak(boxed)),
+        }
+    }
+
+    fn addr(&self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+}
+
+impl<T: ?Sized> Drop for KernelBuf<T> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `Box::leak` in `new` and is freed only here, once. The owner
+        // (`Slot`) is dropped only when the kernel holds no command for it (see `Rings::drop`).
+        drop(unsafe { Box::from_raw(self.ptr.as_ptr()) });
+    }
+}
+
+// SAFETY: a `KernelBuf` owns its allocation like a `Box`; the ring moves to its thread whole.
+unsafe impl<T: ?Sized + Send> Send for KernelBuf<T> {}
+
+/// Where an entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Built, not yet handed to the kernel.
+    New,
+    /// REGISTER submitted: the kernel owns the buffers.
+    Registering,
+    /// A request was answered and COMMIT_AND_FETCH submitted: the kernel owns the buffers.
+    Committing,
+    /// Its command ended for good; the kernel holds nothing of it.
+    Done,
+}
+
+/// One ring entry: its queue, its two buffers, and the two iovecs REGISTER points to.
+struct Slot {
+    qid: u16,
+    header: KernelBuf<FuseUringReqHeader>,
+    payload: KernelBuf<[u8]>,
+    iov: IoVecs,
+    state: State,
+}
+
+/// The iovecs of one entry's two buffers, which the kernel reads at REGISTER.
+struct IoVecs(Box<[libc::iovec; 2]>);
+
+// SAFETY: the iovecs only hold the addresses of their own slot's buffers (`KernelBuf`, `Send`),
+// which move to the ring's thread together with them.
+unsafe impl Send for IoVecs {}
+
+/// Why the ring does not serve.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// The kernel answered a REGISTER with this error. It then clears the connection's
+    /// io_uring flag and serves it through `/dev/fuse`, so the mount works on classic.
+    Refused { qid: u16, errno: i32 },
+    /// The commands never reached the kernel: a connection that negotiated the ring waits for
+    /// it forever, so the mount must not go on.
+    NotSubmitted(io::Error),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::Refused { qid, errno } => write!(
+                f,
+                "the kernel refused to register a ring entry on queue {qid}: {}",
+                io::Error::from_raw_os_error(*errno)
+            ),
+            RegisterError::NotSubmitted(e) => {
+                write!(f, "cannot submit the ring's REGISTER commands: {e}")
+            }
+        }
+    }
+}
+
+/// The ring of one thread and its entries, spread evenly over the queues.
+pub struct Rings {
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    queues: u16,
+    slots: Vec<Slot>,
+    /// The connection's fd (a duplicate of the session's), held as long as the ring serves.
+    fd: Option<OwnedFd>,
+    /// Completions read while registering, served first.
+    early: Vec<(usize, i32)>,
+}
+
+/// How the loop ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Every entry's command ended (the connection is gone).
+    Disconnected,
+    /// The ring stopped while the connection may live on (waiting on it failed, or an entry
+    /// was lost); the entries still in the kernel's hands were leaked. The mount must end:
+    /// requests on a queue without an entry wait forever.
+    Failed(io::Error),
+}
+
+impl Rings {
+    /// A ring with `per_queue` entries on each of `queues` queues, each with a payload of
+    /// `payload` bytes. Nothing is registered yet, so no connection depends on it.
+    pub fn new(queues: u16, per_queue: usize, payload: usize) -> io::Result<Rings> {
+        let count = usize::from(queues) * per_queue;
+        let depth = u32::try_from(count.next_power_of_two())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // `Entry128` sets IORING_SETUP_SQE128, which the FUSE commands need.
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(depth)?;
+        let slots = (0..count)
+            .map(|i| {
+                let header = KernelBuf::new(Box::<FuseUringReqHeader>::default());
+                // Zeroed by calloc: pages the kernel never writes are never touched.
+                let payload = KernelBuf::new(vec![0u8; payload].into_boxed_slice());
+                let iov = IoVecs(Box::new([
+                    libc::iovec {
+                        iov_base: header.addr().cast(),
+                        iov_len: size_of::<FuseUringReqHeader>(),
+                    },
+                    libc::iovec {
+                        iov_base: payload.addr().cast(),
+                        iov_len: payload.addr().len(),
+                    },
+                ]));
+                Slot {
+                    qid: (i % usize::from(queues)) as u16,
+                    header,
+                    payload,
+                    iov,
+                    state: State::New,
+                }
+            })
+            .collect();
+        Ok(Rings {
+            ring,
+            queues,
+            slots,
+            fd: None,
+            early: Vec::new(),
+        })
+    }
+
+    /// How many queues the entries are spread over.
+    pub fn queues(&self) -> u16 {
+        self.queues
+    }
+
+    /// Hand every entry to the connection behind `fd` (REGISTER). Returns once the commands
+    /// are submitted; a REGISTER the kernel refuses completes at once and is reported.
+    pub fn register(&mut self, fd: OwnedFd) -> Result<(), RegisterError> {
+        let raw = fd.as_raw_fd();
+        self.fd = Some(fd);
+        for i in 0..self.slots.len() {
+            let entry = register_entry(raw, &self.slots[i], i);
+            self.push(&entry).map_err(RegisterError::NotSubmitted)?;
+            self.slots[i].state = State::Registering;
+        }
+        self.ring.submit().map_err(RegisterError::NotSubmitted)?;
+        let mut refused = None;
+        for (slot, res) in self.completions() {
+            if res < 0 {
+                self.slots[slot].state = State::Done;
+                refused.get_or_insert((self.slots[slot].qid, -res));
+            } else {
+                self.early.push((slot, res));
+            }
+        }
+        match refused {
+            Some((qid, errno)) => Err(RegisterError::Refused { qid, errno }),
+            None => Ok(()),
+        }
+    }
+
+    /// Serve until every entry's command has ended. `handle` gets each request's queue, header
+    /// and payload buffers, and writes the reply into them; it must not panic (see `serve`).
+    pub fn run(mut self, mut handle: impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8])) -> Ended {
+        let mut done = std::mem::take(&mut self.early);
+        loop {
+            for (slot, res) in done.drain(..) {
+                if let Err(e) = self.complete(slot, res, &mut handle) {
+                    // Dropping `self` closes the ring and the fd, and leaks the entries the
+                    // kernel may still write.
+                    return Ended::Failed(e);
+                }
+            }
+            if self.slots.iter().all(|s| s.state == State::Done) {
+                return Ended::Disconnected;
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                // A signal for another thread of the daemon landed here.
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    error!("waiting on the io_uring ring failed: {e}");
+                    return Ended::Failed(e);
+                }
+            }
+            done.extend(self.completions());
+        }
+    }
+
+    fn completions(&mut self) -> Vec<(usize, i32)> {
+        self.ring
+            .completion()
+            .map(|c| (c.user_data() as usize, c.result()))
+            .collect()
+    }
+
+    /// The completion of `slot`'s command: a request to answer, or the end of the entry.
+    /// `Err` when an entry is lost while the connection may live on: its queue may be left
+    /// without one, and requests made on that CPU would wait forever.
+    fn complete(
+        &mut self,
+        slot: usize,
+        res: i32,
+        handle: &mut impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8]),
+    ) -> io::Result<()> {
+        let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        let Some(s) = self.slots.get_mut(slot) else {
+            error!(slot, "completion for an io_uring entry that does not exist");
+            return Ok(());
+        };
+        let next = if res < 0 {
+            let errno = -res;
+            let e = io::Error::from_raw_os_error(errno);
+            match (s.state, errno) {
+                // The connection is gone (unmount, abort, the daemon's own end).
+                (_, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) => {
+                    debug!(qid = s.qid, "io_uring entry ended: {e}");
+                    s.state = State::Done;
+                    return Ok(());
+                }
+                // The kernel did not take the reply (it ends the waiting request itself, or
+                // never found it); the entry would be lost to its queue, so register it again
+                // rather than leave the queue short.
+                (State::Committing, _) => {
+                    warn!(
+                        qid = s.qid,
+                        "io_uring commit failed ({e}); registering the entry again"
+                    );
+                    s.state = State::Registering;
+                    register_entry(fd, s, slot)
+                }
+                (state, _) => {
+                    error!(qid = s.qid, ?state, "io_uring entry failed: {e}");
+                    s.state = State::Done;
+                    return Err(e);
+                }
+            }
+        } else {
+            // SAFETY: the completion of this slot's command means the kernel has handed the
+            // entry to us (`FRRS_USERSPACE`) and writes neither buffer until the slot's next
+            // command is submitted below; the buffers are live allocations of the right sizes,
+            // and these are the only references to them, gone before that submission.
+            let (header, payload) = unsafe { (&mut *s.header.addr(), &mut *s.payload.addr()) };
+            handle(s.qid, header, payload);
+            let commit = FuseUringCmdReq {
+                commit_id: header.ring_ent_in_out.commit_id,
+                qid: s.qid,
+                ..FuseUringCmdReq::default()
+            };
+            s.state = State::Committing;
+            command(fd, FuseUringCmd::CommitAndFetch, &commit, None).user_data(slot as u64)
+        };
+        self.push(&next)
+    }
+
+    /// Queue one SQE. There is room: each entry has at most one command queued or in flight,
+    /// and the ring has a slot for each entry.
+    fn push(&mut self, entry: &squeue::Entry128) -> io::Result<()> {
+        // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers)
+        // belongs to a `Slot` of this ring, which outlives the command: slots are dropped only
+        // once every command has completed, or leaked (see `run` and `Drop`).
+        let pushed = unsafe { self.ring.submission().push(entry) };
+        pushed.map_err(|_| {
+            error!("the io_uring submission queue is full; an entry is lost");
+            io::Error::from(io::ErrorKind::OutOfMemory)
+        })
+    }
+}
+
+impl Drop for Rings {
+    fn drop(&mut self) {
+        // Dropping the ring closes it and the kernel cancels what is in flight, but not
+        // synchronously: free the buffers only when no command is outstanding.
+        if self
+            .slots
+            .iter()
+            .any(|s| matches!(s.state, State::Registering | State::Committing))
+        {
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+    }
+}
+
+/// A FUSE io_uring command on `fd`: `cmd_req` in the SQE's 80-byte command area.
+fn command(
+    fd: i32,
+    cmd: FuseUringCmd,
+    cmd_req: &FuseUringCmdReq,
+    addr: Option<u64>,
+) -> squeue::Entry128 {
+    let mut area = [0u8; 80];
+    area[..size_of::<FuseUringCmdReq>()].copy_from_slice(cmd_req.as_bytes());
+    opcode::UringCmd80::new(types::Fd(fd), cmd as u32)
+        .cmd(area)
+        .addr(addr)
+        .build()
+}
+
+/// REGISTER for `slot`: `addr` = its two iovecs, `len` = 2.
+fn register_entry(fd: i32, slot: &Slot, index: usize) -> squeue::Entry128 {
+    let req = FuseUringCmdReq {
+        qid: slot.qid,
+        ..FuseUringCmdReq::default()
+    };
+    let mut entry = command(
+        fd,
+        FuseUringCmd::Register,
+        &req,
+        Some(slot.iov.0.as_ptr() as u64),
+    )
+    .user_data(index as u64);
+    set_sqe_len(&mut entry, FUSE_URING_IOV_SEGS);
+    entry
+}
+
+/// Set the SQE's `len`, which io-uring 0.7.16's `UringCmd80` has no setter for and REGISTER
+/// needs (`fuse_uring_get_iovec_from_sqe()` refuses any other count than 2).
+fn set_sqe_len(entry: &mut squeue::Entry128, len: u32) {
+    let base: *mut u8 = std::ptr::from_mut(entry).cast();
+    // SAFETY: `Entry128` is `#[repr(C)]` and starts with `Entry`, itself `#[repr(C)]` around
+    // the kernel's 64-byte `struct io_uring_sqe`, whose `len` is the u32 at byte 24 (the test
+    // below checks both against the fields the builder sets). The write is inside the 128
+    // bytes of `*entry`, unaligned-safe, and a u32 has no invalid bit patterns.
+    unsafe { base.add(SQE_LEN_OFFSET).cast::<u32>().write_unaligned(len) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(entry: &squeue::Entry128) -> [u8; 128] {
+        assert_eq!(size_of::<squeue::Entry128>(), 128);
+        let mut out = [0u8; 128];
+        // SAFETY: `Entry128` is 128 bytes of plain integers (checked above); reading them as
+        // bytes reads initialised memory (the builder starts from a zeroed SQE).
+        out.copy_from_slice(unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(entry).cast::<u8>(), 128)
+        });
+        out
+    }
+
+    #[test]
+    fn sqe_len_is_the_word_at_byte_24_between_addr_and_op_flags() {
+        let mut area = [0u8; 80];
+        area[0] = 0xC1;
+        area[79] = 0xC2;
+        let mut entry = opcode::UringCmd80::new(types::Fd(0x1122_3344), 0x5566_7788)
+            .cmd(area)
+            .addr(Some(0x0102_0304_0506_0708))
+            .build();
+        let before = bytes(&entry);
+        // The fields the builder set, where the uapi header puts them.
+        assert_eq!(before[4..8], 0x1122_3344i32.to_ne_bytes());
+        assert_eq!(before[8..12], 0x5566_7788u32.to_ne_bytes());
+        assert_eq!(before[16..24], 0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(before[24..28], [0; 4]);
+        // The command area: bytes 48..128 of a 128-byte SQE.
+        assert_eq!((before[48], before[127]), (0xC1, 0xC2));
+
+        set_sqe_len(&mut entry, 2);
+        let after = bytes(&entry);
+        assert_eq!(after[24..28], 2u32.to_ne_bytes());
+        assert_eq!(after[..24], before[..24]);
+        assert_eq!(after[28..], before[28..]);
+    }
+
+    #[test]
+    fn register_carries_the_iovecs_the_count_and_the_queue() {
+        let rings = Rings::new(2, 1, 8192).unwrap();
+        let slot = &rings.slots[1];
+        let b = bytes(&register_entry(7, slot, 1));
+        assert_eq!(b[4..8], 7i32.to_ne_bytes());
+        assert_eq!(b[8..12], 1u32.to_ne_bytes(), "cmd_op REGISTER");
+        assert_eq!(b[16..24], (slot.iov.0.as_ptr() as u64).to_ne_bytes());
+        assert_eq!(b[24..28], 2u32.to_ne_bytes());
+        // fuse_uring_cmd_req at the command area: qid at its byte 16.
+        assert_eq!(b[48 + 16..48 + 18], 1u16.to_ne_bytes());
+        assert_eq!(slot.iov.0[0].iov_len, 288);
+        assert_eq!(slot.iov.0[1].iov_len, 8192);
+    }
+
+    #[test]
+    fn a_register_the_kernel_refuses_is_reported_at_once_and_ends_the_loop() {
+        // A regular file has no io_uring commands: the kernel fails each REGISTER inline, as
+        // it would on a FUSE connection that cannot take one.
+        let file = tempfile::tempfile().unwrap();
+        let mut rings = Rings::new(2, 1, 8192).unwrap();
+        match rings.register(OwnedFd::from(file)) {
+            Err(RegisterError::Refused { qid: 0, errno }) => {
+                assert!(errno > 0, "errno {errno}");
+                let e = RegisterError::Refused { qid: 0, errno };
+                assert!(e.to_string().contains("queue 0"), "{e}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(rings.slots.iter().all(|s| s.state == State::Done));
+        // Nothing is left in the kernel's hands: the loop ends at once, and the buffers are
+        // freed on drop.
+        assert!(matches!(
+            rings.run(|_, _, _| panic!("no request can come")),
+            Ended::Disconnected
+        ));
+    }
+
+    #[test]
+    fn entries_are_spread_over_every_queue() {
+        let rings = Rings::new(3, 2, 8192).unwrap();
+        let mut qids: Vec<u16> = rings.slots.iter().map(|s| s.qid).collect();
+        qids.sort();
+        assert_eq!(qids, [0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn payload_size_is_the_kernels_max_payload_sz() {
+        assert_eq!(payload_size(4096, 1, 4096), 8192);
+        assert_eq!(payload_size(1 << 20, 32, 4096), 1 << 20);
+        assert_eq!(payload_size(1 << 20, 512, 4096), 2 << 20);
+        assert!(default_payload_size() >= MAX_WRITE as usize);
+    }
+
+    #[test]
+    fn cpu_lists_count_as_the_kernel_counts_them() {
+        assert_eq!(count_cpu_list("0-1\n"), Some(2));
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("0-3,8-11"), Some(8));
+        assert_eq!(count_cpu_list("0,2,4"), Some(3));
+        assert_eq!(count_cpu_list(""), None);
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn this_machine_lists_its_possible_cpus() {
+        assert!(possible_cpus().unwrap() >= 1);
+    }
+}
