@@ -198,9 +198,6 @@ fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal
         ))
     })?;
     checks::separate(&mnt, store.root_path())?;
-    if let Err(e) = store.defer_closes() {
-        warn!("no closer thread ({e}); replaced entries are closed inside their publish");
-    }
     // Absolute from here on: the daemon moves to `/`.
     let config = Config {
         backing: store.root_path().to_path_buf(),
@@ -253,6 +250,10 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         allow_other,
         metrics,
     } = prepared;
+    // A thread: only now, after `--daemon`'s fork (which refuses to fork with threads).
+    if let Err(e) = store.defer_closes() {
+        warn!("no closer thread ({e}); replaced entries are closed inside their publish");
+    }
     let backing = store.root_path().to_path_buf();
     let watch_mode = config.watch;
     // Other mounts of the backing dir hear of this one's publishes and removals through the
