@@ -13,7 +13,7 @@ use super::abi::{
     FuseUringReqHeader, FUSE_GETATTR, FUSE_GETATTR_FH, FUSE_STATFS,
 };
 use crate::fs::Entry;
-use crate::store::Kind;
+use crate::fuse::file_attr;
 
 /// What a request asks, of the operations the ring serves so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,40 +232,53 @@ pub fn refusal(opcode: u32) -> i32 {
     }
 }
 
-/// `fuse_attr_out` of an entry, the fields as the fuser adapter gives them on classic
-/// (`fuse::reply::file_attr`): regular file or directory, `rdev` 0, `blksize` 4096.
+/// `fuse_attr_out` of an entry: the attributes the fuser adapter gives on classic
+/// (`fuse::file_attr`), encoded as the kernel's struct.
 pub fn attr_out(entry: &Entry) -> FuseAttrOut {
-    let a = &entry.attr;
-    let st = &a.stat;
-    let kind = match st.kind {
-        Kind::Dir => libc::S_IFDIR,
-        Kind::File | Kind::Other => libc::S_IFREG,
-    };
-    let (atime, atimensec) = split_time(st.atime);
-    let (mtime, mtimensec) = split_time(st.mtime);
-    let (ctime, ctimensec) = split_time(st.ctime);
     FuseAttrOut {
         attr_valid: entry.ttl.as_secs(),
         attr_valid_nsec: entry.ttl.subsec_nanos(),
         dummy: 0,
-        attr: FuseAttr {
-            ino: a.ino,
-            size: st.size,
-            blocks: st.blocks,
-            atime,
-            mtime,
-            ctime,
-            atimensec,
-            mtimensec,
-            ctimensec,
-            mode: kind | u32::from(st.perm),
-            nlink: st.nlink,
-            uid: st.uid,
-            gid: st.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        },
+        attr: fuse_attr(&file_attr(&entry.attr)),
+    }
+}
+
+/// `fuse_attr` of the adapter's attributes, field by field.
+pub fn fuse_attr(a: &fuser::FileAttr) -> FuseAttr {
+    let (atime, atimensec) = split_time(a.atime);
+    let (mtime, mtimensec) = split_time(a.mtime);
+    let (ctime, ctimensec) = split_time(a.ctime);
+    FuseAttr {
+        ino: a.ino.0,
+        size: a.size,
+        blocks: a.blocks,
+        atime,
+        mtime,
+        ctime,
+        atimensec,
+        mtimensec,
+        ctimensec,
+        mode: mode_type(a.kind) | u32::from(a.perm),
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: a.flags,
+    }
+}
+
+/// The `S_IF*` bits of a file type.
+pub fn mode_type(kind: fuser::FileType) -> u32 {
+    use fuser::FileType;
+    match kind {
+        FileType::NamedPipe => libc::S_IFIFO,
+        FileType::CharDevice => libc::S_IFCHR,
+        FileType::BlockDevice => libc::S_IFBLK,
+        FileType::Directory => libc::S_IFDIR,
+        FileType::RegularFile => libc::S_IFREG,
+        FileType::Symlink => libc::S_IFLNK,
+        FileType::Socket => libc::S_IFSOCK,
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::fs::Attr;
-use crate::store::Stat;
+use crate::store::{Kind, Stat};
 use crate::uring::abi::FuseUringEntInOut;
 
 const PAYLOAD: usize = 8192;
