@@ -121,7 +121,10 @@ impl FuseAdapter {
 
 mod reply;
 use reply::*;
-pub(crate) use reply::{counted, fail, file_attr};
+pub(crate) use reply::{
+    counted, create_flags, fail, file_attr, kind, negative_entry_attr, open_flags, opendir_flags,
+    unbacked_passthrough_flags, xattr_answer, XattrAnswer, IOCTL_ERRNO, READLINK_ERRNO,
+};
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -136,11 +139,6 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             warn!(?missing, "kernel lacks readdirplus");
         }
-        let granted = wanted
-            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(1).is_ok();
-        // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
-        self.fs.enable_passthrough(granted);
         let ring = self.ring.as_ref().is_some_and(|ring| {
             // The ring's payload buffers were sized for this max_write and for a readahead no
             // larger (fuser's max_pages follows the larger of the two). Lowering readahead
@@ -153,6 +151,14 @@ impl Filesystem for FuseAdapter {
             ring.store(asked, Ordering::SeqCst);
             asked
         });
+        // The ring registers no backing files yet (issue #24, step 5): a daemon that offers one
+        // does not ask for passthrough.
+        let granted = wanted
+            && !ring
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
+        self.fs.enable_passthrough(granted);
         info!(
             passthrough = granted,
             io_uring = ring,
