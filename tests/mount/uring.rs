@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use crate::common::*;
 
+mod all;
+
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 const SWITCH: &str = "CACHETTA_URING_EXPERIMENT";
 const EXPERIMENT: &str = "statfs-getattr";
