@@ -70,6 +70,10 @@ fn assert_served(stderr: &str, ops: &[&str]) {
             "{op} was not served on the ring: {counts:?}\n{stderr}"
         );
     }
+    // Every reply was taken by the kernel, and every entry made sense.
+    for trouble in ["commit failed", "malformed request", "panicked"] {
+        assert!(!stderr.contains(trouble), "{trouble}:\n{stderr}");
+    }
     // STATX alone may be refused: ENOSYS, as fuser answers it on classic, and the kernel then
     // asks GETATTR for good.
     let refused = &stderr[stderr.rfind("(opcodes [").expect("refused opcodes") + 10..];
