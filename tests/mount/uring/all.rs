@@ -26,6 +26,11 @@ refresh = "echo '{\"filled\":true}'"
 match = "slow/*.json"
 fill_on_miss = true
 refresh = "sleep 30; echo '{}'"
+
+[[rule]]
+match = "second/*.json"
+fill_on_miss = true
+refresh = "sleep 1; echo '{\"late\":1}'"
 "#;
 
 #[track_caller]
@@ -35,6 +40,7 @@ fn all_mount() -> Mount {
         .prepare(|backing| {
             fs::create_dir_all(backing.join("filled")).unwrap();
             fs::create_dir_all(backing.join("slow")).unwrap();
+            fs::create_dir_all(backing.join("second")).unwrap();
         })
         .config(FILL)
         .env(SWITCH, "all")
@@ -363,4 +369,64 @@ fn kill_9_with_a_read_through_waiting_in_the_ring_leaves_enotconn_and_a_remount_
         "{stderr}"
     );
     assert_served(&stderr, &["lookup", "open", "read"]);
+}
+
+#[test]
+fn a_caller_killed_while_its_read_through_waits_in_the_ring_leaves_the_ring_serving() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = all_mount();
+    // `stat` of a name whose read-through takes 1 s, killed while its lookup waits in an entry.
+    let mut caller = spawn(std::process::Command::new("stat").arg(m.path("second/a.json")));
+    thread::sleep(Duration::from_millis(300));
+    caller.kill().unwrap();
+    let _ = caller.wait();
+    // Meanwhile, and once the late reply has been given to the kernel, the ring serves.
+    for when in ["while the reply is pending", "after the late reply"] {
+        let body = answered(&m.mnt, "read", {
+            let path = m.path("x.json");
+            move || fs::read(path)
+        })
+        .unwrap_or_else(|e| panic!("read {when}: {e}"));
+        assert_eq!(body, br#"{"x":1}"#, "{when}");
+        thread::sleep(Duration::from_millis(1500));
+    }
+    let again = answered(&m.mnt, "the filled name", {
+        let path = m.path("second/a.json");
+        move || fs::read(path)
+    })
+    .expect("the name the killed caller asked for, filled");
+    assert_eq!(
+        again,
+        br#"{"late":1}"#.iter().chain(b"\n").copied().collect::<Vec<_>>()
+    );
+    let status = m.stop();
+    assert!(status.success(), "daemon exited with {status}");
+    assert_served(&m.stderr(), &["lookup", "open", "read"]);
+}
+
+#[test]
+fn a_stop_with_a_read_through_waiting_in_the_ring_ends_promptly() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = all_mount();
+    let waiting = {
+        let path = m.path("slow/b.json");
+        thread::spawn(move || fs::metadata(path).map(|_| ()))
+    };
+    thread::sleep(Duration::from_millis(500));
+    assert!(!waiting.is_finished(), "the read-through is waiting");
+    let started = Instant::now();
+    let status = m.stop();
+    let stopped = started.elapsed();
+    let result = waiting.join().unwrap();
+    let stderr = m.stderr();
+    assert!(
+        stopped < Duration::from_secs(10),
+        "the stop took {stopped:?} (the command takes 30 s):\n{stderr}"
+    );
+    assert!(status.success(), "daemon exited with {status}:\n{stderr}");
+    assert!(result.is_err(), "the waiting lookup ends with the mount");
 }
