@@ -255,3 +255,6 @@ fn changes(arg: &FuseSetattrIn) -> Changes {
         mtime: time(FATTR_MTIME, FATTR_MTIME_NOW, arg.mtime, arg.mtimensec),
     }
 }
+
+#[cfg(test)]
+mod tests;
