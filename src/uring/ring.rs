@@ -471,11 +471,12 @@ impl Rings {
     }
 
     /// Queue one SQE. There is room: each entry has at most one command queued or in flight,
-    /// and the ring has a slot for each entry.
+    /// and the ring has a slot for each entry and one for the mailbox's read.
     fn push(&mut self, entry: &squeue::Entry128) -> io::Result<()> {
-        // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers)
-        // belongs to a `Slot` of this ring, which outlives the command: slots are dropped only
-        // once every command has completed, or leaked (see `run` and `Drop`).
+        // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers;
+        // the mailbox read's 8-byte buffer) belongs to this ring and outlives the command:
+        // slots are dropped only once every command has completed, the wake buffer only when
+        // its read is not in flight, or they are leaked (see `run` and `Drop`).
         let pushed = unsafe { self.ring.submission().push(entry) };
         pushed.map_err(|_| {
             error!("the io_uring submission queue is full; an entry is lost");
