@@ -7,7 +7,8 @@
 //! struct), `fuse` (the thin fuser adapter) and `cli` (commands). Data flows one way, from the
 //! kernel down. [`library`] is the same engine called from code: [`Cachetta`], the Python
 //! library's API in Rust form. `uring` is the io_uring kernel transport (SPEC §15): so far its
-//! ABI, whether the kernel offers it, and a ring serving `statfs` and `getattr` for tests.
+//! ABI, whether the kernel offers it, and a ring serving every op the adapter serves (without
+//! passthrough), reached from a test-only switch.
 //!
 //! The filesystem, the daemon and the command line are behind the default `mount` feature; a
 //! program that wants only the library depends on `cachetta` with `default-features = false`.

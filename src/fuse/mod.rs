@@ -10,15 +10,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
-use crate::fs::{Attr, CacheFs, Changes, Lookup, OpenMode, Opened};
+use crate::fs::{CacheFs, Changes, Lookup, OpenMode, Opened};
 
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
 pub struct FuseAdapter {
@@ -83,49 +83,48 @@ impl FuseAdapter {
             FopenFlags::empty()
         };
         let fh = FileHandle(opened.fh);
-        match &opened.mode {
-            OpenMode::DirectIo => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO | noflush),
-            OpenMode::PageCache { keep: true } => {
-                reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE | noflush)
-            }
-            OpenMode::PageCache { keep: false } => reply.opened(fh, noflush),
-            OpenMode::Passthrough { file, generation } => {
-                let (slot, replaced) = {
-                    let mut backings = self.backings.lock();
-                    match backings.get(&opened.ino) {
-                        Some(slot) if slot.generation == *generation => (slot.clone(), None),
-                        _ => {
-                            let slot = Arc::new(Backing {
-                                generation: *generation,
-                                id: OnceLock::new(),
-                            });
-                            let replaced = backings.insert(opened.ino, slot.clone());
-                            (slot, replaced)
-                        }
-                    }
-                };
-                // An older pin's backing is closed here, outside the map's lock.
-                drop(replaced);
-                let id = slot.id.get_or_init(|| match reply.open_backing(&**file) {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        self.fs.passthrough_refused(&e);
-                        None
-                    }
-                });
-                match id {
-                    Some(id) => reply.opened_passthrough(fh, noflush, id),
-                    // No backing was registered, so plain direct I/O is allowed here.
-                    None => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+        let OpenMode::Passthrough { file, generation } = &opened.mode else {
+            // `open_flags` answers every mode but passthrough.
+            let flags = open_flags(&opened).unwrap_or_else(unbacked_passthrough_flags);
+            return reply.opened(fh, flags);
+        };
+        let (slot, replaced) = {
+            let mut backings = self.backings.lock();
+            match backings.get(&opened.ino) {
+                Some(slot) if slot.generation == *generation => (slot.clone(), None),
+                _ => {
+                    let slot = Arc::new(Backing {
+                        generation: *generation,
+                        id: OnceLock::new(),
+                    });
+                    let replaced = backings.insert(opened.ino, slot.clone());
+                    (slot, replaced)
                 }
             }
+        };
+        // An older pin's backing is closed here, outside the map's lock.
+        drop(replaced);
+        let id = slot.id.get_or_init(|| match reply.open_backing(&**file) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.fs.passthrough_refused(&e);
+                None
+            }
+        });
+        match id {
+            Some(id) => reply.opened_passthrough(fh, noflush, id),
+            // No backing was registered, so plain direct I/O is allowed here.
+            None => reply.opened(fh, unbacked_passthrough_flags()),
         }
     }
 }
 
 mod reply;
 use reply::*;
-pub(crate) use reply::{counted, fail};
+pub(crate) use reply::{
+    counted, create_flags, fail, file_attr, kind, negative_entry_attr, open_flags, opendir_flags,
+    unbacked_passthrough_flags, xattr_answer, XattrAnswer, IOCTL_ERRNO, READLINK_ERRNO,
+};
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -140,11 +139,6 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             warn!(?missing, "kernel lacks readdirplus");
         }
-        let granted = wanted
-            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(1).is_ok();
-        // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
-        self.fs.enable_passthrough(granted);
         let ring = self.ring.as_ref().is_some_and(|ring| {
             // The ring's payload buffers were sized for this max_write and for a readahead no
             // larger (fuser's max_pages follows the larger of the two). Lowering readahead
@@ -157,6 +151,14 @@ impl Filesystem for FuseAdapter {
             ring.store(asked, Ordering::SeqCst);
             asked
         });
+        // The ring registers no backing files yet (issue #24, step 5): a daemon that offers one
+        // does not ask for passthrough.
+        let granted = wanted
+            && !ring
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
+        self.fs.enable_passthrough(granted);
         info!(
             passthrough = granted,
             io_uring = ring,
@@ -181,12 +183,7 @@ impl Filesystem for FuseAdapter {
                     .fs
                     .lookup_filling(fill, move |result| reply_entry(reply, "lookup", result)),
                 Ok(Lookup::Missing { ttl }) if !ttl.is_zero() => {
-                    // A negative entry (node id 0): the kernel remembers "no such name".
-                    let none = FileAttr {
-                        ino: INodeNo(0),
-                        ..file_attr(&Attr::absent())
-                    };
-                    reply.entry(&ttl, &none, Generation(0));
+                    reply.entry(&ttl, &negative_entry_attr(), Generation(0));
                 }
                 Ok(Lookup::Missing { .. }) => reply.error(Errno::ENOENT),
                 Err(err) => reply.error(fail("lookup", err)),
@@ -249,7 +246,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, req: &Request, _ino: INodeNo, reply: ReplyData) {
         guarded(&self.fs.requests().readlink, req, _ino.0, move || {
-            reply.error(Errno::EINVAL);
+            reply.error(READLINK_ERRNO);
         });
     }
 
@@ -453,7 +450,7 @@ impl Filesystem for FuseAdapter {
         guarded(&self.fs.requests().opendir, req, ino.0, move || {
             let answer = self.fs.opendir(ino.0);
             match answer {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), opendir_flags()),
                 Err(err) => reply.error(fail("opendir", err)),
             }
         });
@@ -608,7 +605,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyIoctl,
     ) {
         guarded(&self.fs.requests().ioctl, req, _ino.0, move || {
-            reply.error(Errno::ENOTTY);
+            reply.error(IOCTL_ERRNO);
         });
     }
 

@@ -1,5 +1,7 @@
-//! Turning the filesystem's answers into fuser replies: attributes, errors (logged once, by
-//! level), the xattr size protocol, and the panic guard every handler runs in.
+//! Turning the filesystem's answers into reply fields: attributes, open flags, errors (logged
+//! once, by level), the xattr size protocol, negative entries, and the panic guard every handler
+//! runs in. Both transports use these: the fuser adapter hands the fields to fuser's replies, the
+//! io_uring ring (`crate::uring`) only encodes them as the kernel's structs.
 
 use std::time::{Instant, SystemTime};
 
@@ -10,12 +12,12 @@ use fuser::{
 use tracing::{debug, error, warn};
 
 use crate::error::{FsError, Level};
-use crate::fs::{Attr, Caller, Entry, Opened};
+use crate::fs::{Attr, Caller, Entry, OpenMode, Opened};
 use crate::stats::{bump, OpStats};
 use crate::store::{Kind, SetTime};
 
 /// Created files are never passthrough (they are written through the daemon).
-pub(super) fn create_flags(opened: &Opened) -> FopenFlags {
+pub(crate) fn create_flags(opened: &Opened) -> FopenFlags {
     if opened.noflush {
         FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
     } else {
@@ -23,14 +25,56 @@ pub(super) fn create_flags(opened: &Opened) -> FopenFlags {
     }
 }
 
-pub(super) fn kind(kind: Kind) -> FileType {
+/// The open flags of an open the filesystem did not pass through; `None` for a passthrough
+/// open, whose flags depend on whether the kernel takes its backing file.
+pub(crate) fn open_flags(opened: &Opened) -> Option<FopenFlags> {
+    let noflush = if opened.noflush {
+        FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::empty()
+    };
+    match opened.mode {
+        OpenMode::DirectIo => Some(FopenFlags::FOPEN_DIRECT_IO | noflush),
+        OpenMode::PageCache { keep: true } => Some(FopenFlags::FOPEN_KEEP_CACHE | noflush),
+        OpenMode::PageCache { keep: false } => Some(noflush),
+        OpenMode::Passthrough { .. } => None,
+    }
+}
+
+/// A passthrough open whose backing file the kernel refused (or that a transport cannot
+/// register): plain direct I/O, which is allowed since no backing was registered.
+pub(crate) fn unbacked_passthrough_flags() -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO
+}
+
+/// The attributes of a negative entry (node id 0): the kernel remembers "no such name" for the
+/// entry's timeout.
+pub(crate) fn negative_entry_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        ..file_attr(&Attr::absent())
+    }
+}
+
+/// `OPENDIR`'s flags: none (listings are read through the daemon each time).
+pub(crate) fn opendir_flags() -> FopenFlags {
+    FopenFlags::empty()
+}
+
+/// The errno of a request cachetta answers without the filesystem: `readlink` (no symlinks
+/// here) and `ioctl` (none is ours: every Python `open()` asks `TCGETS`, and the answer is the
+/// ordinary "not a terminal", with nothing logged).
+pub(crate) const READLINK_ERRNO: Errno = Errno::EINVAL;
+pub(crate) const IOCTL_ERRNO: Errno = Errno::ENOTTY;
+
+pub(crate) fn kind(kind: Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,
         Kind::File | Kind::Other => FileType::RegularFile,
     }
 }
 
-pub(super) fn file_attr(a: &Attr) -> FileAttr {
+pub(crate) fn file_attr(a: &Attr) -> FileAttr {
     let st = &a.stat;
     FileAttr {
         ino: INodeNo(a.ino),
@@ -131,17 +175,35 @@ pub(super) fn reply_empty(reply: ReplyEmpty, op: &str, result: Result<(), FsErro
     }
 }
 
+/// The answer to `getxattr`/`listxattr` under the xattr size protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum XattrAnswer {
+    /// The caller asked with size 0: the value's length.
+    Size(u32),
+    /// The value, which fits the caller's buffer.
+    Value(Vec<u8>),
+    Error(Errno),
+}
+
 /// The xattr size protocol: size 0 asks for the length; too small a buffer is `ERANGE`.
+pub(crate) fn xattr_answer(op: &str, size: u32, result: Result<Vec<u8>, FsError>) -> XattrAnswer {
+    match result {
+        Ok(value) if size == 0 => XattrAnswer::Size(value.len() as u32),
+        Ok(value) if value.len() > size as usize => XattrAnswer::Error(Errno::ERANGE),
+        Ok(value) => XattrAnswer::Value(value),
+        Err(err) => XattrAnswer::Error(fail(op, err)),
+    }
+}
+
 pub(super) fn reply_xattr(
     reply: ReplyXattr,
     op: &str,
     size: u32,
     result: Result<Vec<u8>, FsError>,
 ) {
-    match result {
-        Ok(value) if size == 0 => reply.size(value.len() as u32),
-        Ok(value) if value.len() > size as usize => reply.error(Errno::ERANGE),
-        Ok(value) => reply.data(&value),
-        Err(err) => reply.error(fail(op, err)),
+    match xattr_answer(op, size, result) {
+        XattrAnswer::Size(n) => reply.size(n),
+        XattrAnswer::Value(value) => reply.data(&value),
+        XattrAnswer::Error(errno) => reply.error(errno),
     }
 }

@@ -1,8 +1,7 @@
-//! Test plumbing for the io_uring transport while it serves only `statfs` and `getattr` (issue
-//! #24, step 2): the hidden environment switch [`EXPERIMENT_ENV`], the rings set up before the
-//! mount, and their start on the session's connection before it serves. There is no config key
-//! or flag: a mount whose ring refuses everything else is no use to anyone but a test
-//! (docs/uring.md).
+//! Test plumbing for the io_uring transport while it is being built (issue #24): the hidden
+//! environment switch [`EXPERIMENT_ENV`], the rings set up before the mount, and their start on
+//! the session's connection before it serves. There is no config key or flag yet: the ring has
+//! one queue thread, no passthrough, and has not run the whole mount suite (docs/uring.md).
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,16 +16,21 @@ use crate::fuse::FuseAdapter;
 use crate::uring::{self, ring, serve};
 
 /// `CACHETTA_URING_EXPERIMENT=statfs-getattr` puts the mount on an io_uring ring that serves
-/// `statfs` and `getattr` and refuses every other request. For tests only.
+/// `statfs` and `getattr` and refuses every other request; `=all` on one that serves every op
+/// the adapter serves (without passthrough). For tests only.
 #[doc(hidden)]
 pub const EXPERIMENT_ENV: &str = "CACHETTA_URING_EXPERIMENT";
 
-/// The one experiment there is.
-const STATFS_GETATTR: &str = "statfs-getattr";
+/// The experiments there are, and what the ring serves in each.
+const EXPERIMENTS: &[(&str, serve::Scope)] = &[
+    ("statfs-getattr", serve::Scope::StatfsGetattr),
+    ("all", serve::Scope::Every),
+];
 
 /// Rings ready before the mount, and what INIT will say of them.
 pub struct Wanted {
     rings: ring::Rings,
+    scope: serve::Scope,
     granted: Arc<AtomicBool>,
 }
 
@@ -35,21 +39,29 @@ pub struct Wanted {
 /// warning: nothing is mounted yet.
 pub fn prepare(adapter: FuseAdapter) -> (FuseAdapter, Option<Wanted>) {
     match rings() {
-        Some(rings) => {
+        Some((rings, scope)) => {
             let granted = Arc::new(AtomicBool::new(false));
             let adapter = adapter.offer_ring(granted.clone());
-            (adapter, Some(Wanted { rings, granted }))
+            (
+                adapter,
+                Some(Wanted {
+                    rings,
+                    scope,
+                    granted,
+                }),
+            )
         }
         None => (adapter, None),
     }
 }
 
-fn rings() -> Option<ring::Rings> {
+fn rings() -> Option<(ring::Rings, serve::Scope)> {
     let asked = std::env::var_os(EXPERIMENT_ENV)?;
-    if asked != STATFS_GETATTR {
-        warn!("{EXPERIMENT_ENV}={asked:?} is no experiment of this build (only {STATFS_GETATTR:?}); classic transport");
+    let Some(&(_, scope)) = EXPERIMENTS.iter().find(|(name, _)| asked == *name) else {
+        let known: Vec<&str> = EXPERIMENTS.iter().map(|(name, _)| *name).collect();
+        warn!("{EXPERIMENT_ENV}={asked:?} is no experiment of this build (only {known:?}); classic transport");
         return None;
-    }
+    };
     if let Err(why) = uring::offered() {
         warn!("{why}; classic transport");
         return None;
@@ -64,6 +76,7 @@ fn rings() -> Option<ring::Rings> {
     rings
         .inspect_err(|e| warn!("cannot set up io_uring rings ({e}); classic transport"))
         .ok()
+        .map(|rings| (rings, scope))
 }
 
 /// After INIT, before the session serves: register the rings on a duplicate of the session's
@@ -77,7 +90,12 @@ pub(super) fn start(
     fs: Arc<CacheFs>,
     events: Sender<Event>,
 ) -> Result<Option<serve::Running>, String> {
-    let Some(Wanted { rings, granted }) = wanted else {
+    let Some(Wanted {
+        rings,
+        scope,
+        granted,
+    }) = wanted
+    else {
         return Ok(None);
     };
     if !granted.load(Ordering::SeqCst) {
@@ -90,12 +108,13 @@ pub(super) fn start(
         .map_err(|e| format!("cannot duplicate the FUSE connection for the io_uring ring: {e}"))?;
     let queues = rings.queues();
     let stopped = move |why| drop(events.send(Event::Failed(why)));
-    match serve::start(rings, fd, fs, stopped) {
+    match serve::start(rings, fd, fs, scope, stopped) {
         Ok(running) => {
             info!(
                 queues,
                 entries_per_queue = ring::ENTRIES_PER_QUEUE,
-                "io_uring ring registered; serving statfs and getattr on it"
+                ?scope,
+                "io_uring ring registered; serving on it"
             );
             Ok(Some(running))
         }

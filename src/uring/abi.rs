@@ -13,6 +13,9 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+mod ops;
+pub use ops::*;
+
 /// `FUSE_OVER_IO_URING` (`1ULL << 41`) in the 64-bit INIT flags: the kernel sets it in
 /// `fuse_init_in` when `enable_uring` is on; a server sets it in `fuse_init_out` to say it will
 /// register rings, and the kernel then holds new requests until every queue has an entry.

@@ -1,40 +1,122 @@
-//! One request as the kernel leaves it in a ring entry, and the reply written back into the same
-//! entry: decoding `fuse_in_header` and the op's argument, encoding `fuse_out_header` and the
-//! reply body. Pure functions over the entry's buffers, tested without a kernel; nothing here
-//! calls the filesystem or touches a ring.
+//! One request as the kernel leaves it in a ring entry: `fuse_in_header` in `in_out`, the op's
+//! first argument in `op_in`, names and written data in the payload. Decoding is pure, over the
+//! entry's buffers, and tested without a kernel; every malformed entry is an error, never a
+//! panic. The reply written back into the same entry is [`super::reply`]'s (re-exported here).
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::time::SystemTime;
+use std::os::unix::ffi::OsStrExt;
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
-use super::abi::{
-    FuseAttr, FuseAttrOut, FuseGetattrIn, FuseInHeader, FuseKstatfs, FuseOutHeader,
-    FuseUringReqHeader, FUSE_GETATTR, FUSE_GETATTR_FH, FUSE_STATFS,
-};
-use crate::fs::Entry;
-use crate::store::Kind;
+use super::abi::*;
+pub use super::reply::*;
 
-/// What a request asks, of the operations the ring serves so far.
+/// What a request asks, decoded. Names and written data borrow the entry's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Statfs,
+pub enum Op<'a> {
+    Lookup {
+        name: &'a OsStr,
+    },
     /// `fh` when the kernel names an open file (`FUSE_GETATTR_FH`).
     Getattr {
         fh: Option<u64>,
     },
+    Setattr(FuseSetattrIn),
+    /// `READLINK`, `SYMLINK`, `MKNOD`, `LINK`: answered without their arguments, as the
+    /// adapter answers them.
+    Readlink,
+    Special,
+    Mkdir {
+        name: &'a OsStr,
+        mode: u32,
+        umask: u32,
+    },
+    Unlink {
+        name: &'a OsStr,
+    },
+    Rmdir {
+        name: &'a OsStr,
+    },
+    Rename {
+        name: &'a OsStr,
+        newdir: u64,
+        newname: &'a OsStr,
+        flags: u32,
+    },
+    Open {
+        flags: u32,
+    },
+    Read {
+        fh: u64,
+        offset: u64,
+        size: u32,
+    },
+    Write {
+        fh: u64,
+        offset: u64,
+        data: &'a [u8],
+    },
+    Statfs,
+    Release {
+        fh: u64,
+    },
+    Fsync {
+        fh: u64,
+    },
+    Setxattr {
+        name: &'a OsStr,
+        value: &'a [u8],
+        flags: u32,
+    },
+    Getxattr {
+        name: &'a OsStr,
+        size: u32,
+    },
+    Listxattr {
+        size: u32,
+    },
+    Removexattr {
+        name: &'a OsStr,
+    },
+    Flush {
+        fh: u64,
+    },
+    Opendir,
+    Readdir {
+        fh: u64,
+        offset: u64,
+        size: u32,
+        plus: bool,
+    },
+    Releasedir {
+        fh: u64,
+    },
+    Fsyncdir,
+    Access,
+    Create {
+        name: &'a OsStr,
+        mode: u32,
+        umask: u32,
+        flags: u32,
+    },
+    Ioctl,
+    /// The kernel's last request at unmount (sent on the ring once it is ready).
+    Destroy,
     /// Any other opcode: answered with [`refusal`]'s errno.
     Other,
 }
 
 /// A decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     pub unique: u64,
     pub opcode: u32,
     pub nodeid: u64,
+    pub uid: u32,
+    pub gid: u32,
     pub pid: u32,
-    pub op: Op,
+    pub op: Op<'a>,
 }
 
 /// Why an entry's contents cannot be a request from this kernel. Each is answered `EIO` (to the
@@ -55,6 +137,11 @@ pub enum Malformed {
     },
     /// `payload_sz` is more than the payload buffer holds.
     PayloadOverrun { payload_sz: u32, capacity: usize },
+    /// A name in the payload has no terminating NUL within `payload_sz`.
+    NameWithoutNul { opcode: u32 },
+    /// The op says its data is longer than the payload the kernel wrote (a write, an xattr
+    /// value), or asks for a reply longer than the payload can hold (a read, a listing).
+    Oversized { opcode: u32, size: u32, room: usize },
 }
 
 impl fmt::Display for Malformed {
@@ -84,14 +171,24 @@ impl fmt::Display for Malformed {
                 f,
                 "payload_sz {payload_sz} is more than the {capacity}-byte payload buffer"
             ),
+            Malformed::NameWithoutNul { opcode } => {
+                write!(f, "opcode {opcode}: a name in the payload has no terminating NUL")
+            }
+            Malformed::Oversized { opcode, size, room } => write!(
+                f,
+                "opcode {opcode}: size {size} is more than the {room} bytes there is room for"
+            ),
         }
     }
 }
 
-/// Decode the request in an entry's header buffer; `payload_len` is the size of the entry's
-/// payload buffer. The headers are fixed-size arrays, so nothing here can read out of bounds:
-/// what is checked is what the kernel says about the request.
-pub fn decode(header: &FuseUringReqHeader, payload_len: usize) -> Result<Request, Malformed> {
+/// Decode the request in an entry: its header buffer and its whole payload buffer. Nothing here
+/// can read out of bounds (the headers are fixed-size arrays, the payload is sliced with
+/// checks): what is checked is what the kernel says about the request.
+pub fn decode<'a>(
+    header: &FuseUringReqHeader,
+    payload: &'a [u8],
+) -> Result<Request<'a>, Malformed> {
     let (ih, _) = FuseInHeader::read_from_prefix(&header.in_out[..])
         .expect("in_out (128 bytes) holds a fuse_in_header (40)");
     let ent = &header.ring_ent_in_out;
@@ -107,113 +204,277 @@ pub fn decode(header: &FuseUringReqHeader, payload_len: usize) -> Result<Request
             commit_id: ent.commit_id,
         });
     }
-    if ent.payload_sz as usize > payload_len {
+    let Some(sent) = payload.get(..ent.payload_sz as usize) else {
         return Err(Malformed::PayloadOverrun {
             payload_sz: ent.payload_sz,
-            capacity: payload_len,
+            capacity: payload.len(),
         });
-    }
-    let op = match ih.opcode {
-        FUSE_STATFS => Op::Statfs,
-        FUSE_GETATTR => {
-            let needed = size_of::<FuseGetattrIn>();
-            if (ih.len as usize) < size_of::<FuseInHeader>() + needed {
-                return Err(Malformed::ShortArgument {
-                    opcode: ih.opcode,
-                    len: ih.len,
-                    needed,
-                });
-            }
-            let (arg, _) = FuseGetattrIn::read_from_prefix(&header.op_in[..])
-                .expect("op_in (128 bytes) holds a fuse_getattr_in (16)");
-            let fh = (arg.getattr_flags & FUSE_GETATTR_FH != 0).then_some(arg.fh);
-            Op::Getattr { fh }
-        }
-        _ => Op::Other,
+    };
+    let args = Args {
+        opcode: ih.opcode,
+        len: ih.len,
+        op_in: &header.op_in,
+        sent,
+        room: payload.len(),
     };
     Ok(Request {
         unique: ih.unique,
         opcode: ih.opcode,
         nodeid: ih.nodeid,
+        uid: ih.uid,
+        gid: ih.gid,
         pid: ih.pid,
-        op,
+        op: args.op()?,
     })
 }
 
-/// A reply, before it is written into the entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    Attr(FuseAttrOut),
-    Statfs(FuseKstatfs),
-    /// A positive errno.
-    Error(i32),
+/// One request's arguments: `op_in` and the bytes the kernel wrote to the payload.
+struct Args<'h, 'a> {
+    opcode: u32,
+    len: u32,
+    op_in: &'h [u8; FUSE_URING_OP_IN_OUT_SZ],
+    sent: &'a [u8],
+    /// The payload buffer's size: the most a reply can hold.
+    room: usize,
 }
 
-/// Write `reply` to request `unique` into the entry: `fuse_out_header` in `in_out`, the body at
-/// the start of the payload, its length in `ring_ent_in_out.payload_sz` (the kernel refuses a
-/// body whose length is not exactly the reply's struct). An errno the kernel would refuse
-/// (not in 1..512) and a body the payload cannot hold become `EIO`.
-pub fn encode(header: &mut FuseUringReqHeader, payload: &mut [u8], unique: u64, reply: &Reply) {
-    let body: &[u8] = match reply {
-        Reply::Attr(out) => out.as_bytes(),
-        Reply::Statfs(out) => out.as_bytes(),
-        Reply::Error(_) => &[],
-    };
-    let (error, body) = match *reply {
-        Reply::Error(errno) if (1..512).contains(&errno) => (-errno, body),
-        Reply::Error(_) => (-libc::EIO, body),
-        _ if body.len() > payload.len() => (-libc::EIO, &[][..]),
-        _ => (0, body),
-    };
-    payload[..body.len()].copy_from_slice(body);
-    let oh = FuseOutHeader {
-        len: (size_of::<FuseOutHeader>() + body.len()) as u32,
-        error,
-        unique,
-    };
-    oh.write_to_prefix(&mut header.in_out[..])
-        .expect("in_out (128 bytes) holds a fuse_out_header (16)");
-    header.ring_ent_in_out.payload_sz = body.len() as u32;
+impl<'a> Args<'_, 'a> {
+    fn op(&self) -> Result<Op<'a>, Malformed> {
+        Ok(match self.opcode {
+            FUSE_LOOKUP => Op::Lookup {
+                name: self.names::<1>()?[0],
+            },
+            FUSE_GETATTR => {
+                let arg: FuseGetattrIn = self.arg()?;
+                let fh = (arg.getattr_flags & FUSE_GETATTR_FH != 0).then_some(arg.fh);
+                Op::Getattr { fh }
+            }
+            FUSE_SETATTR => Op::Setattr(self.arg()?),
+            FUSE_READLINK => Op::Readlink,
+            FUSE_SYMLINK | FUSE_MKNOD | FUSE_LINK => Op::Special,
+            FUSE_MKDIR => {
+                let arg: FuseMkdirIn = self.arg()?;
+                Op::Mkdir {
+                    name: self.names::<1>()?[0],
+                    mode: arg.mode,
+                    umask: arg.umask,
+                }
+            }
+            FUSE_UNLINK => Op::Unlink {
+                name: self.names::<1>()?[0],
+            },
+            FUSE_RMDIR => Op::Rmdir {
+                name: self.names::<1>()?[0],
+            },
+            FUSE_RENAME | FUSE_RENAME2 => {
+                let (newdir, flags) = if self.opcode == FUSE_RENAME {
+                    (self.arg::<FuseRenameIn>()?.newdir, 0)
+                } else {
+                    let arg: FuseRename2In = self.arg()?;
+                    (arg.newdir, arg.flags)
+                };
+                let [name, newname] = self.names::<2>()?;
+                Op::Rename {
+                    name,
+                    newdir,
+                    newname,
+                    flags,
+                }
+            }
+            FUSE_OPEN => Op::Open {
+                flags: self.arg::<FuseOpenIn>()?.flags,
+            },
+            FUSE_READ => {
+                let arg: FuseReadIn = self.arg()?;
+                Op::Read {
+                    fh: arg.fh,
+                    offset: arg.offset,
+                    size: self.fits(arg.size)?,
+                }
+            }
+            FUSE_WRITE => {
+                let arg: FuseWriteIn = self.arg()?;
+                let data = self
+                    .sent
+                    .get(..arg.size as usize)
+                    .ok_or(Malformed::Oversized {
+                        opcode: self.opcode,
+                        size: arg.size,
+                        room: self.sent.len(),
+                    })?;
+                Op::Write {
+                    fh: arg.fh,
+                    offset: arg.offset,
+                    data,
+                }
+            }
+            FUSE_STATFS => Op::Statfs,
+            FUSE_RELEASE => Op::Release {
+                fh: self.arg::<FuseReleaseIn>()?.fh,
+            },
+            FUSE_FSYNC => Op::Fsync {
+                fh: self.arg::<FuseFsyncIn>()?.fh,
+            },
+            FUSE_SETXATTR => {
+                let arg: FuseSetxattrIn = self.arg()?;
+                let (name, rest) = self.name_at(self.sent)?;
+                let value = rest.get(..arg.size as usize).ok_or(Malformed::Oversized {
+                    opcode: self.opcode,
+                    size: arg.size,
+                    room: rest.len(),
+                })?;
+                Op::Setxattr {
+                    name,
+                    value,
+                    flags: arg.flags,
+                }
+            }
+            FUSE_GETXATTR => {
+                let arg: FuseGetxattrIn = self.arg()?;
+                Op::Getxattr {
+                    name: self.names::<1>()?[0],
+                    size: self.fits(arg.size)?,
+                }
+            }
+            FUSE_LISTXATTR => Op::Listxattr {
+                size: self.fits(self.arg::<FuseGetxattrIn>()?.size)?,
+            },
+            FUSE_REMOVEXATTR => Op::Removexattr {
+                name: self.names::<1>()?[0],
+            },
+            FUSE_FLUSH => Op::Flush {
+                fh: self.arg::<FuseFlushIn>()?.fh,
+            },
+            FUSE_OPENDIR => {
+                self.arg::<FuseOpenIn>()?;
+                Op::Opendir
+            }
+            FUSE_READDIR | FUSE_READDIRPLUS => {
+                let arg: FuseReadIn = self.arg()?;
+                Op::Readdir {
+                    fh: arg.fh,
+                    offset: arg.offset,
+                    size: self.fits(arg.size)?,
+                    plus: self.opcode == FUSE_READDIRPLUS,
+                }
+            }
+            FUSE_RELEASEDIR => Op::Releasedir {
+                fh: self.arg::<FuseReleaseIn>()?.fh,
+            },
+            FUSE_FSYNCDIR => Op::Fsyncdir,
+            FUSE_ACCESS => Op::Access,
+            FUSE_CREATE => {
+                let arg: FuseCreateIn = self.arg()?;
+                Op::Create {
+                    name: self.names::<1>()?[0],
+                    mode: arg.mode,
+                    umask: arg.umask,
+                    flags: arg.flags,
+                }
+            }
+            FUSE_IOCTL => Op::Ioctl,
+            FUSE_DESTROY => Op::Destroy,
+            _ => Op::Other,
+        })
+    }
+
+    /// The op's fixed argument from `op_in`, if `len` says it was sent.
+    fn arg<T: FromBytes>(&self) -> Result<T, Malformed> {
+        let needed = size_of::<T>();
+        let short = Malformed::ShortArgument {
+            opcode: self.opcode,
+            len: self.len,
+            needed,
+        };
+        if (self.len as usize) < size_of::<FuseInHeader>() + needed {
+            return Err(short);
+        }
+        T::read_from_prefix(&self.op_in[..])
+            .map(|(arg, _)| arg)
+            .map_err(|_| short)
+    }
+
+    /// `N` NUL-terminated names at the start of the payload.
+    fn names<const N: usize>(&self) -> Result<[&'a OsStr; N], Malformed> {
+        let mut names = [OsStr::new(""); N];
+        let mut rest = self.sent;
+        for name in &mut names {
+            (*name, rest) = self.name_at(rest)?;
+        }
+        Ok(names)
+    }
+
+    fn name_at(&self, bytes: &'a [u8]) -> Result<(&'a OsStr, &'a [u8]), Malformed> {
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(Malformed::NameWithoutNul {
+                opcode: self.opcode,
+            })?;
+        Ok((OsStr::from_bytes(&bytes[..end]), &bytes[end + 1..]))
+    }
+
+    /// A reply size the payload can hold.
+    fn fits(&self, size: u32) -> Result<u32, Malformed> {
+        if size as usize > self.room {
+            return Err(Malformed::Oversized {
+                opcode: self.opcode,
+                size,
+                room: self.room,
+            });
+        }
+        Ok(size)
+    }
 }
 
-/// The opcodes cachetta's fuser adapter serves on the classic transport (fuser answers
-/// `ENOSYS` to the others; `FORGET`, `BATCH_FORGET` and `INTERRUPT` never come on a ring).
-const SERVED_ON_CLASSIC: &[u32] = &[
-    1,  // LOOKUP
-    3,  // GETATTR
-    4,  // SETATTR
-    5,  // READLINK
-    6,  // SYMLINK
-    8,  // MKNOD
-    9,  // MKDIR
-    10, // UNLINK
-    11, // RMDIR
-    12, // RENAME
-    13, // LINK
-    14, // OPEN
-    15, // READ
-    16, // WRITE
-    17, // STATFS
-    18, // RELEASE
-    20, // FSYNC
-    21, // SETXATTR
-    22, // GETXATTR
-    23, // LISTXATTR
-    24, // REMOVEXATTR
-    25, // FLUSH
-    27, // OPENDIR
-    28, // READDIR
-    29, // RELEASEDIR
-    30, // FSYNCDIR
-    34, // ACCESS
-    35, // CREATE
-    39, // IOCTL
-    44, // READDIRPLUS
-    45, // RENAME2 (fuser hands it to `rename`)
+/// The opcodes cachetta's fuser adapter serves on the classic transport, with the name of their
+/// per-op stats (fuser answers `ENOSYS` to the others; `FORGET`, `BATCH_FORGET` and `INTERRUPT`
+/// never come on a ring). `RENAME2` is counted as `rename`, as fuser hands it to `rename`.
+pub const SERVED_ON_CLASSIC: &[(u32, &str)] = &[
+    (FUSE_LOOKUP, "lookup"),
+    (FUSE_GETATTR, "getattr"),
+    (FUSE_SETATTR, "setattr"),
+    (FUSE_READLINK, "readlink"),
+    (FUSE_SYMLINK, "symlink"),
+    (FUSE_MKNOD, "mknod"),
+    (FUSE_MKDIR, "mkdir"),
+    (FUSE_UNLINK, "unlink"),
+    (FUSE_RMDIR, "rmdir"),
+    (FUSE_RENAME, "rename"),
+    (FUSE_LINK, "link"),
+    (FUSE_OPEN, "open"),
+    (FUSE_READ, "read"),
+    (FUSE_WRITE, "write"),
+    (FUSE_STATFS, "statfs"),
+    (FUSE_RELEASE, "release"),
+    (FUSE_FSYNC, "fsync"),
+    (FUSE_SETXATTR, "setxattr"),
+    (FUSE_GETXATTR, "getxattr"),
+    (FUSE_LISTXATTR, "listxattr"),
+    (FUSE_REMOVEXATTR, "removexattr"),
+    (FUSE_FLUSH, "flush"),
+    (FUSE_OPENDIR, "opendir"),
+    (FUSE_READDIR, "readdir"),
+    (FUSE_RELEASEDIR, "releasedir"),
+    (FUSE_FSYNCDIR, "fsyncdir"),
+    (FUSE_ACCESS, "access"),
+    (FUSE_CREATE, "create"),
+    (FUSE_IOCTL, "ioctl"),
+    (FUSE_READDIRPLUS, "readdirplus"),
+    (FUSE_RENAME2, "rename2"),
+    (FUSE_DESTROY, "destroy"),
 ];
 
-/// The errno for an opcode the ring does not serve yet (step 2 of issue #24 serves `STATFS` and
-/// `GETATTR` only). Two answers, chosen so that nothing the kernel learns from them outlives
+/// The name of an opcode the adapter serves, as the ring's counts print it; `other` otherwise.
+pub fn op_name(opcode: u32) -> &'static str {
+    SERVED_ON_CLASSIC
+        .iter()
+        .find(|(op, _)| *op == opcode)
+        .map_or("other", |(_, name)| name)
+}
+
+/// The errno for an opcode the ring does not serve (all but `STATFS` and `GETATTR` under step
+/// 2's experiment; those the adapter does not implement either). Two answers, chosen so that nothing the kernel learns from them outlives
 /// what it would learn on the classic transport:
 /// - `ENOSYS` where fuser answers `ENOSYS` today (an opcode the adapter does not implement,
 ///   e.g. `STATX`): the kernel then does what it does on classic (for `STATX`, remember
@@ -225,82 +486,10 @@ const SERVED_ON_CLASSIC: &[u32] = &[
 ///   filesystem cannot", where the truth is "this transport does not yet". `EIO` latches
 ///   nothing in the kernel and tells the caller the request failed.
 pub fn refusal(opcode: u32) -> i32 {
-    if SERVED_ON_CLASSIC.contains(&opcode) {
+    if SERVED_ON_CLASSIC.iter().any(|(op, _)| *op == opcode) {
         libc::EIO
     } else {
         libc::ENOSYS
-    }
-}
-
-/// `fuse_attr_out` of an entry, the fields as the fuser adapter gives them on classic
-/// (`fuse::reply::file_attr`): regular file or directory, `rdev` 0, `blksize` 4096.
-pub fn attr_out(entry: &Entry) -> FuseAttrOut {
-    let a = &entry.attr;
-    let st = &a.stat;
-    let kind = match st.kind {
-        Kind::Dir => libc::S_IFDIR,
-        Kind::File | Kind::Other => libc::S_IFREG,
-    };
-    let (atime, atimensec) = split_time(st.atime);
-    let (mtime, mtimensec) = split_time(st.mtime);
-    let (ctime, ctimensec) = split_time(st.ctime);
-    FuseAttrOut {
-        attr_valid: entry.ttl.as_secs(),
-        attr_valid_nsec: entry.ttl.subsec_nanos(),
-        dummy: 0,
-        attr: FuseAttr {
-            ino: a.ino,
-            size: st.size,
-            blocks: st.blocks,
-            atime,
-            mtime,
-            ctime,
-            atimensec,
-            mtimensec,
-            ctimensec,
-            mode: kind | u32::from(st.perm),
-            nlink: st.nlink,
-            uid: st.uid,
-            gid: st.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        },
-    }
-}
-
-/// `fuse_kstatfs` of the backing filesystem's `statvfs`, narrowed as the adapter narrows it.
-pub fn kstatfs(s: &rustix::fs::StatVfs) -> FuseKstatfs {
-    FuseKstatfs {
-        blocks: s.f_blocks,
-        bfree: s.f_bfree,
-        bavail: s.f_bavail,
-        files: s.f_files,
-        ffree: s.f_ffree,
-        bsize: s.f_bsize as u32,
-        namelen: s.f_namemax as u32,
-        frsize: s.f_frsize as u32,
-        padding: 0,
-        spare: [0; 6],
-    }
-}
-
-/// Seconds (the kernel reads the `u64` as signed) and nanoseconds since the epoch; a time
-/// before it is negative seconds with the nanoseconds counted forward, as `timespec` has it.
-fn split_time(t: SystemTime) -> (u64, u32) {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => (
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX) as u64,
-            d.subsec_nanos(),
-        ),
-        Err(before) => {
-            let d = before.duration();
-            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            match d.subsec_nanos() {
-                0 => (secs as u64, 0),
-                nanos => (secs.saturating_sub(1) as u64, 1_000_000_000 - nanos),
-            }
-        }
     }
 }
 

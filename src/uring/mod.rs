@@ -1,12 +1,14 @@
 //! FUSE-over-io_uring, the kernel transport of SPEC §15: whether this kernel offers it, the
-//! structs the kernel and the daemon exchange on it ([`abi`]), one request and its reply in a
-//! ring entry ([`message`]), the ring and its entries ([`ring`]), and the thread that serves it
-//! with the filesystem ([`serve`]). So far it serves `statfs` and `getattr` only, reached from
-//! a test-only switch (`mount::ring`); the `transport` setting comes once it serves every op
-//! (issue #24). docs/uring.md says how it fits on fuser.
+//! structs the kernel and the daemon exchange on it ([`abi`]), one request in a ring entry
+//! ([`message`]) and its reply ([`reply`]), the ring and its entries ([`ring`]), and the thread
+//! that serves it with the filesystem ([`serve`]). It serves every op the fuser adapter serves,
+//! without passthrough, on one thread; it is reached only from a test-only switch
+//! (`mount::ring`) until it has run the whole mount suite (issue #24). docs/uring.md says how
+//! it fits on fuser.
 
 pub mod abi;
 pub mod message;
+pub mod reply;
 pub mod ring;
 pub mod serve;
 

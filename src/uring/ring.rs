@@ -4,20 +4,33 @@
 //! also fetches the entry's next request. It knows the FUSE commands, not the filesystem: the
 //! handler decodes and answers (see `serve`).
 //!
+//! A handler may answer later, from another thread ([`Defer::later`]): the entry then waits,
+//! holding the kernel's request, and the reply comes back to the ring's thread (the only one
+//! that submits to the ring) through a [`Mailbox`]: a queue and an eventfd whose read the ring
+//! always keeps in flight, so the wait for completions also wakes for replies.
+//!
 //! Buffers are shared with the kernel: from the moment an entry's command is submitted until its
 //! completion arrives, the kernel may write them, and nothing here holds a reference to them.
 //! An entry's buffers are freed only once its command has completed for good (connection gone);
 //! a loop that stops any other way leaks them rather than free memory the kernel may still write.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, error, warn};
 use zerocopy::IntoBytes;
 
-use super::abi::{FuseUringCmd, FuseUringCmdReq, FuseUringReqHeader, FUSE_URING_IOV_SEGS};
+use super::abi::{
+    FuseOutHeader, FuseUringCmd, FuseUringCmdReq, FuseUringReqHeader, FUSE_URING_IOV_SEGS,
+};
+
+mod mailbox;
+pub use mailbox::{Defer, Deferred, Mailbox, Writer};
 
 /// `max_write` the daemon asks for when it offers a ring (fuser's default, pinned here because
 /// the payload buffers are sized from it before the mount).
@@ -26,9 +39,14 @@ pub const MAX_WRITE: u32 = 16 * 1024 * 1024;
 /// `FUSE_MIN_READ_BUFFER`, the kernel's floor of `max_payload_sz`.
 const FUSE_MIN_READ_BUFFER: usize = 8192;
 
-/// Entries per queue: one is enough for the kernel to use the ring; a second lets a request
-/// made on a CPU wait in its entry while the first is being answered.
-pub const ENTRIES_PER_QUEUE: usize = 2;
+/// Entries per queue: one is enough for the kernel to use the ring; more let requests made on a
+/// CPU wait in their entries while one is being answered, and an entry whose request is
+/// answered later (a read-through lookup waiting for its command) holds one until then. A
+/// queue whose every entry waits stalls its CPU's requests until one is answered.
+pub const ENTRIES_PER_QUEUE: usize = 4;
+
+/// The `user_data` of the mailbox's eventfd read (slots are numbered from 0).
+const WAKE: u64 = u64::MAX;
 
 /// Where `/sys` lists the CPUs the kernel counts in `num_possible_cpus()`, its number of queues.
 const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
@@ -119,6 +137,9 @@ enum State {
     Registering,
     /// A request was answered and COMMIT_AND_FETCH submitted: the kernel owns the buffers.
     Committing,
+    /// A request is held for a reply that comes later through the mailbox: the buffers are
+    /// ours, and no command is in flight for the entry.
+    Waiting,
     /// Its command ended for good; the kernel holds nothing of it.
     Done,
 }
@@ -173,7 +194,12 @@ pub struct Rings {
     /// The connection's fd (a duplicate of the session's), held as long as the ring serves.
     fd: Option<OwnedFd>,
     /// Completions read while registering, served first.
-    early: Vec<(usize, i32)>,
+    early: Vec<(u64, i32)>,
+    /// Where later replies arrive, and the 8 bytes its eventfd is read into.
+    mailbox: Arc<Mailbox>,
+    wake_buf: Option<KernelBuf<[u8; 8]>>,
+    /// Whether the eventfd read is in flight (the kernel may write `wake_buf`).
+    wake_armed: bool,
 }
 
 /// How the loop ended.
@@ -192,7 +218,8 @@ impl Rings {
     /// `payload` bytes. Nothing is registered yet, so no connection depends on it.
     pub fn new(queues: u16, per_queue: usize, payload: usize) -> io::Result<Rings> {
         let count = usize::from(queues) * per_queue;
-        let depth = u32::try_from(count.next_power_of_two())
+        // One SQE per entry at most, and the mailbox's read.
+        let depth = u32::try_from((count + 1).next_power_of_two())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // `Entry128` sets IORING_SETUP_SQE128, which the FUSE commands need.
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(depth)?;
@@ -226,6 +253,9 @@ impl Rings {
             slots,
             fd: None,
             early: Vec::new(),
+            mailbox: Arc::new(Mailbox::new()?),
+            wake_buf: Some(KernelBuf::new(Box::new([0u8; 8]))),
+            wake_armed: false,
         })
     }
 
@@ -244,14 +274,16 @@ impl Rings {
             self.push(&entry).map_err(RegisterError::NotSubmitted)?;
             self.slots[i].state = State::Registering;
         }
+        self.arm_wake().map_err(RegisterError::NotSubmitted)?;
         self.ring.submit().map_err(RegisterError::NotSubmitted)?;
         let mut refused = None;
-        for (slot, res) in self.completions() {
-            if res < 0 {
-                self.slots[slot].state = State::Done;
-                refused.get_or_insert((self.slots[slot].qid, -res));
-            } else {
-                self.early.push((slot, res));
+        for (data, res) in self.completions() {
+            match self.slots.get_mut(data as usize) {
+                Some(slot) if res < 0 => {
+                    slot.state = State::Done;
+                    refused.get_or_insert((slot.qid, -res));
+                }
+                _ => self.early.push((data, res)),
             }
         }
         match refused {
@@ -262,11 +294,19 @@ impl Rings {
 
     /// Serve until every entry's command has ended. `handle` gets each request's queue, header
     /// and payload buffers, and writes the reply into them; it must not panic (see `serve`).
-    pub fn run(mut self, mut handle: impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8])) -> Ended {
+    pub fn run(
+        mut self,
+        mut handle: impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8], &Defer),
+    ) -> Ended {
         let mut done = std::mem::take(&mut self.early);
         loop {
-            for (slot, res) in done.drain(..) {
-                if let Err(e) = self.complete(slot, res, &mut handle) {
+            for (data, res) in done.drain(..) {
+                let handled = if data == WAKE {
+                    self.wake(res)
+                } else {
+                    self.complete(data as usize, res, &mut handle)
+                };
+                if let Err(e) = handled {
                     // Dropping `self` closes the ring and the fd, and leaks the entries the
                     // kernel may still write.
                     return Ended::Failed(e);
@@ -288,11 +328,81 @@ impl Rings {
         }
     }
 
-    fn completions(&mut self) -> Vec<(usize, i32)> {
+    fn completions(&mut self) -> Vec<(u64, i32)> {
         self.ring
             .completion()
-            .map(|c| (c.user_data() as usize, c.result()))
+            .map(|c| (c.user_data(), c.result()))
             .collect()
+    }
+
+    /// Keep a read of the mailbox's eventfd in flight.
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let Some(buf) = &self.wake_buf else {
+            return Ok(());
+        };
+        let read = opcode::Read::new(
+            types::Fd(self.mailbox.event.as_raw_fd()),
+            buf.addr().cast(),
+            8,
+        )
+        .build()
+        .user_data(WAKE);
+        self.push(&squeue::Entry128::from(read))?;
+        self.wake_armed = true;
+        Ok(())
+    }
+
+    /// The mailbox's eventfd was read (or the read failed): commit every later reply posted,
+    /// and read it again while any entry may still get one.
+    fn wake(&mut self, res: i32) -> io::Result<()> {
+        self.wake_armed = false;
+        if res < 0 && -res != libc::EINTR && -res != libc::EAGAIN {
+            // Cancelled as the ring goes, or a broken eventfd: the replies still come, but
+            // only the next completion of an entry will find them.
+            debug!(
+                "the io_uring mailbox read ended: {}",
+                io::Error::from_raw_os_error(-res)
+            );
+        }
+        for (slot, commit_id, write) in self.mailbox.take() {
+            self.deliver(slot, commit_id, write)?;
+        }
+        if res >= 0 || -res == libc::EINTR || -res == libc::EAGAIN {
+            self.arm_wake()?;
+        }
+        Ok(())
+    }
+
+    /// Write a later reply into its waiting entry and commit it.
+    fn deliver(&mut self, slot: usize, commit_id: u64, write: Option<Writer>) -> io::Result<()> {
+        let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        let Some(s) = self.slots.get_mut(slot) else {
+            error!(
+                slot,
+                "a later reply for an io_uring entry that does not exist"
+            );
+            return Ok(());
+        };
+        if s.state != State::Waiting {
+            error!(slot, ?s.state, commit_id, "a later reply for an io_uring entry that waits for none; dropped");
+            return Ok(());
+        }
+        // SAFETY: a `Waiting` slot's last command completed with a request, so the kernel has
+        // handed the entry to us and writes neither buffer until the slot's next command is
+        // submitted below; the buffers are live allocations of the right sizes, and these are
+        // the only references to them, gone before that submission.
+        let (header, payload) = unsafe { (&mut *s.header.addr(), &mut *s.payload.addr()) };
+        let written = write.map(|write| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| write(header, payload))).is_ok()
+        });
+        if written != Some(true) {
+            if written == Some(false) {
+                error!(commit_id, "writing a later reply panicked; answered EIO");
+            }
+            write_eio(header, commit_id);
+        }
+        let next = commit_entry(fd, s, slot, commit_id);
+        self.push(&next)
     }
 
     /// The completion of `slot`'s command: a request to answer, or the end of the entry.
@@ -302,7 +412,7 @@ impl Rings {
         &mut self,
         slot: usize,
         res: i32,
-        handle: &mut impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8]),
+        handle: &mut impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8], &Defer),
     ) -> io::Result<()> {
         let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         let Some(s) = self.slots.get_mut(slot) else {
@@ -342,24 +452,31 @@ impl Rings {
             // command is submitted below; the buffers are live allocations of the right sizes,
             // and these are the only references to them, gone before that submission.
             let (header, payload) = unsafe { (&mut *s.header.addr(), &mut *s.payload.addr()) };
-            handle(s.qid, header, payload);
-            let commit = FuseUringCmdReq {
-                commit_id: header.ring_ent_in_out.commit_id,
-                qid: s.qid,
-                ..FuseUringCmdReq::default()
+            let commit_id = header.ring_ent_in_out.commit_id;
+            let defer = Defer {
+                mailbox: &self.mailbox,
+                slot,
+                commit_id,
+                taken: Cell::new(false),
             };
-            s.state = State::Committing;
-            command(fd, FuseUringCmd::CommitAndFetch, &commit, None).user_data(slot as u64)
+            handle(s.qid, header, payload, &defer);
+            if defer.taken.get() {
+                // The reply comes through the mailbox; the kernel's request waits in the entry.
+                s.state = State::Waiting;
+                return Ok(());
+            }
+            commit_entry(fd, s, slot, commit_id)
         };
         self.push(&next)
     }
 
     /// Queue one SQE. There is room: each entry has at most one command queued or in flight,
-    /// and the ring has a slot for each entry.
+    /// and the ring has a slot for each entry and one for the mailbox's read.
     fn push(&mut self, entry: &squeue::Entry128) -> io::Result<()> {
-        // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers)
-        // belongs to a `Slot` of this ring, which outlives the command: slots are dropped only
-        // once every command has completed, or leaked (see `run` and `Drop`).
+        // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers;
+        // the mailbox read's 8-byte buffer) belongs to this ring and outlives the command:
+        // slots are dropped only once every command has completed, the wake buffer only when
+        // its read is not in flight, or they are leaked (see `run` and `Drop`).
         let pushed = unsafe { self.ring.submission().push(entry) };
         pushed.map_err(|_| {
             error!("the io_uring submission queue is full; an entry is lost");
@@ -379,6 +496,9 @@ impl Drop for Rings {
         {
             std::mem::forget(std::mem::take(&mut self.slots));
         }
+        if self.wake_armed {
+            std::mem::forget(self.wake_buf.take());
+        }
     }
 }
 
@@ -395,6 +515,28 @@ fn command(
         .cmd(area)
         .addr(addr)
         .build()
+}
+
+/// COMMIT_AND_FETCH of the reply now in `slot`'s buffers.
+fn commit_entry(fd: i32, s: &mut Slot, slot: usize, commit_id: u64) -> squeue::Entry128 {
+    let commit = FuseUringCmdReq {
+        commit_id,
+        qid: s.qid,
+        ..FuseUringCmdReq::default()
+    };
+    s.state = State::Committing;
+    command(fd, FuseUringCmd::CommitAndFetch, &commit, None).user_data(slot as u64)
+}
+
+/// An `EIO` reply with no body, for a later reply that never came or could not be written.
+fn write_eio(header: &mut FuseUringReqHeader, unique: u64) {
+    let oh = FuseOutHeader {
+        len: size_of::<FuseOutHeader>() as u32,
+        error: -libc::EIO,
+        unique,
+    };
+    header.in_out[..size_of::<FuseOutHeader>()].copy_from_slice(oh.as_bytes());
+    header.ring_ent_in_out.payload_sz = 0;
 }
 
 /// REGISTER for `slot`: `addr` = its two iovecs, `len` = 2.
@@ -426,112 +568,4 @@ fn set_sqe_len(entry: &mut squeue::Entry128, len: u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bytes(entry: &squeue::Entry128) -> [u8; 128] {
-        assert_eq!(size_of::<squeue::Entry128>(), 128);
-        let mut out = [0u8; 128];
-        // SAFETY: `Entry128` is 128 bytes of plain integers (checked above); reading them as
-        // bytes reads initialised memory (the builder starts from a zeroed SQE).
-        out.copy_from_slice(unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(entry).cast::<u8>(), 128)
-        });
-        out
-    }
-
-    #[test]
-    fn sqe_len_is_the_word_at_byte_24_between_addr_and_op_flags() {
-        let mut area = [0u8; 80];
-        area[0] = 0xC1;
-        area[79] = 0xC2;
-        let mut entry = opcode::UringCmd80::new(types::Fd(0x1122_3344), 0x5566_7788)
-            .cmd(area)
-            .addr(Some(0x0102_0304_0506_0708))
-            .build();
-        let before = bytes(&entry);
-        // The fields the builder set, where the uapi header puts them.
-        assert_eq!(before[4..8], 0x1122_3344i32.to_ne_bytes());
-        assert_eq!(before[8..12], 0x5566_7788u32.to_ne_bytes());
-        assert_eq!(before[16..24], 0x0102_0304_0506_0708u64.to_ne_bytes());
-        assert_eq!(before[24..28], [0; 4]);
-        // The command area: bytes 48..128 of a 128-byte SQE.
-        assert_eq!((before[48], before[127]), (0xC1, 0xC2));
-
-        set_sqe_len(&mut entry, 2);
-        let after = bytes(&entry);
-        assert_eq!(after[24..28], 2u32.to_ne_bytes());
-        assert_eq!(after[..24], before[..24]);
-        assert_eq!(after[28..], before[28..]);
-    }
-
-    #[test]
-    fn register_carries_the_iovecs_the_count_and_the_queue() {
-        let rings = Rings::new(2, 1, 8192).unwrap();
-        let slot = &rings.slots[1];
-        let b = bytes(&register_entry(7, slot, 1));
-        assert_eq!(b[4..8], 7i32.to_ne_bytes());
-        assert_eq!(b[8..12], 1u32.to_ne_bytes(), "cmd_op REGISTER");
-        assert_eq!(b[16..24], (slot.iov.0.as_ptr() as u64).to_ne_bytes());
-        assert_eq!(b[24..28], 2u32.to_ne_bytes());
-        // fuse_uring_cmd_req at the command area: qid at its byte 16.
-        assert_eq!(b[48 + 16..48 + 18], 1u16.to_ne_bytes());
-        assert_eq!(slot.iov.0[0].iov_len, 288);
-        assert_eq!(slot.iov.0[1].iov_len, 8192);
-    }
-
-    #[test]
-    fn a_register_the_kernel_refuses_is_reported_at_once_and_ends_the_loop() {
-        // A regular file has no io_uring commands: the kernel fails each REGISTER inline, as
-        // it would on a FUSE connection that cannot take one.
-        let file = tempfile::tempfile().unwrap();
-        let mut rings = Rings::new(2, 1, 8192).unwrap();
-        match rings.register(OwnedFd::from(file)) {
-            Err(RegisterError::Refused { qid: 0, errno }) => {
-                assert!(errno > 0, "errno {errno}");
-                let e = RegisterError::Refused { qid: 0, errno };
-                assert!(e.to_string().contains("queue 0"), "{e}");
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-        assert!(rings.slots.iter().all(|s| s.state == State::Done));
-        // Nothing is left in the kernel's hands: the loop ends at once, and the buffers are
-        // freed on drop.
-        assert!(matches!(
-            rings.run(|_, _, _| panic!("no request can come")),
-            Ended::Disconnected
-        ));
-    }
-
-    #[test]
-    fn entries_are_spread_over_every_queue() {
-        let rings = Rings::new(3, 2, 8192).unwrap();
-        let mut qids: Vec<u16> = rings.slots.iter().map(|s| s.qid).collect();
-        qids.sort();
-        assert_eq!(qids, [0, 0, 1, 1, 2, 2]);
-    }
-
-    #[test]
-    fn payload_size_is_the_kernels_max_payload_sz() {
-        assert_eq!(payload_size(4096, 1, 4096), 8192);
-        assert_eq!(payload_size(1 << 20, 32, 4096), 1 << 20);
-        assert_eq!(payload_size(1 << 20, 512, 4096), 2 << 20);
-        assert!(default_payload_size() >= MAX_WRITE as usize);
-    }
-
-    #[test]
-    fn cpu_lists_count_as_the_kernel_counts_them() {
-        assert_eq!(count_cpu_list("0-1\n"), Some(2));
-        assert_eq!(count_cpu_list("0"), Some(1));
-        assert_eq!(count_cpu_list("0-3,8-11"), Some(8));
-        assert_eq!(count_cpu_list("0,2,4"), Some(3));
-        assert_eq!(count_cpu_list(""), None);
-        assert_eq!(count_cpu_list("3-1"), None);
-        assert_eq!(count_cpu_list("x"), None);
-    }
-
-    #[test]
-    fn this_machine_lists_its_possible_cpus() {
-        assert!(possible_cpus().unwrap() >= 1);
-    }
-}
+mod tests;

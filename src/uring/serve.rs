@@ -1,8 +1,9 @@
 //! Serving a ring: each request decoded ([`message`]), answered by the same `CacheFs` calls the
 //! fuser adapter makes (counted and timed in the same per-op stats, panics caught the same
 //! way), and its reply encoded; and the thread that registers the ring's entries and serves
-//! them until the connection ends. So far `STATFS` and `GETATTR` (issue #24, step 2); every
-//! other opcode gets [`message::refusal`]'s errno.
+//! them until the connection ends. Which requests it answers is its [`Scope`]: every op the
+//! adapter serves ([`ops`]), or step 2's `statfs` and `getattr`; the others get
+//! [`message::refusal`]'s errno.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -15,15 +16,27 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::abi::FuseUringReqHeader;
-use super::message::{self, attr_out, decode, encode, kstatfs, Op, Reply, Request};
-use super::ring::{Ended, RegisterError, Rings};
+use super::abi::{FuseUringReqHeader, FUSE_GETATTR, FUSE_STATFS};
+use super::message::{self, decode, encode, op_name, Op, Reply, Request};
+use super::ring::{Defer, Ended, RegisterError, Rings};
 use crate::fs::CacheFs;
-use crate::fuse::{counted, fail};
+use crate::fuse::counted;
 use crate::stats::bump;
+
+mod ops;
+use ops::op_stats;
 
 /// How long the mount waits for the ring's thread to say its entries are registered.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which requests the ring answers; the others get [`message::refusal`]'s errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `statfs` and `getattr` only (step 2's experiment).
+    StatfsGetattr,
+    /// Every op the fuser adapter serves.
+    Every,
+}
 
 /// What the ring answered, since the mount: the proof that requests went over it.
 #[derive(Debug, Default)]
@@ -31,46 +44,95 @@ pub struct Served {
     /// Requests taken from each queue (one per possible CPU; the kernel queues a request on
     /// the queue of the CPU its caller runs on).
     pub by_queue: Vec<AtomicU64>,
-    pub statfs: AtomicU64,
-    pub getattr: AtomicU64,
-    /// Requests for an opcode the ring does not serve yet, answered with an errno.
+    /// Requests answered, by opcode (the few above 63 that exist are not served).
+    by_opcode: OpCounts,
+    /// Requests for an opcode the ring does not serve, answered with an errno; and by opcode.
     pub refused: AtomicU64,
+    refused_by_opcode: OpCounts,
     /// Entries whose contents were not a request (answered `EIO`).
     pub malformed: AtomicU64,
 }
 
+#[derive(Debug)]
+struct OpCounts([AtomicU64; 64]);
+
+impl Default for OpCounts {
+    fn default() -> Self {
+        OpCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Served {
+    /// How many requests with this opcode the ring answered.
+    pub fn count(&self, opcode: u32) -> u64 {
+        self.by_opcode
+            .0
+            .get(opcode as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn answered(&self, opcode: u32) {
+        if let Some(c) = self.by_opcode.0.get(opcode as usize) {
+            bump(c);
+        }
+    }
+}
+
 impl fmt::Display for Served {
+    /// `statfs 2, getattr 1, lookup 3, ..., refused 0, malformed 0; by queue [4, 2]`: statfs and
+    /// getattr always, every other op the ring answered by name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let by_queue: Vec<u64> = self.by_queue.iter().map(n).collect();
         write!(
             f,
-            "statfs {}, getattr {}, refused {}, malformed {}; by queue {by_queue:?}",
-            n(&self.statfs),
-            n(&self.getattr),
+            "statfs {}, getattr {}",
+            self.count(FUSE_STATFS),
+            self.count(FUSE_GETATTR)
+        )?;
+        for (opcode, c) in self.by_opcode.0.iter().enumerate() {
+            let opcode = opcode as u32;
+            if n(c) > 0 && opcode != FUSE_STATFS && opcode != FUSE_GETATTR {
+                write!(f, ", {} {}", op_name(opcode), n(c))?;
+            }
+        }
+        let by_queue: Vec<u64> = self.by_queue.iter().map(n).collect();
+        let refused: Vec<usize> = (self.refused_by_opcode.0.iter().enumerate())
+            .filter(|(_, c)| n(c) > 0)
+            .map(|(opcode, _)| opcode)
+            .collect();
+        write!(
+            f,
+            ", refused {} (opcodes {refused:?}), malformed {}; by queue {by_queue:?}",
             n(&self.refused),
             n(&self.malformed)
         )
     }
 }
 
-/// Answer one ring entry in place: decode, answer, encode. Never panics: a malformed entry is
-/// answered `EIO` to its `commit_id`, with one log line.
-pub fn handle(fs: &CacheFs, served: &Served, header: &mut FuseUringReqHeader, payload: &mut [u8]) {
+/// Answer one ring entry in place: decode, answer, encode; or leave it to be answered later
+/// through `defer`. Never panics: a malformed entry is answered `EIO` to its `commit_id`, with
+/// one log line.
+pub fn handle(
+    fs: &Arc<CacheFs>,
+    served: &Served,
+    scope: Scope,
+    header: &mut FuseUringReqHeader,
+    payload: &mut [u8],
+    defer: &Defer,
+) {
     // The kernel finds the waiting request by `commit_id`; replying to it ends that request
     // even when the rest of the entry makes no sense.
     let commit_id = header.ring_ent_in_out.commit_id;
-    let decoded = decode(header, payload.len());
     // `answer` catches the filesystem's panics itself; this is for a bug of the ring's own.
-    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| match decoded {
-        Ok(req) => answer(fs, served, &req),
+    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| match decode(header, payload) {
+        Ok(req) => answer(fs, served, scope, &req, defer),
         Err(why) => {
             bump(&served.malformed);
             warn!(
                 commit_id,
                 "malformed request on the io_uring ring ({why}); answered EIO"
             );
-            Reply::Error(libc::EIO)
+            Some(Reply::Error(libc::EIO))
         }
     }))
     .unwrap_or_else(|_| {
@@ -78,54 +140,55 @@ pub fn handle(fs: &CacheFs, served: &Served, header: &mut FuseUringReqHeader, pa
             commit_id,
             "answering a request on the io_uring ring panicked; answered EIO"
         );
-        Reply::Error(libc::EIO)
+        Some(Reply::Error(libc::EIO))
     });
-    encode(header, payload, commit_id, &reply);
+    if let Some(reply) = reply {
+        encode(header, payload, commit_id, &reply);
+    }
 }
 
-/// The filesystem's answer to a decoded request.
-pub fn answer(fs: &CacheFs, served: &Served, req: &Request) -> Reply {
-    // What a handler that panicked leaves (the panic is logged once by `counted`).
-    let mut reply = Reply::Error(libc::EIO);
-    match req.op {
-        Op::Statfs => counted(
-            &fs.requests().statfs,
-            req.unique,
-            req.nodeid,
-            req.pid,
-            || {
-                bump(&served.statfs);
-                reply = match fs.statfs() {
-                    Ok(s) => Reply::Statfs(kstatfs(&s)),
-                    Err(err) => Reply::Error(fail("statfs", err).code()),
-                };
-            },
-        ),
-        Op::Getattr { fh } => counted(
-            &fs.requests().getattr,
-            req.unique,
-            req.nodeid,
-            req.pid,
-            || {
-                bump(&served.getattr);
-                reply = match fs.getattr(req.nodeid, fh) {
-                    Ok(entry) => Reply::Attr(attr_out(&entry)),
-                    Err(err) => Reply::Error(fail("getattr", err).code()),
-                };
-            },
-        ),
-        Op::Other => {
-            bump(&served.refused);
-            let errno = message::refusal(req.opcode);
-            debug!(
-                opcode = req.opcode,
-                id = req.unique,
-                errno,
-                "not served on the io_uring ring yet"
-            );
-            reply = Reply::Error(errno);
-        }
+/// The filesystem's answer to a decoded request, counted and timed in the same per-op stats as
+/// the adapter's; `None` when it comes later, through `defer`.
+pub fn answer(
+    fs: &Arc<CacheFs>,
+    served: &Served,
+    scope: Scope,
+    req: &Request,
+    defer: &Defer,
+) -> Option<Reply> {
+    if req.op == Op::Destroy {
+        // Acknowledged, as fuser acknowledges it on classic. The adapter's `destroy` (the
+        // filesystem's shutdown) runs when fuser's session ends, which it does on unmount
+        // whichever transport carried this request.
+        served.answered(req.opcode);
+        return Some(Reply::Empty);
     }
+    let stats = match (scope, req.op) {
+        (_, Op::Statfs | Op::Getattr { .. }) | (Scope::Every, _) => {
+            op_stats(fs.requests(), req.opcode)
+        }
+        (Scope::StatfsGetattr, _) => None,
+    };
+    let Some(stats) = stats else {
+        bump(&served.refused);
+        if let Some(c) = served.refused_by_opcode.0.get(req.opcode as usize) {
+            bump(c);
+        }
+        let errno = message::refusal(req.opcode);
+        debug!(
+            opcode = req.opcode,
+            id = req.unique,
+            errno,
+            "not served on the io_uring ring"
+        );
+        return Some(Reply::Error(errno));
+    };
+    // What a handler that panicked leaves (the panic is logged once by `counted`).
+    let mut reply = Some(Reply::Error(libc::EIO));
+    counted(stats, req.unique, req.nodeid, req.pid, || {
+        served.answered(req.opcode);
+        reply = ops::respond(fs, req, defer);
+    });
     reply
 }
 
@@ -170,6 +233,7 @@ pub fn start(
     rings: Rings,
     fd: OwnedFd,
     fs: Arc<CacheFs>,
+    scope: Scope,
     stopped: impl FnOnce(String) + Send + 'static,
 ) -> Result<Running, RegisterError> {
     let served = Arc::new(Served {
@@ -188,11 +252,11 @@ pub fn start(
             if !submitted {
                 return;
             }
-            let ended = rings.run(|qid, header, payload| {
+            let ended = rings.run(|qid, header, payload, defer| {
                 if let Some(queue) = counts.by_queue.get(usize::from(qid)) {
                     bump(queue);
                 }
-                handle(&fs, &counts, header, payload)
+                handle(&fs, &counts, scope, header, payload, defer)
             });
             match ended {
                 Ended::Disconnected => {
@@ -216,4 +280,4 @@ pub fn start(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,9 +1,9 @@
-//! FUSE-over-io_uring, step 2 of issue #24: behind the test-only switch
+//! FUSE-over-io_uring, issue #24. Step 2, here: behind the test-only switch
 //! `CACHETTA_URING_EXPERIMENT=statfs-getattr`, `statfs` and `getattr` are served on the ring
 //! (proved by the daemon's count of what the ring served, which it logs when the ring ends),
 //! every other request is refused there, a kill -9 leaves a dead mount (`ENOTCONN`, no hang)
 //! that a new daemon replaces, and without `enable_uring` (or with a switch value it does not
-//! know) the mount is classic.
+//! know) the mount is classic. Step 3, in [`all`]: `=all` serves every op on the ring.
 //!
 //! `enable_uring` is a machine-wide kernel setting: [`UringParam`] sets it for one test at a
 //! time and always puts back the value it found. Mounts of other tests made meanwhile are
@@ -16,6 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::common::*;
+
+mod all;
 
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 const SWITCH: &str = "CACHETTA_URING_EXPERIMENT";

@@ -1,13 +1,20 @@
 //! Decoding and encoding ring entries by hand-built bytes, as the kernel would leave them.
 
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime};
+
+use zerocopy::IntoBytes;
 
 use super::*;
-use crate::fs::Attr;
-use crate::store::Stat;
+use crate::fs::{Attr, Entry};
+use crate::store::{Kind, Stat};
 use crate::uring::abi::FuseUringEntInOut;
+use crate::uring::reply::split_time;
 
 const PAYLOAD: usize = 8192;
+/// An empty payload buffer of the entries' size.
+static ZEROS: [u8; PAYLOAD] = [0; PAYLOAD];
 
 /// An entry holding a request as `fuse_uring_copy_to_ring` writes one: `fuse_in_header` in
 /// `in_out`, the first argument in `op_in`, `commit_id` = the request's unique.
@@ -50,13 +57,15 @@ pub(in crate::uring) fn getattr_in(flags: u32, fh: u64) -> Vec<u8> {
 
 #[test]
 fn statfs_decodes_with_no_argument() {
-    let req = decode(&entry(FUSE_STATFS, 40, 7, &[]), PAYLOAD).unwrap();
+    let req = decode(&entry(FUSE_STATFS, 40, 7, &[]), &ZEROS).unwrap();
     assert_eq!(
         req,
         Request {
             unique: 7,
             opcode: FUSE_STATFS,
             nodeid: 1,
+            uid: 1000,
+            gid: 1000,
             pid: 4242,
             op: Op::Statfs,
         }
@@ -67,12 +76,12 @@ fn statfs_decodes_with_no_argument() {
 fn getattr_decodes_its_file_handle_only_when_flagged() {
     let with = entry(FUSE_GETATTR, 56, 9, &getattr_in(FUSE_GETATTR_FH, 33));
     assert_eq!(
-        decode(&with, PAYLOAD).unwrap().op,
+        decode(&with, &ZEROS).unwrap().op,
         Op::Getattr { fh: Some(33) }
     );
     let without = entry(FUSE_GETATTR, 56, 9, &getattr_in(0, 33));
     assert_eq!(
-        decode(&without, PAYLOAD).unwrap().op,
+        decode(&without, &ZEROS).unwrap().op,
         Op::Getattr { fh: None }
     );
 }
@@ -81,7 +90,7 @@ fn getattr_decodes_its_file_handle_only_when_flagged() {
 fn a_length_shorter_than_the_header_is_malformed() {
     for len in [0, 1, 39] {
         assert_eq!(
-            decode(&entry(FUSE_STATFS, len, 7, &[]), PAYLOAD),
+            decode(&entry(FUSE_STATFS, len, 7, &[]), &ZEROS),
             Err(Malformed::ShortHeader { len })
         );
     }
@@ -91,7 +100,7 @@ fn a_length_shorter_than_the_header_is_malformed() {
 fn a_getattr_too_short_for_its_argument_is_malformed() {
     let short = entry(FUSE_GETATTR, 40 + 15, 9, &getattr_in(0, 0));
     assert_eq!(
-        decode(&short, PAYLOAD),
+        decode(&short, &ZEROS),
         Err(Malformed::ShortArgument {
             opcode: FUSE_GETATTR,
             len: 55,
@@ -103,13 +112,13 @@ fn a_getattr_too_short_for_its_argument_is_malformed() {
 #[test]
 fn unique_zero_and_a_commit_id_that_differs_are_malformed() {
     assert_eq!(
-        decode(&entry(FUSE_STATFS, 40, 0, &[]), PAYLOAD),
+        decode(&entry(FUSE_STATFS, 40, 0, &[]), &ZEROS),
         Err(Malformed::NoUnique)
     );
     let mut other = entry(FUSE_STATFS, 40, 7, &[]);
     other.ring_ent_in_out.commit_id = 8;
     assert_eq!(
-        decode(&other, PAYLOAD),
+        decode(&other, &ZEROS),
         Err(Malformed::CommitMismatch {
             unique: 7,
             commit_id: 8
@@ -122,14 +131,14 @@ fn a_payload_size_beyond_the_buffer_is_malformed() {
     let mut e = entry(FUSE_STATFS, 40, 7, &[]);
     e.ring_ent_in_out.payload_sz = PAYLOAD as u32 + 1;
     assert_eq!(
-        decode(&e, PAYLOAD),
+        decode(&e, &ZEROS),
         Err(Malformed::PayloadOverrun {
             payload_sz: PAYLOAD as u32 + 1,
             capacity: PAYLOAD
         })
     );
     e.ring_ent_in_out.payload_sz = PAYLOAD as u32;
-    decode(&e, PAYLOAD).unwrap();
+    decode(&e, &ZEROS).unwrap();
 }
 
 #[test]
@@ -150,6 +159,12 @@ fn every_malformed_request_says_what_is_wrong() {
             payload_sz: 9,
             capacity: 8,
         },
+        Malformed::NameWithoutNul { opcode: 1 },
+        Malformed::Oversized {
+            opcode: 15,
+            size: 9,
+            room: 8,
+        },
     ];
     for m in all {
         assert!(!m.to_string().is_empty(), "{m:?}");
@@ -157,12 +172,212 @@ fn every_malformed_request_says_what_is_wrong() {
 }
 
 #[test]
-fn other_opcodes_decode_as_other_and_are_refused() {
-    // LOOKUP with its name in the payload, GETXATTR, STATX (52), and one no kernel sends.
-    for opcode in [1, 22, 23, 52, 4096] {
-        let req = decode(&entry(opcode, 60, 5, &[]), PAYLOAD).unwrap();
+fn other_opcodes_decode_as_other() {
+    // STATX (52), GETLK (31), and one no kernel sends.
+    for opcode in [52, 31, 4096] {
+        let req = decode(&entry(opcode, 60, 5, &[]), &ZEROS).unwrap();
         assert_eq!(req.op, Op::Other, "opcode {opcode}");
     }
+}
+
+/// An entry with `arg` in `op_in` and `sent` in a payload buffer of [`PAYLOAD`] bytes.
+fn with_payload(opcode: u32, arg: &[u8], sent: &[u8]) -> (FuseUringReqHeader, Vec<u8>) {
+    let mut header = entry(opcode, (40 + arg.len() + sent.len()) as u32, 5, arg);
+    header.ring_ent_in_out.payload_sz = sent.len() as u32;
+    let mut payload = vec![0xEE; PAYLOAD];
+    payload[..sent.len()].copy_from_slice(sent);
+    (header, payload)
+}
+
+fn op_of(opcode: u32, arg: &[u8], sent: &[u8]) -> Result<String, Malformed> {
+    let (header, payload) = with_payload(opcode, arg, sent);
+    decode(&header, &payload).map(|r| format!("{:?}", r.op))
+}
+
+#[test]
+fn names_are_read_up_to_their_nul_from_the_payload() {
+    assert_eq!(
+        op_of(FUSE_LOOKUP, &[], b"a.json\0").unwrap(),
+        r#"Lookup { name: "a.json" }"#
+    );
+    // Odd bytes are kept as they are: a name is any bytes but NUL and '/'.
+    let (header, payload) = with_payload(FUSE_UNLINK, &[], b"sp ace\xff\n\0");
+    let Op::Unlink { name } = decode(&header, &payload).unwrap().op else {
+        panic!("unlink");
+    };
+    assert_eq!(name.as_bytes(), b"sp ace\xff\n");
+    let (header, payload) = with_payload(
+        FUSE_RENAME2,
+        FuseRename2In {
+            newdir: 9,
+            flags: 1,
+            padding: 0,
+        }
+        .as_bytes(),
+        b"a\0b\0",
+    );
+    assert_eq!(
+        decode(&header, &payload).unwrap().op,
+        Op::Rename {
+            name: OsStr::new("a"),
+            newdir: 9,
+            newname: OsStr::new("b"),
+            flags: 1
+        }
+    );
+    let mkdir = FuseMkdirIn {
+        mode: 0o755,
+        umask: 0o22,
+    };
+    assert_eq!(
+        op_of(FUSE_MKDIR, mkdir.as_bytes(), b"d\0").unwrap(),
+        r#"Mkdir { name: "d", mode: 493, umask: 18 }"#
+    );
+}
+
+#[test]
+fn a_name_without_its_nul_within_payload_sz_is_malformed() {
+    for (opcode, arg, sent) in [
+        (FUSE_LOOKUP, &[][..], &b"a.json"[..]),
+        (FUSE_LOOKUP, &[][..], &b""[..]),
+        (FUSE_RENAME, &[0u8; 8][..], &b"a\0b"[..]),
+        (FUSE_CREATE, &[0u8; 16][..], &b"new"[..]),
+        (FUSE_SETXATTR, &[0u8; 8][..], &b"user.x"[..]),
+    ] {
+        // The byte after payload_sz is not NUL either (the buffer is filled with 0xEE).
+        assert_eq!(
+            op_of(opcode, arg, sent),
+            Err(Malformed::NameWithoutNul { opcode }),
+            "opcode {opcode}"
+        );
+    }
+}
+
+#[test]
+fn each_op_too_short_for_its_argument_is_malformed() {
+    for (opcode, needed) in [
+        (FUSE_SETATTR, 88),
+        (FUSE_MKDIR, 8),
+        (FUSE_RENAME, 8),
+        (FUSE_RENAME2, 16),
+        (FUSE_OPEN, 8),
+        (FUSE_READ, 40),
+        (FUSE_WRITE, 40),
+        (FUSE_RELEASE, 24),
+        (FUSE_FSYNC, 16),
+        (FUSE_SETXATTR, 8),
+        (FUSE_GETXATTR, 8),
+        (FUSE_LISTXATTR, 8),
+        (FUSE_FLUSH, 24),
+        (FUSE_OPENDIR, 8),
+        (FUSE_READDIR, 40),
+        (FUSE_READDIRPLUS, 40),
+        (FUSE_RELEASEDIR, 24),
+        (FUSE_CREATE, 16),
+    ] {
+        let len = 40 + needed as u32 - 1;
+        assert_eq!(
+            decode(&entry(opcode, len, 5, &[]), &ZEROS),
+            Err(Malformed::ShortArgument {
+                opcode,
+                len,
+                needed
+            }),
+            "opcode {opcode}"
+        );
+    }
+}
+
+#[test]
+fn write_data_and_xattr_values_come_from_the_payload_and_must_fit_it() {
+    let write = FuseWriteIn {
+        fh: 3,
+        offset: 10,
+        size: 4,
+        ..FuseWriteIn::default()
+    };
+    let (header, payload) = with_payload(FUSE_WRITE, write.as_bytes(), b"abcd");
+    assert_eq!(
+        decode(&header, &payload).unwrap().op,
+        Op::Write {
+            fh: 3,
+            offset: 10,
+            data: b"abcd"
+        }
+    );
+    let long = FuseWriteIn { size: 5, ..write };
+    assert_eq!(
+        op_of(FUSE_WRITE, long.as_bytes(), b"abcd"),
+        Err(Malformed::Oversized {
+            opcode: FUSE_WRITE,
+            size: 5,
+            room: 4
+        })
+    );
+    let set = FuseSetxattrIn { size: 3, flags: 1 };
+    let (header, payload) = with_payload(FUSE_SETXATTR, set.as_bytes(), b"user.a\0xyz");
+    assert_eq!(
+        decode(&header, &payload).unwrap().op,
+        Op::Setxattr {
+            name: OsStr::new("user.a"),
+            value: b"xyz",
+            flags: 1
+        }
+    );
+    let big = FuseSetxattrIn { size: 4, flags: 0 };
+    assert_eq!(
+        op_of(FUSE_SETXATTR, big.as_bytes(), b"user.a\0xyz"),
+        Err(Malformed::Oversized {
+            opcode: FUSE_SETXATTR,
+            size: 4,
+            room: 3
+        })
+    );
+}
+
+#[test]
+fn a_read_or_listing_larger_than_the_payload_can_hold_is_malformed() {
+    for opcode in [FUSE_READ, FUSE_READDIR, FUSE_READDIRPLUS] {
+        let read = FuseReadIn {
+            size: PAYLOAD as u32 + 1,
+            ..FuseReadIn::default()
+        };
+        assert_eq!(
+            op_of(opcode, read.as_bytes(), &[]),
+            Err(Malformed::Oversized {
+                opcode,
+                size: PAYLOAD as u32 + 1,
+                room: PAYLOAD
+            }),
+        );
+        let fits = FuseReadIn {
+            size: PAYLOAD as u32,
+            ..read
+        };
+        op_of(opcode, fits.as_bytes(), &[]).unwrap();
+    }
+}
+
+#[test]
+fn setattr_and_create_keep_their_fields() {
+    let set = FuseSetattrIn {
+        valid: FATTR_SIZE | FATTR_FH,
+        fh: 7,
+        size: 3,
+        ..FuseSetattrIn::default()
+    };
+    let (header, payload) = with_payload(FUSE_SETATTR, set.as_bytes(), &[]);
+    assert_eq!(decode(&header, &payload).unwrap().op, Op::Setattr(set));
+    let create = FuseCreateIn {
+        flags: 0o101,
+        mode: 0o100644,
+        umask: 0o22,
+        open_flags: 0,
+    };
+    assert_eq!(
+        op_of(FUSE_CREATE, create.as_bytes(), b"n.json\0").unwrap(),
+        r#"Create { name: "n.json", mode: 33188, umask: 18, flags: 65 }"#
+    );
 }
 
 #[test]
