@@ -243,7 +243,7 @@ fn pin_to(cpu: u16) {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     match rustix::thread::sched_setaffinity(None, &set) {
-        Ok(()) => debug!(cpu, "io_uring queue's thread pinned to its CPU"),
+        Ok(()) => info!(cpu, "io_uring queue's thread pinned to its CPU"),
         Err(e) => warn!(
             cpu,
             "cannot pin the io_uring queue's thread to its CPU (offline?): {e}; it runs unpinned"
