@@ -1,7 +1,8 @@
 //! Test plumbing for the io_uring transport while it is being built (issue #24): the hidden
 //! environment switch [`EXPERIMENT_ENV`], the rings set up before the mount, and their start on
-//! the session's connection before it serves. There is no config key or flag yet: the ring has
-//! one queue thread, no passthrough, and has not run the whole mount suite (docs/uring.md).
+//! the session's connection before it serves. There is no config key or flag yet: the rings (one per
+//! queue, each with its thread pinned to the queue's CPU) have no passthrough, and have not run
+//! the whole mount suite (docs/uring.md).
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +30,7 @@ const EXPERIMENTS: &[(&str, serve::Scope)] = &[
 
 /// Rings ready before the mount, and what INIT will say of them.
 pub struct Wanted {
-    rings: ring::Rings,
+    rings: Vec<ring::Rings>,
     scope: serve::Scope,
     granted: Arc<AtomicBool>,
 }
@@ -55,7 +56,7 @@ pub fn prepare(adapter: FuseAdapter) -> (FuseAdapter, Option<Wanted>) {
     }
 }
 
-fn rings() -> Option<(ring::Rings, serve::Scope)> {
+fn rings() -> Option<(Vec<ring::Rings>, serve::Scope)> {
     let asked = std::env::var_os(EXPERIMENT_ENV)?;
     let Some(&(_, scope)) = EXPERIMENTS.iter().find(|(name, _)| asked == *name) else {
         let known: Vec<&str> = EXPERIMENTS.iter().map(|(name, _)| *name).collect();
@@ -66,12 +67,18 @@ fn rings() -> Option<(ring::Rings, serve::Scope)> {
         warn!("{why}; classic transport");
         return None;
     }
+    // One ring per queue, each served by a thread pinned to the queue's CPU (the kernel puts
+    // a request on the queue of the CPU its caller runs on).
     let rings = ring::possible_cpus().and_then(|queues| {
-        ring::Rings::new(
-            queues,
-            ring::ENTRIES_PER_QUEUE,
-            ring::default_payload_size(),
-        )
+        (0..queues)
+            .map(|qid| {
+                ring::Rings::new(
+                    &[qid],
+                    ring::ENTRIES_PER_QUEUE,
+                    ring::default_payload_size(),
+                )
+            })
+            .collect::<std::io::Result<Vec<_>>>()
     });
     rings
         .inspect_err(|e| warn!("cannot set up io_uring rings ({e}); classic transport"))
@@ -106,7 +113,7 @@ pub(super) fn start(
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| format!("cannot duplicate the FUSE connection for the io_uring ring: {e}"))?;
-    let queues = rings.queues();
+    let queues = rings.len();
     let stopped = move |why| drop(events.send(Event::Failed(why)));
     match serve::start(rings, fd, fs, scope, stopped) {
         Ok(running) => {
@@ -114,7 +121,8 @@ pub(super) fn start(
                 queues,
                 entries_per_queue = ring::ENTRIES_PER_QUEUE,
                 ?scope,
-                "io_uring ring registered; serving on it"
+                payload = ring::default_payload_size(),
+                "io_uring ring registered (a ring and a thread per queue, pinned to its CPU); serving on it"
             );
             Ok(Some(running))
         }

@@ -32,9 +32,13 @@ use super::abi::{
 mod mailbox;
 pub use mailbox::{Defer, Deferred, Mailbox, Writer};
 
-/// `max_write` the daemon asks for when it offers a ring (fuser's default, pinned here because
-/// the payload buffers are sized from it before the mount).
-pub const MAX_WRITE: u32 = 16 * 1024 * 1024;
+/// `max_write` the daemon asks for when it offers a ring (pinned here because the payload
+/// buffers are sized from it before the mount). 1 MiB, not fuser's 16 MiB: the kernel caps
+/// `max_pages` at `fs.fuse.max_pages_limit` (256 pages by default), so no request carries more
+/// than 1 MiB on either transport, but it sizes every ring entry's payload from the uncapped
+/// `max_write` (`fuse_uring_create()`). 16 MiB would cost 16 times the memory per entry for
+/// nothing.
+pub const MAX_WRITE: u32 = 1024 * 1024;
 
 /// `FUSE_MIN_READ_BUFFER`, the kernel's floor of `max_payload_sz`.
 const FUSE_MIN_READ_BUFFER: usize = 8192;
@@ -42,8 +46,12 @@ const FUSE_MIN_READ_BUFFER: usize = 8192;
 /// Entries per queue: one is enough for the kernel to use the ring; more let requests made on a
 /// CPU wait in their entries while one is being answered, and an entry whose request is
 /// answered later (a read-through lookup waiting for its command) holds one until then. A
-/// queue whose every entry waits stalls its CPU's requests until one is answered.
-pub const ENTRIES_PER_QUEUE: usize = 4;
+/// queue whose every entry waits stalls its CPU's requests until one is answered, so there are
+/// as many as the read-throughs expected to wait at once on one CPU: 128 (each waits at most
+/// its `refresh_timeout`). Each costs its header and a payload of [`MAX_WRITE`], 128 MiB of
+/// address space per CPU, zeroed lazily: only the pages of payloads the kernel has written are
+/// resident (docs/uring.md, "Step 4").
+pub const ENTRIES_PER_QUEUE: usize = 128;
 
 /// The `user_data` of the mailbox's eventfd read (slots are numbered from 0).
 const WAKE: u64 = u64::MAX;
@@ -186,10 +194,11 @@ impl std::fmt::Display for RegisterError {
     }
 }
 
-/// The ring of one thread and its entries, spread evenly over the queues.
+/// The ring of one thread and its entries, spread evenly over the queues it serves (one, when
+/// each queue has its thread).
 pub struct Rings {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
-    queues: u16,
+    qids: Vec<u16>,
     slots: Vec<Slot>,
     /// The connection's fd (a duplicate of the session's), held as long as the ring serves.
     fd: Option<OwnedFd>,
@@ -214,10 +223,13 @@ pub enum Ended {
 }
 
 impl Rings {
-    /// A ring with `per_queue` entries on each of `queues` queues, each with a payload of
+    /// A ring with `per_queue` entries on each of the queues `qids`, each with a payload of
     /// `payload` bytes. Nothing is registered yet, so no connection depends on it.
-    pub fn new(queues: u16, per_queue: usize, payload: usize) -> io::Result<Rings> {
-        let count = usize::from(queues) * per_queue;
+    pub fn new(qids: &[u16], per_queue: usize, payload: usize) -> io::Result<Rings> {
+        if qids.is_empty() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let count = qids.len() * per_queue;
         // One SQE per entry at most, and the mailbox's read.
         let depth = u32::try_from((count + 1).next_power_of_two())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -239,7 +251,7 @@ impl Rings {
                     },
                 ]));
                 Slot {
-                    qid: (i % usize::from(queues)) as u16,
+                    qid: qids[i % qids.len()],
                     header,
                     payload,
                     iov,
@@ -249,7 +261,7 @@ impl Rings {
             .collect();
         Ok(Rings {
             ring,
-            queues,
+            qids: qids.to_vec(),
             slots,
             fd: None,
             early: Vec::new(),
@@ -259,9 +271,9 @@ impl Rings {
         })
     }
 
-    /// How many queues the entries are spread over.
-    pub fn queues(&self) -> u16 {
-        self.queues
+    /// The queues the entries are spread over.
+    pub fn qids(&self) -> &[u16] {
+        &self.qids
     }
 
     /// Hand every entry to the connection behind `fd` (REGISTER). Returns once the commands

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -44,6 +44,10 @@ pub struct Served {
     /// Requests taken from each queue (one per possible CPU; the kernel queues a request on
     /// the queue of the CPU its caller runs on).
     pub by_queue: Vec<AtomicU64>,
+    /// Requests answered on each CPU, as the serving thread found itself when it answered
+    /// (each queue's thread is pinned to the queue's CPU, so this matches `by_queue` unless a
+    /// CPU was offline when its thread started).
+    pub by_cpu: Vec<AtomicU64>,
     /// Requests answered, by opcode (the few above 63 that exist are not served).
     by_opcode: OpCounts,
     /// Requests for an opcode the ring does not serve, answered with an errno; and by opcode.
@@ -79,7 +83,7 @@ impl Served {
 }
 
 impl fmt::Display for Served {
-    /// `statfs 2, getattr 1, lookup 3, ..., refused 0, malformed 0; by queue [4, 2]`: statfs and
+    /// `statfs 2, getattr 1, lookup 3, ..., refused 0, malformed 0; by queue [4, 2]; on CPU [4, 2]`: statfs and
     /// getattr always, every other op the ring answered by name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -100,9 +104,10 @@ impl fmt::Display for Served {
             .filter(|(_, c)| n(c) > 0)
             .map(|(opcode, _)| opcode)
             .collect();
+        let by_cpu: Vec<u64> = self.by_cpu.iter().map(n).collect();
         write!(
             f,
-            ", refused {} (opcodes {refused:?}), malformed {}; by queue {by_queue:?}",
+            ", refused {} (opcodes {refused:?}), malformed {}; by queue {by_queue:?}; on CPU {by_cpu:?}",
             n(&self.refused),
             n(&self.malformed)
         )
@@ -192,27 +197,31 @@ pub fn answer(
     reply
 }
 
-/// The ring's thread, once its entries are registered.
+/// The rings' threads, one per queue, once their entries are registered.
 #[derive(Debug)]
 pub struct Running {
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
     pub served: Arc<Served>,
 }
 
 impl Running {
-    /// Wait up to `timeout` for the thread to end (it does once the connection is gone and
-    /// every entry has come back); whether it did.
+    /// Wait up to `timeout` for every thread to end (each does once the connection is gone and
+    /// its entries have come back); whether they all did.
     pub fn finish(self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while !self.thread.is_finished() && Instant::now() < deadline {
+        let ended = || self.threads.iter().all(|t| t.is_finished());
+        while !ended() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if self.thread.is_finished() {
-            let _ = self.thread.join();
+        if ended() {
+            for thread in self.threads {
+                let _ = thread.join();
+            }
             true
         } else {
+            let left = self.threads.iter().filter(|t| !t.is_finished()).count();
             warn!(
-                "the io_uring ring still serves {}s after the session ended",
+                "{left} io_uring ring thread(s) still serve {}s after the session ended",
                 timeout.as_secs()
             );
             false
@@ -220,63 +229,131 @@ impl Running {
     }
 }
 
-/// Register `rings` on the connection behind `fd` (a duplicate of the session's) from a thread
-/// of their own, which then serves them until the connection ends; returns once the
-/// registration is known. The thread registers itself because the kernel runs part of each
-/// request's delivery in the context of the task that submitted the entry's command.
+/// Pin the calling thread to `cpu`. A possible CPU that is offline cannot take it: the thread
+/// then runs wherever the scheduler puts it, and says so.
+fn pin_to(cpu: u16) {
+    let cpu = usize::from(cpu);
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
+        warn!(
+            cpu,
+            "CPU beyond the affinity mask; its io_uring queue's thread runs unpinned"
+        );
+        return;
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    match rustix::thread::sched_setaffinity(None, &set) {
+        Ok(()) => info!(cpu, "io_uring queue's thread pinned to its CPU"),
+        Err(e) => warn!(
+            cpu,
+            "cannot pin the io_uring queue's thread to its CPU (offline?): {e}; it runs unpinned"
+        ),
+    }
+}
+
+/// Register each of `rings` (one per queue) on the connection behind `fd` (a duplicate of the
+/// session's) from a thread of its own, pinned to the CPU of its queue, which then serves it
+/// until the connection ends; returns once every registration is known. Each thread registers
+/// its own ring because the kernel runs part of each request's delivery in the context of the
+/// task that submitted the entry's command, and each ring has that one submitter.
 ///
-/// On `Refused` the kernel has gone back to `/dev/fuse` and the thread only waits for the end
+/// On `Refused` the kernel has gone back to `/dev/fuse` and the threads only wait for the end
 /// of the entries that did register; on `NotSubmitted` the connection waits for a ring that
 /// will not come, and the caller must give the mount up. So must it when `stopped` is called
-/// (with the reason): the ring stopped serving while the connection lives.
+/// (with the reason): a ring stopped serving while the connection lives.
 pub fn start(
-    rings: Rings,
+    rings: Vec<Rings>,
     fd: OwnedFd,
     fs: Arc<CacheFs>,
     scope: Scope,
-    stopped: impl FnOnce(String) + Send + 'static,
+    stopped: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<Running, RegisterError> {
+    let queues = rings
+        .iter()
+        .flat_map(|r| r.qids())
+        .max()
+        .map_or(0, |q| q + 1);
     let served = Arc::new(Served {
-        by_queue: (0..rings.queues()).map(|_| AtomicU64::new(0)).collect(),
+        by_queue: (0..queues).map(|_| AtomicU64::new(0)).collect(),
+        // Queue ids are CPU numbers, and a thread runs only on a possible CPU.
+        by_cpu: (0..queues).map(|_| AtomicU64::new(0)).collect(),
         ..Served::default()
     });
+    let stopped: Arc<dyn Fn(String) + Send + Sync> = Arc::new(stopped);
+    let live = Arc::new(AtomicUsize::new(rings.len()));
     let (report, registered) = mpsc::channel();
-    let counts = served.clone();
-    let thread = std::thread::Builder::new()
-        .name("uring".into())
-        .spawn(move || {
-            let mut rings = rings;
-            let result = rings.register(fd);
-            let submitted = !matches!(result, Err(RegisterError::NotSubmitted(_)));
-            let _ = report.send(result);
-            if !submitted {
-                return;
-            }
-            let ended = rings.run(|qid, header, payload, defer| {
-                if let Some(queue) = counts.by_queue.get(usize::from(qid)) {
-                    bump(queue);
+    let mut threads = Vec::with_capacity(rings.len());
+    for mut rings in rings {
+        let qid = rings.qids()[0];
+        let fd = fd.try_clone().map_err(RegisterError::NotSubmitted)?;
+        let (fs, counts, stopped, live, report) = (
+            fs.clone(),
+            served.clone(),
+            stopped.clone(),
+            live.clone(),
+            report.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("uring-q{qid}"))
+            .spawn(move || {
+                if rings.qids().len() == 1 {
+                    pin_to(qid);
                 }
-                handle(&fs, &counts, scope, header, payload, defer)
-            });
-            match ended {
-                Ended::Disconnected => {
-                    info!("io_uring ring ended with the connection; served {counts}")
+                let result = rings.register(fd);
+                let submitted = !matches!(result, Err(RegisterError::NotSubmitted(_)));
+                let _ = report.send(result);
+                let ended = if submitted {
+                    Some(rings.run(|qid, header, payload, defer| {
+                        if let Some(queue) = counts.by_queue.get(usize::from(qid)) {
+                            bump(queue);
+                        }
+                        let cpu = rustix::thread::sched_getcpu();
+                        if let Some(on) = counts.by_cpu.get(cpu) {
+                            bump(on);
+                        }
+                        handle(&fs, &counts, scope, header, payload, defer)
+                    }))
+                } else {
+                    drop(rings);
+                    None
+                };
+                if let Some(Ended::Failed(e)) = &ended {
+                    error!(qid, "io_uring ring stopped ({e}); served {counts}");
+                    stopped(format!(
+                        "the io_uring ring of queue {qid} stopped serving: {e}"
+                    ));
                 }
-                Ended::Failed(e) => {
-                    error!("io_uring ring stopped ({e}); served {counts}");
-                    stopped(format!("the io_uring ring stopped serving: {e}"));
+                // The last thread to end speaks for all.
+                if live.fetch_sub(1, Ordering::SeqCst) == 1 && submitted {
+                    info!("io_uring ring ended with the connection; served {counts}");
                 }
-            }
-        })
-        .map_err(RegisterError::NotSubmitted)?;
-    match registered.recv_timeout(REGISTER_TIMEOUT) {
-        Ok(Ok(())) => Ok(Running { thread, served }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(RegisterError::NotSubmitted(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the ring's thread did not register its entries in time",
-        ))),
+            })
+            .map_err(RegisterError::NotSubmitted)?;
+        threads.push(thread);
     }
+    drop(fd);
+    drop(report);
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let mut outcome = Ok(());
+    for _ in 0..threads.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match registered.recv_timeout(left) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Not submitted weighs more than refused: the mount must then be given up.
+                if !matches!(outcome, Err(RegisterError::NotSubmitted(_))) {
+                    outcome = Err(e);
+                }
+            }
+            Err(_) => {
+                return Err(RegisterError::NotSubmitted(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the rings' threads did not register their entries in time",
+                )))
+            }
+        }
+    }
+    outcome.map(|()| Running { threads, served })
 }
 
 #[cfg(test)]

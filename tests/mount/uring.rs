@@ -143,6 +143,22 @@ fn served_by_queue(stderr: &str) -> Vec<Vec<u64>> {
         .collect()
 }
 
+/// The requests answered on each CPU (the serving thread's, when it answered), from each
+/// "served ..." line the daemon logged when a ring ended (`on CPU [3, 5]`).
+fn served_on_cpu(stderr: &str) -> Vec<Vec<u64>> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("io_uring ring ended"))
+        .map(|l| {
+            let list = &l[l.find("on CPU [").expect("on CPU in the line") + 8..];
+            list[..list.find(']').expect("a closed list")]
+                .split(", ")
+                .map(|n| n.parse().expect("a number"))
+                .collect()
+        })
+        .collect()
+}
+
 /// `(statfs, getattr)` of each "served ..." line the daemon logged when a ring ended.
 fn served(stderr: &str) -> Vec<(u64, u64)> {
     let count = |line: &str, name: &str| -> u64 {
@@ -225,10 +241,9 @@ fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
     };
     let mut m = ring_mount();
     let cpus = usize::from(cachetta::uring::ring::possible_cpus().unwrap());
-    // More callers than the ring has entries (two per CPU), so requests wait in their queue for
-    // an entry; and one caller pinned to each CPU, whose requests the kernel must put on that
-    // CPU's queue (the others go wherever the scheduler runs them: on a busy machine, maybe
-    // all on one CPU).
+    // Many callers at once; and one caller pinned to each CPU, whose requests the kernel must
+    // put on that CPU's queue, and that queue's thread (pinned to the same CPU) must answer
+    // (the others go wherever the scheduler runs them: on a busy machine, maybe all on one CPU).
     let (threads, each) = (8, 200);
     let results = answered(&m.mnt, "statfs from many threads", {
         let mnt = m.mnt.clone();
@@ -264,6 +279,16 @@ fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
     );
     let queues = &served_by_queue(&stderr)[0];
     assert_eq!(queues.len(), cpus, "one queue per possible CPU:\n{stderr}");
+    let on_cpu = &served_on_cpu(&stderr)[0];
+    assert_eq!(on_cpu.len(), cpus, "one count per possible CPU:\n{stderr}");
+    // Each queue has its own thread, pinned to the queue's CPU.
+    assert_eq!(
+        stderr
+            .matches("io_uring queue's thread pinned to its CPU")
+            .count(),
+        cpus,
+        "{stderr}"
+    );
     let pinned: Vec<usize> = results.iter().filter_map(|(cpu, _)| *cpu).collect();
     assert!(!pinned.is_empty(), "no caller could be pinned to a CPU");
     for cpu in pinned {
@@ -272,7 +297,17 @@ fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
             "queue {cpu} served {} requests; its pinned caller made {each}:\n{stderr}",
             queues[cpu]
         );
+        // ...and answered on that CPU, by the queue's pinned thread: no cross-CPU wake-up.
+        assert!(
+            on_cpu[cpu] >= each as u64,
+            "{} requests answered on CPU {cpu}; its pinned caller made {each}:\n{stderr}",
+            on_cpu[cpu]
+        );
     }
+    assert_eq!(
+        queues, on_cpu,
+        "every request answered on its queue's CPU:\n{stderr}"
+    );
 }
 
 /// Pin the calling thread to `cpu`; false when the kernel refuses (an offline CPU).

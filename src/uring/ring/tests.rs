@@ -39,7 +39,7 @@ fn sqe_len_is_the_word_at_byte_24_between_addr_and_op_flags() {
 
 #[test]
 fn register_carries_the_iovecs_the_count_and_the_queue() {
-    let rings = Rings::new(2, 1, 8192).unwrap();
+    let rings = Rings::new(&[0, 1], 1, 8192).unwrap();
     let slot = &rings.slots[1];
     let b = bytes(&register_entry(7, slot, 1));
     assert_eq!(b[4..8], 7i32.to_ne_bytes());
@@ -57,7 +57,7 @@ fn a_register_the_kernel_refuses_is_reported_at_once_and_ends_the_loop() {
     // A regular file has no io_uring commands: the kernel fails each REGISTER inline, as
     // it would on a FUSE connection that cannot take one.
     let file = tempfile::tempfile().unwrap();
-    let mut rings = Rings::new(2, 1, 8192).unwrap();
+    let mut rings = Rings::new(&[0, 1], 1, 8192).unwrap();
     match rings.register(OwnedFd::from(file)) {
         Err(RegisterError::Refused { qid: 0, errno }) => {
             assert!(errno > 0, "errno {errno}");
@@ -77,10 +77,15 @@ fn a_register_the_kernel_refuses_is_reported_at_once_and_ends_the_loop() {
 
 #[test]
 fn entries_are_spread_over_every_queue() {
-    let rings = Rings::new(3, 2, 8192).unwrap();
+    let rings = Rings::new(&[0, 1, 2], 2, 8192).unwrap();
     let mut qids: Vec<u16> = rings.slots.iter().map(|s| s.qid).collect();
     qids.sort();
     assert_eq!(qids, [0, 0, 1, 1, 2, 2]);
+    // A ring of its own per queue (step 4): every entry on that queue.
+    let one = Rings::new(&[1], 3, 8192).unwrap();
+    assert!(one.slots.iter().all(|s| s.qid == 1));
+    assert_eq!(one.qids(), [1]);
+    assert!(Rings::new(&[], 1, 8192).is_err());
 }
 
 #[test]

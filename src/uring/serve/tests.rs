@@ -202,7 +202,7 @@ fn a_malformed_entry_is_answered_eio_to_its_commit_id() {
     assert_eq!(served.malformed.load(Ordering::Relaxed), 1);
     assert_eq!(
         served.to_string(),
-        "statfs 0, getattr 0, refused 0 (opcodes []), malformed 1; by queue []"
+        "statfs 0, getattr 0, refused 0 (opcodes []), malformed 1; by queue []; on CPU []"
     );
 }
 

@@ -430,3 +430,75 @@ fn a_stop_with_a_read_through_waiting_in_the_ring_ends_promptly() {
     assert!(status.success(), "daemon exited with {status}:\n{stderr}");
     assert!(result.is_err(), "the waiting lookup ends with the mount");
 }
+
+/// 200 read-through lookups at once, each waiting in a ring entry for its command (2 at a time,
+/// 0.3 s each) or its 1 s `refresh_timeout`: with 128 entries per queue they all wait at once
+/// (or in two rounds, should every caller run on one CPU), so they are answered in a few
+/// seconds. With 4 entries per queue this took 34 s, and requests behind them stalled.
+#[test]
+fn two_hundred_read_throughs_at_once_are_answered_in_seconds_on_the_ring() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = Mount::new()
+        .backing_file("x.json", r#"{"x":1}"#)
+        .prepare(|backing| fs::create_dir_all(backing.join("flood")).unwrap())
+        .config(
+            r#"
+max_refreshes = 2
+[[rule]]
+match = "flood/{n}.json"
+fill_on_miss = true
+refresh = "sleep 0.3; echo '{}'"
+refresh_timeout = "1s"
+"#,
+        )
+        .env(SWITCH, "all")
+        .start();
+    wait_ready(&m, 1);
+    let start = Arc::new(std::sync::Barrier::new(201));
+    let lookups: Vec<_> = (0..200)
+        .map(|i| {
+            let (path, start) = (m.path(format!("flood/k{i}.json")), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                fs::metadata(path).is_ok()
+            })
+        })
+        .collect();
+    start.wait();
+    let started = Instant::now();
+    // Meanwhile, requests that do not wait are answered at once: no queue is out of entries.
+    let x = m.path("x.json");
+    let quick = Instant::now();
+    assert!(answered(&m.mnt, "statfs", {
+        let mnt = m.mnt.clone();
+        move || statvfs(mnt).is_ok()
+    }));
+    assert!(answered(&m.mnt, "stat", move || fs::metadata(x).is_ok()));
+    let quick = quick.elapsed();
+    let found = lookups
+        .into_iter()
+        .map(|l| l.join().unwrap())
+        .filter(|&found| found)
+        .count();
+    let took = started.elapsed();
+    eprintln!("200 read-throughs answered in {took:?}; a statfs and a stat meanwhile in {quick:?}");
+    let status = m.stop();
+    let stderr = m.stderr();
+    assert!(status.success(), "daemon exited with {status}:\n{stderr}");
+    assert!(found >= 2, "only {found} lookups got their entry");
+    assert!(
+        took < Duration::from_secs(5),
+        "200 read-throughs took {took:?} on the ring:\n{stderr}"
+    );
+    assert!(
+        quick < Duration::from_millis(900),
+        "a statfs and a stat behind 200 waiting read-throughs took {quick:?}:\n{stderr}"
+    );
+    let counts = served_ops(&stderr);
+    assert!(
+        counts.get("lookup").copied().unwrap_or(0) >= 200,
+        "the lookups were not served on the ring: {counts:?}\n{stderr}"
+    );
+}
