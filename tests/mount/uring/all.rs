@@ -488,12 +488,15 @@ refresh_timeout = "1s"
     let stderr = m.stderr();
     assert!(status.success(), "daemon exited with {status}:\n{stderr}");
     assert!(found >= 2, "only {found} lookups got their entry");
+    // Generous bounds, for a machine running the whole suite at once (CI once took 990 ms for
+    // the quick pair): with 8 entries in all, before step 4, the flood took 34 s and the quick
+    // pair waited for it.
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(15),
         "200 read-throughs took {took:?} on the ring:\n{stderr}"
     );
     assert!(
-        quick < Duration::from_millis(900),
+        quick < Duration::from_secs(4),
         "a statfs and a stat behind 200 waiting read-throughs took {quick:?}:\n{stderr}"
     );
     let counts = served_ops(&stderr);
