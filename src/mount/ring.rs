@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::Event;
 use crate::fs::CacheFs;
-use crate::fuse::FuseAdapter;
+use crate::fuse::{Backings, FuseAdapter};
 use crate::uring::{self, ring, serve};
 
 /// `CACHETTA_URING_EXPERIMENT=statfs-getattr` puts the mount on an io_uring ring that serves
@@ -33,6 +33,7 @@ pub struct Wanted {
     rings: Vec<ring::Rings>,
     scope: serve::Scope,
     granted: Arc<AtomicBool>,
+    backings: Arc<Backings>,
 }
 
 /// The rings, when the switch asks for them and this kernel offers the transport, and the
@@ -43,12 +44,14 @@ pub fn prepare(adapter: FuseAdapter) -> (FuseAdapter, Option<Wanted>) {
         Some((rings, scope)) => {
             let granted = Arc::new(AtomicBool::new(false));
             let adapter = adapter.offer_ring(granted.clone());
+            let backings = adapter.backings();
             (
                 adapter,
                 Some(Wanted {
                     rings,
                     scope,
                     granted,
+                    backings,
                 }),
             )
         }
@@ -101,6 +104,7 @@ pub(super) fn start(
         rings,
         scope,
         granted,
+        backings,
     }) = wanted
     else {
         return Ok(None);
@@ -115,7 +119,7 @@ pub(super) fn start(
         .map_err(|e| format!("cannot duplicate the FUSE connection for the io_uring ring: {e}"))?;
     let queues = rings.len();
     let stopped = move |why| drop(events.send(Event::Failed(why)));
-    match serve::start(rings, fd, fs, scope, stopped) {
+    match serve::start(rings, fd, fs, backings, scope, stopped) {
         Ok(running) => {
             info!(
                 queues,
