@@ -1,8 +1,8 @@
 //! Test plumbing for the io_uring transport while it is being built (issue #24): the hidden
 //! environment switch [`EXPERIMENT_ENV`], the rings set up before the mount, and their start on
 //! the session's connection before it serves. There is no config key or flag yet: the rings (one per
-//! queue, each with its thread pinned to the queue's CPU) have no passthrough, and have not run
-//! the whole mount suite (docs/uring.md).
+//! queue, each with its thread pinned to the queue's CPU, registering passthrough backings in the
+//! adapter's registry) have not run the whole mount suite (docs/uring.md).
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use crate::uring::{self, ring, serve};
 
 /// `CACHETTA_URING_EXPERIMENT=statfs-getattr` puts the mount on an io_uring ring that serves
 /// `statfs` and `getattr` and refuses every other request; `=all` on one that serves every op
-/// the adapter serves (without passthrough). For tests only.
+/// the adapter serves (with passthrough when the mount may use it). For tests only.
 #[doc(hidden)]
 pub const EXPERIMENT_ENV: &str = "CACHETTA_URING_EXPERIMENT";
 
