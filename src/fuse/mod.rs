@@ -1,21 +1,19 @@
 //! The `fuser::Filesystem` adapter: each handler calls the plain [`CacheFs`] and turns the
 //! result into a reply. Nothing else lives here; errors are logged once, by level.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::fs::{CacheFs, Changes, Lookup, OpenMode, Opened};
@@ -23,25 +21,14 @@ use crate::fs::{CacheFs, Changes, Lookup, OpenMode, Opened};
 /// The adapter; it shares the filesystem with the daemon (which keeps an `Arc` for shutdown).
 pub struct FuseAdapter {
     fs: Arc<CacheFs>,
-    /// The kernel passthrough backing of each inode whose reads are passed through; one per
-    /// inode while any of its opens uses it. The map's lock is held only to find or swap a
-    /// slot: registering a backing (an ioctl), replying and closing one (another ioctl) happen
-    /// outside it, so opens of other inodes never wait for them.
-    backings: Mutex<HashMap<u64, Arc<Backing>>>,
+    /// The kernel passthrough backing of each inode pin whose reads are passed through,
+    /// shared with the io_uring ring.
+    backings: Arc<Backings>,
     /// Called once the session ends (the kernel connection is gone).
     on_destroy: Option<Box<dyn FnOnce() + Send + Sync>>,
     /// Set when the daemon has io_uring rings ready: `init` asks for FUSE-over-io_uring and
     /// stores whether the kernel granted it.
     ring: Option<Arc<AtomicBool>>,
-}
-
-/// One pin's kernel backing: registered by the first open of the pin that gets here (the
-/// others of the same pin wait for it, and only they), closed when the last `Arc` goes, which
-/// is never before an open that replied with it is done replying.
-struct Backing {
-    generation: u64,
-    /// `None` when the kernel refused the registration (its opens then use direct I/O).
-    id: OnceLock<Option<BackingId>>,
 }
 
 impl std::fmt::Debug for FuseAdapter {
@@ -54,10 +41,15 @@ impl FuseAdapter {
     pub fn new(fs: Arc<CacheFs>) -> Self {
         FuseAdapter {
             fs,
-            backings: Mutex::new(HashMap::new()),
+            backings: Arc::default(),
             on_destroy: None,
             ring: None,
         }
+    }
+
+    /// The passthrough backings, for the io_uring ring to share.
+    pub fn backings(&self) -> Arc<Backings> {
+        self.backings.clone()
     }
 
     /// Ask the kernel for FUSE-over-io_uring at INIT; `granted` says afterwards whether it
@@ -88,37 +80,22 @@ impl FuseAdapter {
             let flags = open_flags(&opened).unwrap_or_else(unbacked_passthrough_flags);
             return reply.opened(fh, flags);
         };
-        let (slot, replaced) = {
-            let mut backings = self.backings.lock();
-            match backings.get(&opened.ino) {
-                Some(slot) if slot.generation == *generation => (slot.clone(), None),
-                _ => {
-                    let slot = Arc::new(Backing {
-                        generation: *generation,
-                        id: OnceLock::new(),
-                    });
-                    let replaced = backings.insert(opened.ino, slot.clone());
-                    (slot, replaced)
-                }
-            }
-        };
-        // An older pin's backing is closed here, outside the map's lock.
-        drop(replaced);
-        let id = slot.id.get_or_init(|| match reply.open_backing(&**file) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                self.fs.passthrough_refused(&e);
-                None
-            }
-        });
-        match id {
-            Some(id) => reply.opened_passthrough(fh, noflush, id),
-            // No backing was registered, so plain direct I/O is allowed here.
-            None => reply.opened(fh, unbacked_passthrough_flags()),
+        let slot = self
+            .backings
+            .backing(&self.fs, opened.ino, *generation, || {
+                reply.open_backing(&**file).map(Registered::Fuser)
+            });
+        match slot.registered() {
+            Some(Registered::Fuser(id)) => reply.opened_passthrough(fh, noflush, id),
+            // No backing was registered (or the ring's, which fuser cannot send; a mount's
+            // opens all come on one transport), so plain direct I/O is allowed here.
+            _ => reply.opened(fh, unbacked_passthrough_flags()),
         }
     }
 }
 
+mod backing;
+pub(crate) use backing::{Backings, RawBacking, Registered};
 mod reply;
 use reply::*;
 pub(crate) use reply::{
@@ -151,10 +128,8 @@ impl Filesystem for FuseAdapter {
             ring.store(asked, Ordering::SeqCst);
             asked
         });
-        // The ring registers no backing files yet (issue #24, step 5): a daemon that offers one
-        // does not ask for passthrough.
+        // Both transports register backing files (`Backings`).
         let granted = wanted
-            && !ring
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         // Atomic O_TRUNC is deliberately not requested: see `CacheFs::truncate_of_fresh_open`.
@@ -414,20 +389,7 @@ impl Filesystem for FuseAdapter {
     ) {
         guarded(&self.fs.requests().release, req, _ino.0, move || {
             if let Some((ino, generation)) = self.fs.release(fh.0) {
-                // The last open of a pin: the kernel no longer needs its backing. It is closed
-                // once dropped, outside the map's lock.
-                let removed = {
-                    let mut backings = self.backings.lock();
-                    if backings
-                        .get(&ino)
-                        .is_some_and(|slot| slot.generation == generation)
-                    {
-                        backings.remove(&ino)
-                    } else {
-                        None
-                    }
-                };
-                drop(removed);
+                self.backings.released(ino, generation);
             }
             reply.ok();
         });

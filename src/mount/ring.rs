@@ -1,8 +1,8 @@
 //! Test plumbing for the io_uring transport while it is being built (issue #24): the hidden
 //! environment switch [`EXPERIMENT_ENV`], the rings set up before the mount, and their start on
 //! the session's connection before it serves. There is no config key or flag yet: the rings (one per
-//! queue, each with its thread pinned to the queue's CPU) have no passthrough, and have not run
-//! the whole mount suite (docs/uring.md).
+//! queue, each with its thread pinned to the queue's CPU, registering passthrough backings in the
+//! adapter's registry) have not run the whole mount suite (docs/uring.md).
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +13,12 @@ use tracing::{info, warn};
 
 use super::Event;
 use crate::fs::CacheFs;
-use crate::fuse::FuseAdapter;
+use crate::fuse::{Backings, FuseAdapter};
 use crate::uring::{self, ring, serve};
 
 /// `CACHETTA_URING_EXPERIMENT=statfs-getattr` puts the mount on an io_uring ring that serves
 /// `statfs` and `getattr` and refuses every other request; `=all` on one that serves every op
-/// the adapter serves (without passthrough). For tests only.
+/// the adapter serves (with passthrough when the mount may use it). For tests only.
 #[doc(hidden)]
 pub const EXPERIMENT_ENV: &str = "CACHETTA_URING_EXPERIMENT";
 
@@ -33,6 +33,7 @@ pub struct Wanted {
     rings: Vec<ring::Rings>,
     scope: serve::Scope,
     granted: Arc<AtomicBool>,
+    backings: Arc<Backings>,
 }
 
 /// The rings, when the switch asks for them and this kernel offers the transport, and the
@@ -43,12 +44,14 @@ pub fn prepare(adapter: FuseAdapter) -> (FuseAdapter, Option<Wanted>) {
         Some((rings, scope)) => {
             let granted = Arc::new(AtomicBool::new(false));
             let adapter = adapter.offer_ring(granted.clone());
+            let backings = adapter.backings();
             (
                 adapter,
                 Some(Wanted {
                     rings,
                     scope,
                     granted,
+                    backings,
                 }),
             )
         }
@@ -101,6 +104,7 @@ pub(super) fn start(
         rings,
         scope,
         granted,
+        backings,
     }) = wanted
     else {
         return Ok(None);
@@ -115,7 +119,7 @@ pub(super) fn start(
         .map_err(|e| format!("cannot duplicate the FUSE connection for the io_uring ring: {e}"))?;
     let queues = rings.len();
     let stopped = move |why| drop(events.send(Event::Failed(why)));
-    match serve::start(rings, fd, fs, scope, stopped) {
+    match serve::start(rings, fd, fs, backings, scope, stopped) {
         Ok(running) => {
             info!(
                 queues,

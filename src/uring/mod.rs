@@ -2,7 +2,7 @@
 //! structs the kernel and the daemon exchange on it ([`abi`]), one request in a ring entry
 //! ([`message`]) and its reply ([`reply`]), the ring and its entries ([`ring`]), and the threads
 //! that serve the rings with the filesystem ([`serve`]). It serves every op the fuser adapter
-//! serves, without passthrough, with a ring and a thread per queue, pinned to the queue's CPU;
+//! serves, passthrough opens included (backings shared with the adapter), with a ring and a thread per queue, pinned to the queue's CPU;
 //! it is reached only from a test-only switch
 //! (`mount::ring`) until it has run the whole mount suite (issue #24). docs/uring.md says how
 //! it fits on fuser.

@@ -20,11 +20,18 @@ use super::abi::{FuseUringReqHeader, FUSE_GETATTR, FUSE_STATFS};
 use super::message::{self, decode, encode, op_name, Op, Reply, Request};
 use super::ring::{Defer, Ended, RegisterError, Rings};
 use crate::fs::CacheFs;
-use crate::fuse::counted;
+use crate::fuse::{counted, Backings};
 use crate::stats::bump;
 
 mod ops;
 use ops::op_stats;
+
+/// What the ring needs to register passthrough backings: the registry it shares with the
+/// adapter, and a duplicate of the connection for the ioctls.
+pub struct Passthrough {
+    pub backings: Arc<Backings>,
+    pub dev: Arc<OwnedFd>,
+}
 
 /// How long the mount waits for the ring's thread to say its entries are registered.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,6 +126,7 @@ impl fmt::Display for Served {
 /// one log line.
 pub fn handle(
     fs: &Arc<CacheFs>,
+    backings: Option<&Passthrough>,
     served: &Served,
     scope: Scope,
     header: &mut FuseUringReqHeader,
@@ -130,7 +138,7 @@ pub fn handle(
     let commit_id = header.ring_ent_in_out.commit_id;
     // `answer` catches the filesystem's panics itself; this is for a bug of the ring's own.
     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| match decode(header, payload) {
-        Ok(req) => answer(fs, served, scope, &req, defer),
+        Ok(req) => answer(fs, backings, served, scope, &req, defer),
         Err(why) => {
             bump(&served.malformed);
             warn!(
@@ -156,6 +164,7 @@ pub fn handle(
 /// the adapter's; `None` when it comes later, through `defer`.
 pub fn answer(
     fs: &Arc<CacheFs>,
+    backings: Option<&Passthrough>,
     served: &Served,
     scope: Scope,
     req: &Request,
@@ -192,7 +201,7 @@ pub fn answer(
     let mut reply = Some(Reply::Error(libc::EIO));
     counted(stats, req.unique, req.nodeid, req.pid, || {
         served.answered(req.opcode);
-        reply = ops::respond(fs, req, defer);
+        reply = ops::respond(fs, backings, req, defer);
     });
     reply
 }
@@ -265,6 +274,7 @@ pub fn start(
     rings: Vec<Rings>,
     fd: OwnedFd,
     fs: Arc<CacheFs>,
+    backings: Arc<Backings>,
     scope: Scope,
     stopped: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<Running, RegisterError> {
@@ -280,14 +290,19 @@ pub fn start(
         ..Served::default()
     });
     let stopped: Arc<dyn Fn(String) + Send + Sync> = Arc::new(stopped);
+    let passthrough = Arc::new(Passthrough {
+        backings,
+        dev: Arc::new(fd.try_clone().map_err(RegisterError::NotSubmitted)?),
+    });
     let live = Arc::new(AtomicUsize::new(rings.len()));
     let (report, registered) = mpsc::channel();
     let mut threads = Vec::with_capacity(rings.len());
     for mut rings in rings {
         let qid = rings.qids()[0];
         let fd = fd.try_clone().map_err(RegisterError::NotSubmitted)?;
-        let (fs, counts, stopped, live, report) = (
+        let (fs, passthrough, counts, stopped, live, report) = (
             fs.clone(),
+            passthrough.clone(),
             served.clone(),
             stopped.clone(),
             live.clone(),
@@ -311,7 +326,15 @@ pub fn start(
                         if let Some(on) = counts.by_cpu.get(cpu) {
                             bump(on);
                         }
-                        handle(&fs, &counts, scope, header, payload, defer)
+                        handle(
+                            &fs,
+                            Some(&passthrough),
+                            &counts,
+                            scope,
+                            header,
+                            payload,
+                            defer,
+                        )
                     }))
                 } else {
                     drop(rings);

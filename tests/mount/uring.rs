@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::common::*;
 
 mod all;
+mod passthrough;
 
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 const SWITCH: &str = "CACHETTA_URING_EXPERIMENT";

@@ -11,11 +11,15 @@ use super::super::message::{
     Request,
 };
 use super::super::ring::Defer;
+use super::Passthrough;
+use fuser::FopenFlags;
+
 use crate::error::FsError;
-use crate::fs::{CacheFs, Caller, Changes, Entry, Lookup};
+use crate::fs::{CacheFs, Caller, Changes, Entry, Lookup, OpenMode, Opened};
 use crate::fuse::{
     create_flags, fail, file_attr, kind, negative_entry_attr, open_flags, opendir_flags,
-    unbacked_passthrough_flags, xattr_answer, XattrAnswer, IOCTL_ERRNO, READLINK_ERRNO,
+    unbacked_passthrough_flags, xattr_answer, RawBacking, Registered, XattrAnswer, IOCTL_ERRNO,
+    READLINK_ERRNO,
 };
 use crate::stats::{OpStats, Requests};
 use crate::store::SetTime;
@@ -59,7 +63,12 @@ pub fn op_stats(r: &Requests, opcode: u32) -> Option<&OpStats> {
 }
 
 /// The reply to `req`, or `None` when it comes later through `defer`.
-pub fn respond(fs: &Arc<CacheFs>, req: &Request, defer: &Defer) -> Option<Reply> {
+pub fn respond(
+    fs: &Arc<CacheFs>,
+    passthrough: Option<&Passthrough>,
+    req: &Request,
+    defer: &Defer,
+) -> Option<Reply> {
     let caller = Caller {
         uid: req.uid,
         gid: req.gid,
@@ -106,13 +115,7 @@ pub fn respond(fs: &Arc<CacheFs>, req: &Request, defer: &Defer) -> Option<Reply>
             flags,
         } => empty_reply("rename", fs.rename(ino, name, newdir, newname, flags)),
         Op::Open { flags } => match fs.open(caller, ino, flags as i32) {
-            // No backing ids on the ring yet (issue #24, step 5): the mount does not ask for
-            // passthrough when it serves a ring, and an open that still asks for it gets what
-            // the adapter answers when the kernel refuses the backing.
-            Ok(opened) => Reply::Open(open_out(
-                opened.fh,
-                open_flags(&opened).unwrap_or_else(unbacked_passthrough_flags),
-            )),
+            Ok(opened) => Reply::Open(opened_out(fs, passthrough, &opened)),
             Err(err) => error("open", err),
         },
         Op::Read { fh, offset, size } => match fs.read(fh, offset, size) {
@@ -128,8 +131,10 @@ pub fn respond(fs: &Arc<CacheFs>, req: &Request, defer: &Defer) -> Option<Reply>
             Err(err) => error("statfs", err),
         },
         Op::Release { fh } => {
-            // Backings are the adapter's; the ring registers none.
-            fs.release(fh);
+            if let (Some((ino, generation)), Some(p)) = (fs.release(fh), passthrough) {
+                // The last open of a pin: the kernel no longer needs its backing.
+                p.backings.released(ino, generation);
+            }
             Reply::Empty
         }
         Op::Fsync { fh } => empty_reply("fsync", fs.fsync(fh)),
@@ -195,6 +200,37 @@ pub fn respond(fs: &Arc<CacheFs>, req: &Request, defer: &Defer) -> Option<Reply>
         Op::Ioctl => Reply::Error(IOCTL_ERRNO.code()),
         Op::Destroy | Op::Other => Reply::Error(libc::ENOSYS),
     })
+}
+
+/// An open answered as the filesystem decided, as the adapter answers it: passthrough with the
+/// pin's backing (registered here on its first open, on the ring's duplicate of the
+/// connection), page cache, or direct I/O when the kernel refused the backing.
+fn opened_out(fs: &CacheFs, passthrough: Option<&Passthrough>, opened: &Opened) -> FuseOpenOut {
+    let (OpenMode::Passthrough { file, generation }, Some(p)) = (&opened.mode, passthrough) else {
+        // `open_flags` answers every mode but passthrough.
+        return open_out(
+            opened.fh,
+            open_flags(opened).unwrap_or_else(unbacked_passthrough_flags),
+        );
+    };
+    let slot = p.backings.backing(fs, opened.ino, *generation, || {
+        RawBacking::register(&p.dev, file).map(Registered::Raw)
+    });
+    match slot.registered() {
+        Some(Registered::Raw(backing)) => {
+            let mut flags = FopenFlags::FOPEN_PASSTHROUGH;
+            if opened.noflush {
+                flags |= FopenFlags::FOPEN_NOFLUSH;
+            }
+            FuseOpenOut {
+                backing_id: backing.id() as i32,
+                ..open_out(opened.fh, flags)
+            }
+        }
+        // Refused (or fuser's, whose number the ring cannot read; a mount's opens all come on
+        // one transport): no backing, so plain direct I/O is allowed.
+        _ => open_out(opened.fh, unbacked_passthrough_flags()),
+    }
 }
 
 fn error(op: &str, err: FsError) -> Reply {

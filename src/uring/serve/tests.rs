@@ -42,7 +42,7 @@ fn handle_one(
     let mailbox = Mailbox::detached();
     let commit_id = header.ring_ent_in_out.commit_id;
     let defer = mailbox.defer(0, commit_id);
-    handle(fs, served, scope, header, payload, &defer);
+    handle(fs, None, served, scope, header, payload, &defer);
     assert!(!defer.was_deferred(), "answered at once");
     mailbox
 }
@@ -234,6 +234,7 @@ fn a_read_through_lookup_is_answered_later_through_the_mailbox() {
     let defer = mailbox.defer(3, 77);
     handle(
         &fs,
+        None,
         &served,
         Scope::Every,
         &mut header,
