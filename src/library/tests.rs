@@ -113,7 +113,10 @@ fn background_refreshes_share_a_bounded_pool() {
     // `done` counts computations, which end just before their value is published.
     for key in 0..keys {
         while cache.at(&(key,)).unwrap().read::<i32>().unwrap() != Some(1) {
-            assert!(Instant::now() < deadline, "key {key} never got its new value");
+            assert!(
+                Instant::now() < deadline,
+                "key {key} never got its new value"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
