@@ -126,76 +126,78 @@ impl Storm {
 /// whole: no read fails (`ENOENT` only before a key's first publish has had time to show), and
 /// every read is a whole value some writer wrote to that key.
 fn a_coherence_storm_on_one_mount_is_read_whole_on_the_other(on: &SharedBacking) {
-    let (a, b) = two_mounts_in(&on.dir(), "duration = \"1h\"\n", |m| m, |m| m);
-    let storm = Arc::new(Storm {
-        begun: Default::default(),
-        first_publish: Default::default(),
-        failures: Mutex::new(Vec::new()),
-        bound: visibility_bound(on),
-    });
-    let end = Instant::now() + STORM_TIME;
-    let writers: Vec<_> = (0..STORM_WRITERS)
-        .map(|w| {
-            let (storm, mnt) = (storm.clone(), a.mnt.clone());
-            thread::spawn(move || {
-                let mut seq = 0;
-                while Instant::now() < end {
-                    storm.begun[w].store(seq, Ordering::SeqCst);
-                    let k = seq % STORM_KEYS;
-                    let path = mnt.join(storm_key(k));
-                    let value = storm_value(w, seq);
-                    let written = if (seq / STORM_KEYS).is_multiple_of(2) {
-                        fs::write(&path, &value)
-                    } else {
-                        let scratch = mnt.join(format!("k{k}.w{w}.tmp"));
-                        fs::write(&scratch, &value).and_then(|()| fs::rename(&scratch, &path))
-                    };
-                    match written {
-                        Ok(()) => {
-                            storm.first_publish[k].get_or_init(Instant::now);
+    on.storm_with_known_retry(|| {
+        let (a, b) = two_mounts_in(&on.dir(), "duration = \"1h\"\n", |m| m, |m| m);
+        let storm = Arc::new(Storm {
+            begun: Default::default(),
+            first_publish: Default::default(),
+            failures: Mutex::new(Vec::new()),
+            bound: visibility_bound(on),
+        });
+        let end = Instant::now() + STORM_TIME;
+        let writers: Vec<_> = (0..STORM_WRITERS)
+            .map(|w| {
+                let (storm, mnt) = (storm.clone(), a.mnt.clone());
+                thread::spawn(move || {
+                    let mut seq = 0;
+                    while Instant::now() < end {
+                        storm.begun[w].store(seq, Ordering::SeqCst);
+                        let k = seq % STORM_KEYS;
+                        let path = mnt.join(storm_key(k));
+                        let value = storm_value(w, seq);
+                        let written = if (seq / STORM_KEYS).is_multiple_of(2) {
+                            fs::write(&path, &value)
+                        } else {
+                            let scratch = mnt.join(format!("k{k}.w{w}.tmp"));
+                            fs::write(&scratch, &value).and_then(|()| fs::rename(&scratch, &path))
+                        };
+                        match written {
+                            Ok(()) => {
+                                storm.first_publish[k].get_or_init(Instant::now);
+                            }
+                            Err(e) => storm.fail(format!("writer {w}, {}: {e}", storm_key(k))),
                         }
-                        Err(e) => storm.fail(format!("writer {w}, {}: {e}", storm_key(k))),
+                        seq += 1;
                     }
-                    seq += 1;
-                }
-                seq
+                    seq
+                })
             })
-        })
-        .collect();
-    let readers: Vec<_> = (0..STORM_READERS)
-        .map(|r| {
-            let (storm, mnt) = (storm.clone(), b.mnt.clone());
-            thread::spawn(move || {
-                let mut whole = 0;
-                let mut k = r;
-                while Instant::now() < end {
-                    k = (k + 1) % STORM_KEYS;
-                    let began = Instant::now();
-                    let read = fs::read(mnt.join(storm_key(k)));
-                    whole += usize::from(storm.judge(k, began, read));
-                }
-                whole
+            .collect();
+        let readers: Vec<_> = (0..STORM_READERS)
+            .map(|r| {
+                let (storm, mnt) = (storm.clone(), b.mnt.clone());
+                thread::spawn(move || {
+                    let mut whole = 0;
+                    let mut k = r;
+                    while Instant::now() < end {
+                        k = (k + 1) % STORM_KEYS;
+                        let began = Instant::now();
+                        let read = fs::read(mnt.join(storm_key(k)));
+                        whole += usize::from(storm.judge(k, began, read));
+                    }
+                    whole
+                })
             })
-        })
-        .collect();
-    let writes: Vec<usize> = writers.into_iter().map(|t| t.join().unwrap()).collect();
-    let whole: usize = readers.into_iter().map(|t| t.join().unwrap()).sum();
-    let failures = storm.failures.lock().unwrap();
-    let mut kinds = std::collections::BTreeMap::new();
-    for f in failures.iter() {
-        let kind = f.split_once(": ").map_or(f.as_str(), |(_, kind)| kind);
-        *kinds
-            .entry(kind.chars().take(60).collect::<String>())
-            .or_insert(0) += 1;
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures ({whole} whole reads, writes {writes:?}), by kind: {kinds:#?}; the first: {:#?}",
-        failures.len(),
-        &failures[..failures.len().min(6)]
-    );
-    assert!(writes.iter().all(|&n| n > STORM_KEYS), "writes {writes:?}");
-    assert!(whole > 0, "no read got a value");
+            .collect();
+        let writes: Vec<usize> = writers.into_iter().map(|t| t.join().unwrap()).collect();
+        let whole: usize = readers.into_iter().map(|t| t.join().unwrap()).sum();
+        let failures = storm.failures.lock().unwrap();
+        let mut kinds = std::collections::BTreeMap::new();
+        for f in failures.iter() {
+            let kind = f.split_once(": ").map_or(f.as_str(), |(_, kind)| kind);
+            *kinds
+                .entry(kind.chars().take(60).collect::<String>())
+                .or_insert(0) += 1;
+        }
+        assert!(
+            failures.is_empty(),
+            "{} failures ({whole} whole reads, writes {writes:?}), by kind: {kinds:#?}; the first: {:#?}",
+            failures.len(),
+            &failures[..failures.len().min(6)]
+        );
+        assert!(writes.iter().all(|&n| n > STORM_KEYS), "writes {writes:?}");
+        assert!(whole > 0, "no read got a value");
+    });
 }
 
 /// What one mount shows of a name: listed, its `stat` size, its content.
