@@ -489,3 +489,20 @@ impl Drop for Mount {
         }
     }
 }
+
+/// `n` `stat`s of `dir/k0.json` … `dir/k{n-1}.json` through `m`, one thread each, all let go
+/// at once when this returns: whether each found its name.
+pub fn stats_at_once(m: &Mount, dir: &str, n: usize) -> Vec<thread::JoinHandle<bool>> {
+    let start = Arc::new(std::sync::Barrier::new(n + 1));
+    let lookups = (0..n)
+        .map(|i| {
+            let (path, start) = (m.path(format!("{dir}/k{i}.json")), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                fs::metadata(path).is_ok()
+            })
+        })
+        .collect();
+    start.wait();
+    lookups
+}

@@ -640,17 +640,7 @@ refresh_timeout = "1s"
     });
     let pid = m.pid().unwrap();
     let before = threads_of(pid);
-    let start = Arc::new(Barrier::new(201));
-    let lookups: Vec<_> = (0..200)
-        .map(|i| {
-            let (path, start) = (m.path(format!("flood/k{i}.json")), start.clone());
-            thread::spawn(move || {
-                start.wait();
-                fs::metadata(path).is_ok()
-            })
-        })
-        .collect();
-    start.wait();
+    let lookups = stats_at_once(&m, "flood", 200);
     thread::sleep(Duration::from_millis(500));
     let during = threads_of(pid);
     // Every lookup gets its answer: the entry, or ENOENT once its `refresh_timeout` of

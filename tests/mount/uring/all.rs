@@ -458,17 +458,7 @@ refresh_timeout = "1s"
         .env(SWITCH, "all")
         .start();
     wait_ready(&m, 1);
-    let start = Arc::new(std::sync::Barrier::new(201));
-    let lookups: Vec<_> = (0..200)
-        .map(|i| {
-            let (path, start) = (m.path(format!("flood/k{i}.json")), start.clone());
-            thread::spawn(move || {
-                start.wait();
-                fs::metadata(path).is_ok()
-            })
-        })
-        .collect();
-    start.wait();
+    let lookups = stats_at_once(&m, "flood", 200);
     let started = Instant::now();
     // Meanwhile, requests that do not wait are answered at once: no queue is out of entries.
     let x = m.path("x.json");
