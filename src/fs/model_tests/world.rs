@@ -60,7 +60,7 @@ fn errno_of<T>(r: &FsResult<T>) -> Option<i32> {
 }
 
 impl World {
-    pub(super) fn new() -> World {
+    pub(super) fn new(passthrough: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         let upstream = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(FEED)).unwrap();
@@ -70,6 +70,7 @@ impl World {
         let store = Store::open(dir.path(), false).unwrap();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
         let fs = CacheFs::new(Arc::new(config), store, clock.clone(), false);
+        fs.enable_passthrough(passthrough);
         let feed = fs.lookup(ROOT, OsStr::new(FEED)).unwrap().attr.ino;
         World {
             dir,
