@@ -174,6 +174,7 @@ pub fn run(args: MountArgs) -> Outcome {
 
 /// The start-up checks, each a refusal (exit code 2).
 fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal> {
+    ring::required(config.transport).map_err(checks::Refusal)?;
     let mnt = checks::resolve(
         &args
             .mountpoint
@@ -276,6 +277,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
                 .map_or_else(journal::writer_id, |j| j.writer().to_owned()),
         ),
     };
+    let transport = config.transport;
     let config = Arc::new(config);
     let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), read_only);
     learn_from_journal(&fs, &backing);
@@ -295,8 +297,12 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
         let _ = session_end.send(Event::Ended);
     }));
-    // Before the mount, so that no ring means classic and never a mount waiting for one.
-    let (adapter, ring_wanted) = ring::prepare(adapter);
+    // Before the mount, so that no ring means classic (or no mount) and never a mount waiting
+    // for one.
+    let (adapter, ring_wanted) = match ring::prepare(adapter, transport) {
+        Ok(prepared) => prepared,
+        Err(problem) => return reporter.fail(Failure::failed(problem)),
+    };
     let fuse = fuse_config(read_only, allow_other, &backing);
     let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
@@ -332,6 +338,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
             return reporter.fail(Failure::failed(problem));
         }
     };
+    fs.set_serving_on_ring(ring.is_some());
 
     if let Err(e) = spawn_gc_thread(config, &backing, journal) {
         error!("cannot start the gc thread: {e}");

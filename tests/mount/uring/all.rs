@@ -1,4 +1,4 @@
-//! `CACHETTA_URING_EXPERIMENT=all`: every op cachetta serves, served on the ring. Each test
+//! `--transport uring`: every op cachetta serves, served on the ring. Each test
 //! runs real programs (`cat`, `ls -l`, `getfattr`, `setfattr`, `rm`, `mv`) or many threads on
 //! the mount, and the ring's own per-op counts, logged when it ends, prove where they were
 //! answered: by name, and with nothing refused or malformed.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{answered, statvfs, wait_ready, UringParam, SWITCH};
+use super::{answered, statvfs, wait_ready, UringParam, ON_THE_RING};
 use crate::common::*;
 
 /// A read-through rule (SPEC §6): a lookup of a missing `filled/*.json` runs the command and
@@ -43,7 +43,7 @@ fn all_mount() -> Mount {
             fs::create_dir_all(backing.join("second")).unwrap();
         })
         .config(FILL)
-        .env(SWITCH, "all")
+        .args(ON_THE_RING)
         .start();
     wait_ready(&m, 1);
     m
@@ -455,7 +455,7 @@ refresh = "sleep 0.3; echo '{}'"
 refresh_timeout = "1s"
 "#,
         )
-        .env(SWITCH, "all")
+        .args(ON_THE_RING)
         .start();
     wait_ready(&m, 1);
     let lookups = stats_at_once(&m, "flood", 200);
