@@ -324,10 +324,12 @@ impl Mount {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
         self.child = Some(self.spawn_daemon());
-        // A dead mount left by a killed daemon answers ENOTCONN until the new one replaces it.
+        // A dead mount left by a killed daemon answers ENOTCONN (or the like:
+        // `is_dead_mount_errno`) until the new one replaces it.
         let deadline = Instant::now() + MOUNT_TIMEOUT;
-        let dead =
-            |mnt: &Path| fs::metadata(mnt).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        let dead = |mnt: &Path| {
+            fs::metadata(mnt).is_err_and(|e| e.raw_os_error().is_some_and(is_dead_mount_errno))
+        };
         while dead(&self.mnt) && Instant::now() < deadline {
             thread::sleep(POLL);
         }
