@@ -9,6 +9,16 @@ use crate::common::*;
 
 const HOW_TO_ENABLE: &str = "echo 1 | sudo tee /sys/module/fuse/parameters/enable_uring";
 
+/// Start `builder`'s mount (an entry in it) and wait until it answers; its stats must say it
+/// is served on `transport`.
+#[track_caller]
+fn served_on(builder: MountBuilder, transport: &str) -> Mount {
+    let m = builder.backing_file("x.json", "{}").start();
+    wait_ready(&m, 1);
+    assert_eq!(stats(&m)["transport"], transport, "{}", m.stderr());
+    m
+}
+
 /// Stop `m` cleanly and return what its daemon logged.
 #[track_caller]
 fn stop(mut m: Mount) -> String {
@@ -44,12 +54,7 @@ fn the_default_auto_takes_the_ring_where_enable_uring_is_on() {
     let Some(_param) = UringParam::set(true) else {
         return;
     };
-    let m = Mount::new()
-        .without_test_transport()
-        .backing_file("x.json", "{}")
-        .start();
-    wait_ready(&m, 1);
-    assert_eq!(stats(&m)["transport"], "uring", "{}", m.stderr());
+    let m = served_on(Mount::new().without_test_transport(), "uring");
     let out = m.cachetta(&["stats".as_ref(), m.mnt.as_os_str()]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -67,13 +72,10 @@ fn auto_without_enable_uring_is_classic_with_one_line_saying_why() {
     let Some(_param) = UringParam::set(false) else {
         return;
     };
-    let m = Mount::new()
+    let auto = Mount::new()
         .without_test_transport()
-        .config("transport = \"auto\"\n")
-        .backing_file("x.json", "{}")
-        .start();
-    wait_ready(&m, 1);
-    assert_eq!(stats(&m)["transport"], "classic", "{}", m.stderr());
+        .config("transport = \"auto\"\n");
+    let m = served_on(auto, "classic");
     let stderr = stop(m);
     let why: Vec<&str> = stderr
         .lines()
@@ -92,12 +94,7 @@ fn classic_never_asks_for_the_ring_even_with_enable_uring_on() {
     let Some(_param) = UringParam::set(true) else {
         return;
     };
-    let m = Mount::new()
-        .args(&["--transport", "classic"])
-        .backing_file("x.json", "{}")
-        .start();
-    wait_ready(&m, 1);
-    assert_eq!(stats(&m)["transport"], "classic", "{}", m.stderr());
+    let m = served_on(Mount::new().args(&["--transport", "classic"]), "classic");
     let stderr = stop(m);
     assert!(
         stderr.contains("io_uring=false") && !stderr.contains("io_uring ring"),
