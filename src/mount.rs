@@ -339,7 +339,14 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
             return reporter.fail(Failure::failed(problem));
         }
     };
-    fs.set_serving_on_ring(ring.is_some());
+    let on_ring = ring.is_some();
+    fs.set_serving_on_ring(on_ring);
+    // The ring answers from now on (classic only once the session is spawned, below): the
+    // probe starts as soon as the mount can answer, or an unmount right after the first
+    // answer would be taken for a mount that never came.
+    if on_ring {
+        spawn_probe(mnt.clone(), events.clone());
+    }
 
     if let Err(e) = spawn_gc_thread(config, &backing, journal) {
         error!("cannot start the gc thread: {e}");
@@ -378,7 +385,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
             )))
         }
     };
-    spawn_probe(mnt.clone(), events);
+    if !on_ring {
+        spawn_probe(mnt.clone(), events);
+    }
 
     let mut status = None;
     let why = loop {
