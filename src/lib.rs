@@ -6,9 +6,9 @@
 //! `pool` and `gc`, then `fs` (the filesystem as a plain
 //! struct), `fuse` (the thin fuser adapter) and `cli` (commands). Data flows one way, from the
 //! kernel down. [`library`] is the same engine called from code: [`Cachetta`], the Python
-//! library's API in Rust form. `uring` is the io_uring kernel transport (SPEC §15): so far its
-//! ABI, whether the kernel offers it, and a ring serving every op the adapter serves (without
-//! passthrough), reached from a test-only switch.
+//! library's API in Rust form. `uring` is the io_uring kernel transport (SPEC §15): its ABI,
+//! whether the kernel offers it, and a ring per CPU serving every op the adapter serves
+//! (passthrough included), taken as the `transport` key says.
 //!
 //! The filesystem, the daemon and the command line are behind the default `mount` feature; a
 //! program that wants only the library depends on `cachetta` with `default-features = false`.

@@ -12,6 +12,7 @@
 //! mount at the same path.
 
 mod args;
+mod backing_changes;
 mod checks;
 mod helper;
 mod http;
@@ -29,7 +30,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
@@ -44,7 +45,7 @@ use crate::invalidate::Invalidator;
 use crate::journal;
 use crate::store::Store;
 use crate::umount::{self, Unmounted};
-use crate::watch::{self, Change};
+use crate::watch;
 
 /// FUSE worker threads: requests block on disk I/O, so more than the two cores; no request
 /// waits for another (read-through is answered by the refresh worker), so not many more.
@@ -174,6 +175,7 @@ pub fn run(args: MountArgs) -> Outcome {
 
 /// The start-up checks, each a refusal (exit code 2).
 fn prepare(args: &MountArgs, config: Config) -> Result<Prepared, checks::Refusal> {
+    ring::required(config.transport).map_err(checks::Refusal)?;
     let mnt = checks::resolve(
         &args
             .mountpoint
@@ -276,9 +278,10 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
                 .map_or_else(journal::writer_id, |j| j.writer().to_owned()),
         ),
     };
+    let transport = config.transport;
     let config = Arc::new(config);
     let fs = CacheFs::new(config.clone(), store, Arc::new(SystemClock), read_only);
-    learn_from_journal(&fs, &backing);
+    backing_changes::learn_from_journal(&fs, &backing);
 
     // Before hooking SIGHUP, which replaces an inherited "ignore" (nohup).
     let hangup = signals::Hangup::decide(log);
@@ -295,8 +298,12 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
     let adapter = FuseAdapter::new(fs.clone()).on_destroy(Box::new(move || {
         let _ = session_end.send(Event::Ended);
     }));
-    // Before the mount, so that no ring means classic and never a mount waiting for one.
-    let (adapter, ring_wanted) = ring::prepare(adapter);
+    // Before the mount, so that no ring means classic (or no mount) and never a mount waiting
+    // for one.
+    let (adapter, ring_wanted) = match ring::prepare(adapter, transport) {
+        Ok(prepared) => prepared,
+        Err(problem) => return reporter.fail(Failure::failed(problem)),
+    };
     let fuse = fuse_config(read_only, allow_other, &backing);
     let session = match fuser::Session::new(adapter, &mnt, &fuse) {
         Ok(s) => s,
@@ -332,6 +339,14 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
             return reporter.fail(Failure::failed(problem));
         }
     };
+    let on_ring = ring.is_some();
+    fs.set_serving_on_ring(on_ring);
+    // The ring answers from now on (classic only once the session is spawned, below): the
+    // probe starts as soon as the mount can answer, or an unmount right after the first
+    // answer would be taken for a mount that never came.
+    if on_ring {
+        spawn_probe(mnt.clone(), events.clone());
+    }
 
     if let Err(e) = spawn_gc_thread(config, &backing, journal) {
         error!("cannot start the gc thread: {e}");
@@ -344,7 +359,7 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
         metrics::serve(endpoint, fs.clone(), &mnt, &backing);
     }
     if fs.has_invalidator() {
-        spawn_watch_thread(fs.clone(), backing, watch_mode, poll);
+        backing_changes::spawn_watch_thread(fs.clone(), backing, watch_mode, poll);
     }
 
     let unmounted = Arc::new(AtomicBool::new(false));
@@ -370,7 +385,9 @@ fn serve(prepared: Prepared, mut reporter: Reporter, log: Option<signals::LogFil
             )))
         }
     };
-    spawn_probe(mnt.clone(), events);
+    if !on_ring {
+        spawn_probe(mnt.clone(), events);
+    }
 
     let mut status = None;
     let why = loop {
@@ -527,98 +544,6 @@ fn spawn_probe(mnt: PathBuf, events: Sender<Event>) {
     {
         error!("cannot start the readiness probe ({e}); readiness is never reported");
     }
-}
-
-/// Changes behind the mount's back reach the kernel as they happen; only then may the kernel
-/// cache names and attributes for long. Setting up the watch walks the whole backing dir, so
-/// it happens beside the session, not before it.
-fn spawn_watch_thread(
-    fs: Arc<CacheFs>,
-    backing: PathBuf,
-    mode: crate::config::WatchMode,
-    poll: watch::PollOptions,
-) {
-    let spawned = std::thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || {
-            match watch::start(on_backing_change(fs.clone()), &backing, mode, poll) {
-                Ok(watch) => {
-                    fs.set_watching(true);
-                    // The watch lives as long as the process.
-                    std::mem::forget(watch);
-                }
-                Err(e) => warn!(
-                    "cannot watch {} ({e}); changes made outside the mount show within 1 s",
-                    backing.display()
-                ),
-            }
-        });
-    if let Err(e) = spawned {
-        warn!(
-            "cannot start the watch thread ({e}); changes made outside the mount show within 1 s"
-        );
-    }
-}
-
-/// What the mounts of the backing dir announced in the change journal (this one before a
-/// restart included) of which content versions are valid JSON, and with which policy: a
-/// fresh mount's first listing then reads no file any mount already judged (SPEC §13).
-fn learn_from_journal(fs: &CacheFs, backing: &Path) {
-    let Some(dev) = fs.backing_dev() else { return };
-    let records = Store::open(backing, false).and_then(|store| journal::load_all(&store));
-    match records {
-        Ok(records) => {
-            for record in &records {
-                learn_record(fs, Some(dev), record);
-            }
-            debug!(
-                records = records.len(),
-                "learnt what the change journal says was judged"
-            );
-        }
-        Err(e) => warn!("cannot read the change journal ({e}); entries are judged by reading them"),
-    }
-}
-
-/// Take in what one journal record says was judged of a content version.
-fn learn_record(fs: &CacheFs, dev: Option<u64>, record: &journal::Record) {
-    if let (Some(dev), Some(version)) = (dev, &record.version) {
-        fs.learn(version.on_device(dev), record.valid, record.policy);
-    }
-}
-
-/// The watch's reports reach the filesystem, except the changes the mount made itself (files
-/// it published: the kernel saw those happen).
-fn on_backing_change(fs: Arc<CacheFs>) -> watch::OnChange {
-    let dev = fs.backing_dev();
-    // Names seen gone matter where a filesystem client may still answer for them; a local
-    // filesystem's answers are the truth, and its inode numbers are reused at once.
-    let remote = fs.backing_is_remote();
-    Box::new(move |change| match change {
-        Change::Entry(rel) if fs.is_own_change(rel) => {}
-        Change::Entry(rel) => {
-            debug!(path = %rel.display(), "backing dir changed");
-            fs.backing_changed(rel);
-        }
-        Change::Everything => fs.backing_changed_everywhere(),
-        // What other mounts published or judged, and of which version: its entry is
-        // reported next, as a `Change::Entry`.
-        Change::Record(record) => {
-            debug!(writer = record.writer, op = ?record.op, key = %record.key.display(), "journal record");
-            learn_record(&fs, dev, record);
-            if remote && record.op == crate::journal::Op::Del {
-                // Another mount removed it: whatever this machine's client still answers for
-                // the name is gone.
-                fs.backing_gone(&record.key, None);
-            }
-        }
-        Change::Gone { rel, ino } if remote => fs.backing_gone(rel, Some(ino)),
-        Change::Listed { rel, ino } if remote => fs.backing_listed(rel, ino),
-        Change::Listing { dir, names } if remote => {
-            fs.backing_dir_listed(dir, |name| names.get(name).map(|(ino, _)| *ino))
-        }
-        Change::Gone { .. } | Change::Listed { .. } | Change::Listing { .. } => {}
-    })
 }
 
 /// Sweep the backing dir every `gc_interval` (the first sweep one interval after mounting;

@@ -61,6 +61,7 @@ const TABLE_ORDER: &[&str] = &[
     "lru_bytes",
     "inodes",
     "uptime_s",
+    "transport",
     "passthrough",
     "watching",
 ];
@@ -242,7 +243,7 @@ mod tests {
     #[test]
     fn table_aligns_names_left_and_values_right() {
         let stats = object(json!({
-            "misses": 1, "hits": 1000, "passthrough": false,
+            "misses": 1, "hits": 1000, "passthrough": false, "transport": "uring",
             "requests": {"lookup": 12, "open": 0}
         }));
         assert_eq!(
@@ -250,6 +251,7 @@ mod tests {
             "hit ratio        99.9%\n\
              hits              1000\n\
              misses               1\n\
+             transport        uring\n\
              passthrough      false\n\
              requests.lookup     12\n"
         );

@@ -41,6 +41,7 @@ struct RawFile {
     watch: Raw,
     full_scan_interval: Raw,
     metrics_addr: Raw,
+    transport: Raw,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
 }
@@ -227,6 +228,9 @@ pub(super) fn from_toml_in(
     if let Some(addr) = src.get(&raw.metrics_addr, "metrics_addr", |v| string(v).map(str::to_owned))? {
         // Empty is unset, as with the flag.
         config.metrics_addr = Some(addr).filter(|a| !a.is_empty());
+    }
+    if let Some(t) = src.get(&raw.transport, "transport", |v| string(v)?.parse())? {
+        config.transport = t;
     }
 
     // Flags go on the top level before the rules inherit from it.

@@ -151,6 +151,33 @@ impl FromStr for WatchMode {
     }
 }
 
+/// How the mount takes its requests from the kernel (SPEC §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// FUSE-over-io_uring where the kernel offers it, else classic.
+    Auto,
+    /// FUSE-over-io_uring or no mount.
+    Uring,
+    /// `/dev/fuse`: io_uring is never asked for.
+    Classic,
+}
+
+/// `auto`, `uring` or `classic`: the syntax of both the `transport` key and `--transport`.
+impl FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Transport, String> {
+        match s.trim() {
+            "auto" => Ok(Transport::Auto),
+            "uring" => Ok(Transport::Uring),
+            "classic" => Ok(Transport::Classic),
+            other => Err(format!(
+                "invalid transport {other:?} (expected auto, uring or classic)"
+            )),
+        }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -170,6 +197,8 @@ pub struct Config {
     /// Where the mount serves `GET /metrics` (SPEC §14), as `host:port`; `None` serves nothing.
     /// Resolved and bound by `cachetta mount`, which refuses to start if it cannot.
     pub metrics_addr: Option<String>,
+    /// Which kernel transport the mount asks for (SPEC §15).
+    pub transport: Transport,
 }
 
 /// What command-line flags may override; `None` leaves the file's or default value.
@@ -184,6 +213,7 @@ pub struct Overrides {
     pub full_scan_interval: Option<Duration>,
     /// `--metrics-addr`; an empty one turns off the file's `metrics_addr`.
     pub metrics_addr: Option<String>,
+    pub transport: Option<Transport>,
 }
 
 /// The rule that applies to one key, and what its `{captures}` matched.
@@ -371,6 +401,7 @@ fn defaults_in(overrides: &Overrides, dirs: &Dirs) -> Config {
         watch: WatchMode::Inotify,
         full_scan_interval: Duration::from_secs(600),
         metrics_addr: None,
+        transport: Transport::Auto,
     };
     apply_overrides(&mut config, overrides, dirs);
     config
@@ -405,6 +436,9 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides, dirs: &Dirs) {
     }
     if let Some(addr) = &overrides.metrics_addr {
         config.metrics_addr = Some(addr.clone()).filter(|a| !a.is_empty());
+    }
+    if let Some(transport) = overrides.transport {
+        config.transport = transport;
     }
 }
 

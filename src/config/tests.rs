@@ -159,6 +159,22 @@ fn watch_accepts_inotify_poll_and_poll_with_interval() {
 }
 
 #[test]
+fn transport_is_auto_uring_or_classic_and_auto_by_default() {
+    assert_eq!("auto".parse(), Ok(Transport::Auto));
+    assert_eq!("uring".parse(), Ok(Transport::Uring));
+    assert_eq!(" classic ".parse(), Ok(Transport::Classic));
+    for bad in ["io_uring", "Uring", "", "dev"] {
+        let e = bad.parse::<Transport>().unwrap_err();
+        assert!(e.contains("expected auto, uring or classic"), "{bad:?}: {e}");
+    }
+    assert_eq!(parse("").unwrap().transport, Transport::Auto);
+    assert_eq!(
+        parse("transport = \"classic\"").unwrap().transport,
+        Transport::Classic
+    );
+}
+
+#[test]
 fn rule_inherits_unnamed_settings_from_top_level_which_inherits_from_defaults() {
     let c = parse(
         r#"
@@ -195,6 +211,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
         watch: Some(WatchMode::Poll(secs(9))),
         full_scan_interval: Some(secs(10)),
         metrics_addr: Some("[::1]:9100".into()),
+        transport: Some(Transport::Classic),
     };
     let c = parse_with(
         r#"
@@ -206,6 +223,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
         watch = "inotify"
         full_scan_interval = "1h"
         metrics_addr = "127.0.0.1:9464"
+        transport = "uring"
         [[rule]]
         match = "own/*.json"
         duration = "2h"
@@ -223,6 +241,7 @@ fn flags_override_the_file_and_rules_inherit_them() {
     assert_eq!(c.watch, WatchMode::Poll(secs(9)));
     assert_eq!(c.full_scan_interval, secs(10));
     assert_eq!(c.metrics_addr.as_deref(), Some("[::1]:9100"));
+    assert_eq!(c.transport, Transport::Classic);
     assert_eq!(c.rules[0].settings.duration, secs(7200));
     assert_eq!(c.rules[0].settings.stale, secs(6));
     assert_eq!(c.rules[1].settings.duration, secs(5));
@@ -403,6 +422,16 @@ fn bad_value_error_names_file_line_and_key() {
     let msg = error("\nwatch = \"sometimes\"");
     assert!(
         msg.starts_with("/etc/cachetta.toml:2: key `watch`:"),
+        "{msg}"
+    );
+    let msg = error("\n\ntransport = \"io_uring\"");
+    assert!(
+        msg.starts_with("/etc/cachetta.toml:3: key `transport`: invalid transport \"io_uring\""),
+        "{msg}"
+    );
+    let msg = error("transport = 1");
+    assert!(
+        msg.starts_with("/etc/cachetta.toml:1: key `transport`:"),
         "{msg}"
     );
     let msg = error("\n\nfull_scan_interval = \"often\"");

@@ -239,6 +239,8 @@ pub struct CacheFs {
     /// Which entry inodes the kernel may read through its page cache.
     page_cache: PageCache,
     passthrough: AtomicBool,
+    /// Requests come over FUSE-over-io_uring rather than `/dev/fuse` (shown in the stats).
+    on_ring: AtomicBool,
     watching: AtomicBool,
     invalidator: OnceLock<Invalidator>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -356,6 +358,7 @@ impl CacheFs {
                 coherence: Coherence::default(),
                 page_cache: PageCache::default(),
                 passthrough: AtomicBool::new(false),
+                on_ring: AtomicBool::new(false),
                 watching: AtomicBool::new(false),
                 invalidator: OnceLock::new(),
                 handles: RwLock::new(HashMap::new()),
@@ -458,6 +461,12 @@ impl CacheFs {
         self.passthrough.store(on, Ordering::Relaxed);
     }
 
+    /// Which transport serves the mount, once its rings are registered (or not): the stats'
+    /// `"transport"`.
+    pub fn set_serving_on_ring(&self, on: bool) {
+        self.on_ring.store(on, Ordering::Relaxed);
+    }
+
     /// Where kernel invalidations go; until set, the kernel is never told anything.
     pub fn set_invalidator(&self, invalidator: Invalidator) {
         let _ = self.invalidator.set(invalidator);
@@ -542,6 +551,12 @@ impl CacheFs {
             "passthrough".into(),
             self.passthrough.load(Ordering::Relaxed).into(),
         );
+        let transport = if self.on_ring.load(Ordering::Relaxed) {
+            "uring"
+        } else {
+            "classic"
+        };
+        object.insert("transport".into(), transport.into());
         let requests: serde_json::Map<_, _> = self
             .requests
             .counters()

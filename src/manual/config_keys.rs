@@ -87,6 +87,11 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "serve Prometheus metrics at `http://ADDR/metrics`, e.g. `\"127.0.0.1:9464\"` (`--metrics-addr`); a bad address or a port in use refuses the mount ([docs/inspection.md](docs/inspection.md#metrics-over-http))",
     },
     KeyDoc {
+        keys: "`transport`",
+        default: "`auto`",
+        meaning: "how the kernel's requests arrive (`--transport`): `auto` takes FUSE-over-io_uring where the kernel offers it (Linux ≥ 6.14 with `enable_uring` on), else `/dev/fuse`; `uring` refuses to mount without it; `classic` never asks for it ([docs/uring.md](docs/uring.md#offered-the-transport-key))",
+    },
+    KeyDoc {
         keys: "`refresh`, `condition`, `fill_on_miss`",
         default: "none",
         meaning: "also settable at the top level, for every key",

@@ -124,6 +124,13 @@ const FILES: &[Described] = &[
                anything else fails with exit code 2. umount MOUNTPOINT stops the daemon.",
     },
     Described {
+        name: "/sys/module/fuse/parameters/enable_uring",
+        pages: &["mount"],
+        text: "Y when the kernel (Linux 6.14 or later) offers FUSE-over-io_uring to new \
+               mounts, which --transport auto (the default) then takes and --transport uring \
+               requires; root turns it on with echo 1 > /sys/module/fuse/parameters/enable_uring.",
+    },
+    Described {
         name: "/usr/lib/systemd/user/cachetta.service",
         pages: &["mount", "unmount"],
         text: "The systemd user unit that mounts ~/.cachetta at login: \

@@ -1,5 +1,5 @@
-//! The flags of `cachetta mount`, and the command-line syntax of durations, sizes and watch
-//! modes (the same as the config file's, from [`crate::config`]).
+//! The flags of `cachetta mount`, and the command-line syntax of durations, sizes, watch
+//! modes and transports (the same as the config file's, from [`crate::config`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::commands::CommonArgs;
-use crate::config::{self, Overrides, WatchMode};
+use crate::config::{self, Overrides, Transport, WatchMode};
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -50,6 +50,10 @@ pub struct MountArgs {
     /// free one, logged at start); a bad address or a port in use refuses the mount.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// How the kernel's requests arrive: auto (default: FUSE-over-io_uring where the kernel
+    /// offers it, else /dev/fuse), uring (io_uring or no mount) or classic (/dev/fuse).
+    #[arg(long, value_name = "T", value_parser = parse_transport)]
+    pub transport: Option<Transport>,
     /// Detach from the terminal once the mount answers, logging to --log-file.
     #[arg(long)]
     pub daemon: bool,
@@ -76,11 +80,16 @@ impl MountArgs {
             watch: self.watch,
             full_scan_interval: self.full_scan_interval,
             metrics_addr: self.metrics_addr.clone(),
+            transport: self.transport,
             ..Overrides::default()
         }
     }
 }
 
 fn parse_watch(text: &str) -> Result<WatchMode, String> {
+    text.parse()
+}
+
+fn parse_transport(text: &str) -> Result<Transport, String> {
     text.parse()
 }

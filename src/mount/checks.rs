@@ -73,13 +73,18 @@ pub fn mountpoint_free(mnt: &Path) -> Result<(), Refusal> {
         };
         let is_fuse = fstype == "fuse" || fstype.starts_with("fuse.");
         // A FUSE mount whose daemon is gone answers ENOTCONN, or ECONNABORTED right after the
-        // kill while the kernel tears the connection down. Asked with statfs, which the kernel
+        // kill while the kernel tears the connection down (on io_uring also ECANCELED, for a
+        // request the kernel put on a ring entry of the dead daemon). Asked with statfs, which the kernel
         // always sends to the daemon: a `stat` of the root is answered from the attributes the
         // kernel still caches for a while after the kill, as if the mount were alive.
         let dead = is_fuse
             && matches!(
                 rustix::fs::statfs(mnt).err(),
-                Some(rustix::io::Errno::NOTCONN | rustix::io::Errno::CONNABORTED)
+                Some(
+                    rustix::io::Errno::NOTCONN
+                        | rustix::io::Errno::CONNABORTED
+                        | rustix::io::Errno::CANCELED
+                )
             );
         if !dead {
             let what = if is_fuse {

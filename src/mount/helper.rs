@@ -269,7 +269,7 @@ mod tests {
                 "b",
                 "m",
                 "-o",
-                "lru_entries=5,lru-bytes=1MiB,watch=poll=2s,allow-non-empty",
+                "lru_entries=5,lru-bytes=1MiB,watch=poll=2s,allow-non-empty,transport=uring",
             ],
             &[
                 "cachetta",
@@ -285,6 +285,8 @@ mod tests {
                 "--watch",
                 "poll=2s",
                 "--allow-non-empty",
+                "--transport",
+                "uring",
             ],
         );
     }

@@ -2,10 +2,9 @@
 //! structs the kernel and the daemon exchange on it ([`abi`]), one request in a ring entry
 //! ([`message`]) and its reply ([`reply`]), the ring and its entries ([`ring`]), and the threads
 //! that serve the rings with the filesystem ([`serve`]). It serves every op the fuser adapter
-//! serves, passthrough opens included (backings shared with the adapter), with a ring and a thread per queue, pinned to the queue's CPU;
-//! it is reached only from a test-only switch
-//! (`mount::ring`) until it has run the whole mount suite (issue #24). docs/uring.md says how
-//! it fits on fuser.
+//! serves, passthrough opens included (backings shared with the adapter), with a ring and a
+//! thread per queue, pinned to the queue's CPU. A mount takes it as its `transport` key says
+//! (`mount::ring`). docs/uring.md says how it fits on fuser.
 
 pub mod abi;
 pub mod message;

@@ -1,9 +1,8 @@
 //! Serving a ring: each request decoded ([`message`]), answered by the same `CacheFs` calls the
 //! fuser adapter makes (counted and timed in the same per-op stats, panics caught the same
 //! way), and its reply encoded; and the thread that registers the ring's entries and serves
-//! them until the connection ends. Which requests it answers is its [`Scope`]: every op the
-//! adapter serves ([`ops`]), or step 2's `statfs` and `getattr`; the others get
-//! [`message::refusal`]'s errno.
+//! them until the connection ends. It answers every op the adapter serves ([`ops`]); the
+//! others get [`message::refusal`]'s errno, as fuser answers them on classic.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -35,15 +34,6 @@ pub struct Passthrough {
 
 /// How long the mount waits for the ring's thread to say its entries are registered.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Which requests the ring answers; the others get [`message::refusal`]'s errno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// `statfs` and `getattr` only (step 2's experiment).
-    StatfsGetattr,
-    /// Every op the fuser adapter serves.
-    Every,
-}
 
 /// What the ring answered, since the mount: the proof that requests went over it.
 #[derive(Debug, Default)]
@@ -128,7 +118,6 @@ pub fn handle(
     fs: &Arc<CacheFs>,
     backings: Option<&Passthrough>,
     served: &Served,
-    scope: Scope,
     header: &mut FuseUringReqHeader,
     payload: &mut [u8],
     defer: &Defer,
@@ -138,7 +127,7 @@ pub fn handle(
     let commit_id = header.ring_ent_in_out.commit_id;
     // `answer` catches the filesystem's panics itself; this is for a bug of the ring's own.
     let reply = std::panic::catch_unwind(AssertUnwindSafe(|| match decode(header, payload) {
-        Ok(req) => answer(fs, backings, served, scope, &req, defer),
+        Ok(req) => answer(fs, backings, served, &req, defer),
         Err(why) => {
             bump(&served.malformed);
             warn!(
@@ -166,7 +155,6 @@ pub fn answer(
     fs: &Arc<CacheFs>,
     backings: Option<&Passthrough>,
     served: &Served,
-    scope: Scope,
     req: &Request,
     defer: &Defer,
 ) -> Option<Reply> {
@@ -177,13 +165,7 @@ pub fn answer(
         served.answered(req.opcode);
         return Some(Reply::Empty);
     }
-    let stats = match (scope, req.op) {
-        (_, Op::Statfs | Op::Getattr { .. }) | (Scope::Every, _) => {
-            op_stats(fs.requests(), req.opcode)
-        }
-        (Scope::StatfsGetattr, _) => None,
-    };
-    let Some(stats) = stats else {
+    let Some(stats) = op_stats(fs.requests(), req.opcode) else {
         bump(&served.refused);
         if let Some(c) = served.refused_by_opcode.0.get(req.opcode as usize) {
             bump(c);
@@ -275,7 +257,6 @@ pub fn start(
     fd: OwnedFd,
     fs: Arc<CacheFs>,
     backings: Arc<Backings>,
-    scope: Scope,
     stopped: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<Running, RegisterError> {
     let queues = rings
@@ -326,15 +307,7 @@ pub fn start(
                         if let Some(on) = counts.by_cpu.get(cpu) {
                             bump(on);
                         }
-                        handle(
-                            &fs,
-                            Some(&passthrough),
-                            &counts,
-                            scope,
-                            header,
-                            payload,
-                            defer,
-                        )
+                        handle(&fs, Some(&passthrough), &counts, header, payload, defer)
                     }))
                 } else {
                     drop(rings);

@@ -69,6 +69,13 @@ pub fn errno_of<T: Debug>(result: io::Result<T>) -> i32 {
     }
 }
 
+/// What a request to a FUSE mount whose daemon was killed fails with: `ENOTCONN` once the
+/// connection is gone; `ECONNABORTED` for a request caught while the kernel tears it down, and
+/// on io_uring `ECANCELED` for one the kernel had put on a ring entry of the dead daemon.
+pub fn is_dead_mount_errno(errno: i32) -> bool {
+    matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+}
+
 /// Turn a libc return value (`-1` = failure) into an `io::Result`.
 pub fn check_rc(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc == -1 {

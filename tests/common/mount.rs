@@ -46,6 +46,27 @@ pub fn require_fuse() -> bool {
     false
 }
 
+/// The `--transport` every test mount asks for: `CACHETTA_TEST_TRANSPORT`, `classic` unless
+/// set. Explicit, so that `enable_uring` (machine-wide, flipped by the uring tests while others
+/// run) never decides which transport an unrelated test gets; under `uring` a mount that cannot
+/// get its rings fails, as `--transport uring` does.
+pub fn test_transport() -> String {
+    std::env::var("CACHETTA_TEST_TRANSPORT").unwrap_or_else(|_| "classic".to_owned())
+}
+
+/// `extra` (a mount's arguments) with `--transport` [`test_transport`] added, unless it names
+/// a transport itself.
+pub fn with_test_transport(mut extra: Vec<OsString>) -> Vec<OsString> {
+    if !extra
+        .iter()
+        .any(|a| a.to_str().is_some_and(|a| a.starts_with("--transport")))
+    {
+        extra.push("--transport".into());
+        extra.push(test_transport().into());
+    }
+    extra
+}
+
 /// A running `cachetta mount` over `mnt`, backed by `backing`, both inside one temp dir.
 pub struct Mount {
     pub mnt: PathBuf,
@@ -78,6 +99,8 @@ pub struct MountBuilder {
     env: Vec<(OsString, OsString)>,
     create_dirs: bool,
     held: Vec<Held>,
+    /// Whether `--transport` [`test_transport`] is added (unless the args name one).
+    test_transport: bool,
 }
 
 impl Mount {
@@ -96,6 +119,7 @@ impl Mount {
             env: Vec::new(),
             create_dirs: true,
             held: Vec::new(),
+            test_transport: true,
         }
     }
 }
@@ -132,6 +156,12 @@ impl MountBuilder {
     pub fn args<S: AsRef<OsStr>>(mut self, args: &[S]) -> Self {
         self.args
             .extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// No `--transport` flag: the config file's `transport`, or the default, decides.
+    pub fn without_test_transport(mut self) -> Self {
+        self.test_transport = false;
         self
     }
 
@@ -238,7 +268,11 @@ impl MountBuilder {
             argv.push(path.clone().into());
             path
         });
-        argv.extend(self.args);
+        if self.test_transport {
+            argv.extend(with_test_transport(self.args));
+        } else {
+            argv.extend(self.args);
+        }
         let mount = Mount {
             mnt: self.mnt,
             backing: self.backing,
@@ -290,10 +324,12 @@ impl Mount {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
         self.child = Some(self.spawn_daemon());
-        // A dead mount left by a killed daemon answers ENOTCONN until the new one replaces it.
+        // A dead mount left by a killed daemon answers ENOTCONN (or the like:
+        // `is_dead_mount_errno`) until the new one replaces it.
         let deadline = Instant::now() + MOUNT_TIMEOUT;
-        let dead =
-            |mnt: &Path| fs::metadata(mnt).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        let dead = |mnt: &Path| {
+            fs::metadata(mnt).is_err_and(|e| e.raw_os_error().is_some_and(is_dead_mount_errno))
+        };
         while dead(&self.mnt) && Instant::now() < deadline {
             thread::sleep(POLL);
         }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -63,7 +64,8 @@ impl Scene {
         self.home().command(args)
     }
 
-    /// `cachetta mount MNT --backing BACKING EXTRA...`, as arguments.
+    /// `cachetta mount MNT --backing BACKING EXTRA... --transport T`, as arguments (the
+    /// transport tests mount with, unless `extra` names one).
     pub fn mount_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "mount".to_string(),
@@ -71,7 +73,12 @@ impl Scene {
             "--backing".to_string(),
             self.backing().display().to_string(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let extra = extra.iter().map(OsString::from).collect();
+        args.extend(
+            with_test_transport(extra)
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
         args
     }
 

@@ -171,7 +171,10 @@ fn mount_t_fuse_cachetta_with_options_mounts_and_umount_ends_the_daemon() {
     with_cachetta_installed(|| {
         let s = scene();
         let (backing, mnt) = (s.backing(), s.mnt());
-        let options = PathBuf::from("duration=1h,rw,nosuid,nodev");
+        let options = PathBuf::from(format!(
+            "duration=1h,rw,nosuid,nodev,transport={}",
+            test_transport()
+        ));
         let out = run_mount8(
             &s,
             "mount",
@@ -206,9 +209,10 @@ fn fstab_line_with_systemd_options_mounts_with_mount_t_file() {
         fs::write(
             &fstab,
             format!(
-                "# cachetta\n{} {} fuse.cachetta duration=1h,noauto,nofail,x-systemd.automount,_netdev 0 0\n",
+                "# cachetta\n{} {} fuse.cachetta duration=1h,noauto,nofail,x-systemd.automount,_netdev,transport={} 0 0\n",
                 s.backing().display(),
-                s.mnt().display()
+                s.mnt().display(),
+                test_transport()
             ),
         )
         .expect("write the fstab file");
@@ -228,9 +232,10 @@ fn mount_a_twice_finds_its_fstab_line_already_mounted() {
         let s = scene();
         let fstab = s.path("fstab");
         let line = format!(
-            "{} {} fuse.cachetta duration=1h,nofail 0 0\n",
+            "{} {} fuse.cachetta duration=1h,nofail,transport={} 0 0\n",
             s.backing().display(),
-            s.mnt().display()
+            s.mnt().display(),
+            test_transport()
         );
         fs::write(&fstab, line).expect("write the fstab file");
         for round in ["first", "second"] {

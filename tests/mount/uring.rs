@@ -1,13 +1,15 @@
-//! FUSE-over-io_uring, issue #24. Step 2, here: behind the test-only switch
-//! `CACHETTA_URING_EXPERIMENT=statfs-getattr`, `statfs` and `getattr` are served on the ring
-//! (proved by the daemon's count of what the ring served, which it logs when the ring ends),
-//! every other request is refused there, a kill -9 leaves a dead mount (`ENOTCONN`, no hang)
-//! that a new daemon replaces, and without `enable_uring` (or with a switch value it does not
-//! know) the mount is classic. Step 3, in [`all`]: `=all` serves every op on the ring.
+//! FUSE-over-io_uring, issue #24, SPEC §15: with `--transport uring`, `statfs` and `getattr`
+//! are served on the ring (proved by the daemon's count of what the ring served, which it logs
+//! when the ring ends), from many threads and on each caller's CPU; an unmount from outside
+//! and a kill -9 end the ring (a dead mount answers `ENOTCONN`, no hang, and a new daemon
+//! replaces it). Every op on the ring: [`all`]; passthrough: [`passthrough`]; what each
+//! `transport` value does with `enable_uring` on and off: [`transport`].
 //!
 //! `enable_uring` is a machine-wide kernel setting: [`UringParam`] sets it for one test at a
-//! time and always puts back the value it found. Mounts of other tests made meanwhile are
-//! offered the transport too, and stay classic: they never ask for it.
+//! time and always puts back the value it found. Mounts of other tests made meanwhile name
+//! their transport (`CACHETTA_TEST_TRANSPORT`, classic unless set), so it does not change
+//! theirs; under `uring` the tests that switch it off are skipped (they run in the classic
+//! pass), as they would refuse the other tests' mounts.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,10 +21,11 @@ use crate::common::*;
 
 mod all;
 mod passthrough;
+mod transport;
 
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
-const SWITCH: &str = "CACHETTA_URING_EXPERIMENT";
-const EXPERIMENT: &str = "statfs-getattr";
+/// The flag of a mount that must be served on the ring.
+const ON_THE_RING: &[&str] = &["--transport", "uring"];
 /// Longer than any request takes; a request that waits this long is hung.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +44,13 @@ impl UringParam {
     /// fails the test instead under `CACHETTA_REQUIRE_FUSE=1`.
     fn set(on: bool) -> Option<UringParam> {
         if !require_fuse() {
+            return None;
+        }
+        if !on && test_transport() == "uring" {
+            eprintln!(
+                "skipping: enable_uring off would refuse the other tests' --transport uring \
+                 mounts meanwhile; this test runs with CACHETTA_TEST_TRANSPORT=classic"
+            );
             return None;
         }
         let owner = PARAM_OWNER.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,7 +82,7 @@ impl Drop for UringParam {
     }
 }
 
-/// A mount with the ring switch on, once its daemon says it is ready: its own probe (a statfs,
+/// A mount on the ring, once its daemon says it is ready: its own probe (a statfs,
 /// on the ring when there is one) found the mount answering. Before that, an unmount would be
 /// taken for a mount that never came (exit 1), and a stop would leave the probe's statfs out of
 /// the counts.
@@ -80,7 +90,7 @@ impl Drop for UringParam {
 fn ring_mount() -> Mount {
     let m = Mount::new()
         .backing_file("x.json", "{}")
-        .env(SWITCH, EXPERIMENT)
+        .args(ON_THE_RING)
         .start();
     wait_ready(&m, 1);
     m
@@ -206,12 +216,12 @@ fn statfs_and_getattr_are_served_on_the_ring_and_the_mount_stops_cleanly() {
     assert_eq!((root.uid(), root.gid()), (backing.uid(), backing.gid()));
     assert_eq!(root.mtime(), backing.mtime());
 
-    // What the ring does not serve yet is refused there, quickly: on classic this succeeds.
-    let xattr = answered(&m.mnt, "getxattr", {
-        let mnt = m.mnt.clone();
-        move || getxattr(&mnt, "user.cachetta.stats")
-    });
-    assert_eq!(errno_of(xattr), libc::EIO, "getxattr refused on the ring");
+    assert_eq!(
+        crate::common::stats(&m)["transport"],
+        "uring",
+        "{}",
+        m.stderr()
+    );
 
     let status = m.stop();
     assert!(status.success(), "daemon exited with {status}");
@@ -378,7 +388,7 @@ fn kill_9_with_the_ring_registered_leaves_enotconn_and_a_new_daemon_mounts_again
     ] {
         let errno = errno_of(result);
         assert!(
-            errno == libc::ENOTCONN || errno == libc::ECONNABORTED,
+            is_dead_mount_errno(errno),
             "kill -9 should leave a dead mount, {what} says errno {errno}"
         );
     }
@@ -403,59 +413,5 @@ fn kill_9_with_the_ring_registered_leaves_enotconn_and_a_new_daemon_mounts_again
     assert!(
         served(&stderr).iter().any(|&(statfs, _)| statfs >= 1),
         "{stderr}"
-    );
-}
-
-#[test]
-fn without_enable_uring_the_switch_falls_back_to_the_classic_transport() {
-    let Some(_param) = UringParam::set(false) else {
-        return;
-    };
-    let mut m = ring_mount();
-    // Classic serves what the ring would refuse.
-    let stats = answered(&m.mnt, "getxattr", {
-        let mnt = m.mnt.clone();
-        move || getxattr(&mnt, "user.cachetta.stats")
-    })
-    .expect("getxattr on classic");
-    assert!(
-        stats.starts_with(b"{"),
-        "{}",
-        String::from_utf8_lossy(&stats)
-    );
-    let status = m.stop();
-    assert!(status.success(), "daemon exited with {status}");
-    let stderr = m.stderr();
-    assert!(
-        stderr.contains("classic transport") && !stderr.contains("io_uring ring registered"),
-        "stderr:\n{stderr}"
-    );
-}
-
-#[test]
-fn an_unknown_experiment_is_ignored_with_a_warning_and_the_mount_is_classic() {
-    let Some(_param) = UringParam::set(true) else {
-        return;
-    };
-    let mut m = Mount::new()
-        .backing_file("x.json", "{}")
-        .env(SWITCH, "everything")
-        .start();
-    let stats = answered(&m.mnt, "getxattr", {
-        let mnt = m.mnt.clone();
-        move || getxattr(&mnt, "user.cachetta.stats")
-    })
-    .expect("getxattr on classic");
-    assert!(
-        stats.starts_with(b"{"),
-        "{}",
-        String::from_utf8_lossy(&stats)
-    );
-    let status = m.stop();
-    assert!(status.success(), "daemon exited with {status}");
-    let stderr = m.stderr();
-    assert!(
-        stderr.contains("is no experiment of this build") && stderr.contains("io_uring=false"),
-        "stderr:\n{stderr}"
     );
 }

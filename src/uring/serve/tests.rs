@@ -35,14 +35,13 @@ pub(super) fn filesystem_with(toml: &str) -> (tempfile::TempDir, Arc<CacheFs>) {
 fn handle_one(
     fs: &Arc<CacheFs>,
     served: &Served,
-    scope: Scope,
     header: &mut FuseUringReqHeader,
     payload: &mut [u8],
 ) -> Arc<Mailbox> {
     let mailbox = Mailbox::detached();
     let commit_id = header.ring_ent_in_out.commit_id;
     let defer = mailbox.defer(0, commit_id);
-    handle(fs, None, served, scope, header, payload, &defer);
+    handle(fs, None, served, header, payload, &defer);
     assert!(!defer.was_deferred(), "answered at once");
     mailbox
 }
@@ -65,7 +64,7 @@ pub(super) fn ask(
     header.ring_ent_in_out.payload_sz = sent.len() as u32;
     let mut payload = vec![0; PAYLOAD];
     payload[..sent.len()].copy_from_slice(sent);
-    handle_one(fs, served, Scope::Every, &mut header, &mut payload);
+    handle_one(fs, served, &mut header, &mut payload);
     let oh = out_header(&header);
     assert_eq!(oh.unique, unique);
     assert_eq!(
@@ -106,13 +105,7 @@ fn statfs_on_the_ring_answers_the_backing_filesystem_and_is_counted() {
     let served = Served::default();
     let mut header = entry(FUSE_STATFS, 40, 21, &[]);
     let mut payload = vec![0; PAYLOAD];
-    handle_one(
-        &fs,
-        &served,
-        Scope::StatfsGetattr,
-        &mut header,
-        &mut payload,
-    );
+    handle_one(&fs, &served, &mut header, &mut payload);
 
     let oh = out_header(&header);
     assert_eq!((oh.error, oh.unique, oh.len), (0, 21, 16 + 80));
@@ -131,13 +124,7 @@ fn getattr_of_the_root_on_the_ring_is_a_directory() {
     let served = Served::default();
     let mut header = entry(FUSE_GETATTR, 56, 22, &getattr_in(0, 0));
     let mut payload = vec![0; PAYLOAD];
-    handle_one(
-        &fs,
-        &served,
-        Scope::StatfsGetattr,
-        &mut header,
-        &mut payload,
-    );
+    handle_one(&fs, &served, &mut header, &mut payload);
 
     let oh = out_header(&header);
     assert_eq!((oh.error, oh.unique, oh.len), (0, 22, 16 + 104));
@@ -159,28 +146,6 @@ fn getattr_of_an_unknown_inode_is_the_filesystems_error() {
 }
 
 #[test]
-fn under_statfs_getattr_other_opcodes_are_refused_and_counted_apart() {
-    let (_dir, fs) = filesystem();
-    let served = Served::default();
-    for (opcode, errno) in [(22, libc::EIO), (1, libc::EIO), (52, libc::ENOSYS)] {
-        let mut header = entry(opcode, 60, 30 + u64::from(opcode), &[]);
-        header.ring_ent_in_out.payload_sz = 4;
-        let mut payload = vec![0; PAYLOAD];
-        handle_one(
-            &fs,
-            &served,
-            Scope::StatfsGetattr,
-            &mut header,
-            &mut payload,
-        );
-        assert_eq!(out_header(&header).error, -errno, "opcode {opcode}");
-    }
-    assert_eq!(served.refused.load(Ordering::Relaxed), 3);
-    assert_eq!(served.count(FUSE_STATFS), 0);
-    assert_eq!(served.count(FUSE_LOOKUP), 0);
-}
-
-#[test]
 fn with_every_op_on_an_opcode_the_adapter_lacks_is_enosys_as_fuser_answers_it() {
     let (_dir, fs) = filesystem();
     let served = Served::default();
@@ -196,7 +161,7 @@ fn a_malformed_entry_is_answered_eio_to_its_commit_id() {
     let served = Served::default();
     let mut header = entry(FUSE_STATFS, 12, 40, &[]);
     let mut payload = vec![0; PAYLOAD];
-    handle_one(&fs, &served, Scope::Every, &mut header, &mut payload);
+    handle_one(&fs, &served, &mut header, &mut payload);
     let oh = out_header(&header);
     assert_eq!((oh.error, oh.unique), (-libc::EIO, 40));
     assert_eq!(served.malformed.load(Ordering::Relaxed), 1);
@@ -232,15 +197,7 @@ fn a_read_through_lookup_is_answered_later_through_the_mailbox() {
     payload[..7].copy_from_slice(b"a.json\0");
     let mailbox = Mailbox::detached();
     let defer = mailbox.defer(3, 77);
-    handle(
-        &fs,
-        None,
-        &served,
-        Scope::Every,
-        &mut header,
-        &mut payload,
-        &defer,
-    );
+    handle(&fs, None, &served, &mut header, &mut payload, &defer);
     assert!(defer.was_deferred(), "the lookup waits for its command");
 
     let (slot, commit_id, write) = mailbox

@@ -1,4 +1,4 @@
-//! `CACHETTA_URING_EXPERIMENT=all`: every op cachetta serves, served on the ring. Each test
+//! `--transport uring`: every op cachetta serves, served on the ring. Each test
 //! runs real programs (`cat`, `ls -l`, `getfattr`, `setfattr`, `rm`, `mv`) or many threads on
 //! the mount, and the ring's own per-op counts, logged when it ends, prove where they were
 //! answered: by name, and with nothing refused or malformed.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{answered, statvfs, wait_ready, UringParam, SWITCH};
+use super::{answered, statvfs, wait_ready, UringParam, ON_THE_RING};
 use crate::common::*;
 
 /// A read-through rule (SPEC §6): a lookup of a missing `filled/*.json` runs the command and
@@ -43,7 +43,7 @@ fn all_mount() -> Mount {
             fs::create_dir_all(backing.join("second")).unwrap();
         })
         .config(FILL)
-        .env(SWITCH, "all")
+        .args(ON_THE_RING)
         .start();
     wait_ready(&m, 1);
     m
@@ -335,7 +335,7 @@ fn kill_9_with_a_read_through_waiting_in_the_ring_leaves_enotconn_and_a_remount_
     let started = Instant::now();
     let errno = errno_of(waiting.join().unwrap());
     assert!(
-        errno == libc::ENOTCONN || errno == libc::ECONNABORTED,
+        is_dead_mount_errno(errno),
         "the waiting lookup ends with the connection, errno {errno}"
     );
     assert!(
@@ -347,10 +347,7 @@ fn kill_9_with_a_read_through_waiting_in_the_ring_leaves_enotconn_and_a_remount_
         move || statvfs(mnt)
     });
     let errno = errno_of(dead);
-    assert!(
-        errno == libc::ENOTCONN || errno == libc::ECONNABORTED,
-        "errno {errno}"
-    );
+    assert!(is_dead_mount_errno(errno), "errno {errno}");
 
     m.restart();
     wait_ready(&m, 2);
@@ -455,7 +452,7 @@ refresh = "sleep 0.3; echo '{}'"
 refresh_timeout = "1s"
 "#,
         )
-        .env(SWITCH, "all")
+        .args(ON_THE_RING)
         .start();
     wait_ready(&m, 1);
     let lookups = stats_at_once(&m, "flood", 200);

@@ -1,4 +1,4 @@
-//! `CACHETTA_URING_EXPERIMENT=all` with kernel passthrough: opens answered on the ring carry a
+//! `--transport uring` with kernel passthrough: opens answered on the ring carry a
 //! backing id registered from the ring, shared with the adapter's registry (issue #24, step 5).
 
 use std::fs;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 
 use super::all::served_ops;
-use super::{answered, wait_ready, UringParam, SWITCH};
+use super::{answered, wait_ready, UringParam, ON_THE_RING};
 use crate::common::*;
 
 fn big(fill: &str) -> Vec<u8> {
@@ -16,7 +16,7 @@ fn big(fill: &str) -> Vec<u8> {
 
 #[track_caller]
 fn ring_mount(files: &[(&str, Vec<u8>)]) -> Mount {
-    let mut b = Mount::new().env(SWITCH, "all");
+    let mut b = Mount::new().args(ON_THE_RING);
     for (name, contents) in files {
         b = b.backing_file(name, contents.clone());
     }
