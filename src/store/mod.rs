@@ -332,9 +332,6 @@ impl Store {
                         e
                     }
                 })?;
-            if self.remote && (flags & OFlags::ACCMODE) == OFlags::RDONLY {
-                Store::refresh_attributes(&fd);
-            }
             let st = Stat::from_raw(&rustix::fs::fstat(&fd)?);
             Ok((fd, st))
         })?;
@@ -346,25 +343,6 @@ impl Store {
             }));
         }
         Ok((File::from(fd), st))
-    }
-
-    /// Make the kernel ask the filesystem's client for the attributes of the open file `fd`
-    /// (`AT_STATX_FORCE_SYNC`: a `GETATTR` with the file handle), replacing whatever it cached.
-    ///
-    /// Over GlusterFS, with another client replacing a name over and over, the reading
-    /// client's kernel now and then held for a file opened by that name the size of another
-    /// file: the one that replaced it there, or its own from a listing taken while it was being
-    /// written. Reads through the kernel's cache stop at that size (a version read short: not
-    /// valid JSON, so hidden) or go on in zeros past the content. Measured with the GlusterFS
-    /// storm tests under load (10 to 15): a failure in 3 of 16 and 3 of 23 runs without this,
-    /// 1 in 40 with it (docs/shared.md). One round trip to the client, 28 µs here.
-    fn refresh_attributes(fd: &OwnedFd) {
-        let _ = rustix::fs::statx(
-            fd,
-            "",
-            AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
-            rustix::fs::StatxFlags::BASIC_STATS,
-        );
     }
 
     pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirItem>> {
