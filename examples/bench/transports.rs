@@ -10,12 +10,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::dataset::{small_json, Layout, SMALL};
 use crate::ops::{
-    atomic_write, list_long, read_whole, stat_all, statfs, threaded_reads, time_each,
+    atomic_write, forget_dentries, list_long, read_whole, stat_all, statfs, threaded_reads,
+    time_each,
 };
 use crate::report::{fmt_secs, fmt_value, median, percentile, Unit};
 use crate::workloads::Plan;
@@ -206,11 +207,6 @@ fn short(workload: &str) -> String {
         .collect::<Vec<_>>()
         .join("-")
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
-}
-
-fn forget_dentries() -> Result<()> {
-    std::fs::write("/proc/sys/vm/drop_caches", "2")
-        .context("writing /proc/sys/vm/drop_caches (root?)")
 }
 
 pub fn run(spec: &DaemonSpec, layout: &Layout, plan: &Plan) -> Result<()> {
