@@ -10,6 +10,7 @@ mod dataset;
 mod ops;
 mod report;
 mod soak;
+mod transports;
 mod watch_cost;
 mod workloads;
 
@@ -69,6 +70,11 @@ struct Args {
     /// Not run in CI.
     #[arg(long)]
     watch_cost: bool,
+    /// Instead of the workloads: the hot read, cold `stat` and a few others through a
+    /// `--transport classic` and a `--transport uring` mount, alternating, with the
+    /// uring ÷ classic ratio (issue #24). Needs `enable_uring` set: `scripts/bench` sets it.
+    #[arg(long)]
+    transports: bool,
 }
 
 fn main() -> ExitCode {
@@ -93,7 +99,11 @@ fn run(args: Args) -> Result<()> {
     };
     let binary = fs::canonicalize(&binary)
         .with_context(|| format!("{} (build it: cargo build --release)", binary.display()))?;
-    let (sizes, plan) = sizes_and_plan(args.quick, args.rounds);
+    let (mut sizes, plan) = sizes_and_plan(args.quick, args.rounds);
+    if args.transports {
+        // No sequential workload there: the big file only costs time to write.
+        sizes.big_mib = 1;
+    }
     let _own_dir;
     let work = match args.workdir {
         Some(dir) => {
@@ -150,6 +160,9 @@ fn run(args: Args) -> Result<()> {
     };
     if args.soak {
         return soak::run(&spec, &work, &layout.config, args.soak_minutes);
+    }
+    if args.transports {
+        return transports::run(&spec, &layout, &plan);
     }
     let mut bench = Bench::new(&layout, spec, plan);
     type Step<'a> = (&'static str, fn(&mut Bench<'a>) -> Result<()>);

@@ -106,6 +106,12 @@ pub fn drop_caches() -> Result<()> {
     fs::write("/proc/sys/vm/drop_caches", "3").context("writing /proc/sys/vm/drop_caches (root?)")
 }
 
+/// `echo 2 > /proc/sys/vm/drop_caches`: the kernel forgets its dentries and inodes (on every
+/// mount, and the backing filesystem's; the disk blocks stay cached).
+pub fn forget_dentries() -> Result<()> {
+    fs::write("/proc/sys/vm/drop_caches", "2").context("writing /proc/sys/vm/drop_caches (root?)")
+}
+
 /// The atomic-write idiom: write a scratch file in the same dir, close it (checking the close),
 /// rename it onto `name.json`.
 pub fn atomic_write(dir: &Path, tmp_name: &str, content: &[u8]) -> Result<()> {

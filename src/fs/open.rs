@@ -104,11 +104,12 @@ impl CacheFs {
     pub(super) fn open_entry_for_reading(&self, ino: u64, key: &Path) -> FsResult<Opened> {
         let joined = self.pins.lock().join(ino);
         let was_pinned = joined.is_some();
-        let acquired = match joined {
-            Some(acquired) => acquired,
+        let (acquired, pinned_now) = match joined {
+            Some(acquired) => (acquired, None),
             None => self.pin_current(ino, key)?,
         };
-        let st = match Store::fstat(&*acquired.file) {
+        // A pin made by this open was stat'ed as it was opened: no second `fstat`.
+        let st = match pinned_now.map_or_else(|| Store::fstat(&*acquired.file), Ok) {
             Ok(st) => st,
             Err(e) => {
                 self.pins.lock().release(ino);
@@ -189,7 +190,13 @@ impl CacheFs {
     }
 
     /// Pin the content the name holds now.
-    pub(super) fn pin_current(&self, ino: u64, key: &Path) -> FsResult<pins::Acquired> {
+    /// Pin what `key` holds now for a read-open of `ino`; with its `Stat` when this call made
+    /// the pin (`None` when another open pinned the inode meanwhile and this one joined it).
+    pub(super) fn pin_current(
+        &self,
+        ino: u64,
+        key: &Path,
+    ) -> FsResult<(pins::Acquired, Option<Stat>)> {
         let (file, st) = self
             .store
             .open_file(key, OFlags::RDONLY, Mode::empty())
@@ -207,10 +214,14 @@ impl CacheFs {
                 .is_some_and(|(parent, name)| {
                     self.coherence.is_writing(parent, &name, self.clock.now())
                 });
-        Ok(self
-            .pins
-            .lock()
-            .acquire(ino, (st.dev, st.ino), file, passthrough))
+        let mut pins = self.pins.lock();
+        if let Some(joined) = pins.join(ino) {
+            return Ok((joined, None));
+        }
+        Ok((
+            pins.acquire(ino, (st.dev, st.ino), file, passthrough),
+            Some(st),
+        ))
     }
 
     pub(super) fn open_scratch(

@@ -289,7 +289,9 @@ impl Rings {
         self.arm_wake().map_err(RegisterError::NotSubmitted)?;
         self.ring.submit().map_err(RegisterError::NotSubmitted)?;
         let mut refused = None;
-        for (data, res) in self.completions() {
+        let mut completed = Vec::new();
+        self.take_completions(&mut completed);
+        for (data, res) in completed {
             match self.slots.get_mut(data as usize) {
                 Some(slot) if res < 0 => {
                     slot.state = State::Done;
@@ -311,7 +313,11 @@ impl Rings {
         mut handle: impl FnMut(u16, &mut FuseUringReqHeader, &mut [u8], &Defer),
     ) -> Ended {
         let mut done = std::mem::take(&mut self.early);
+        // Only a failed command ends an entry (REGISTER's refusals included, before this
+        // loop): whether every entry has ended is worth asking only after one.
+        let mut any_failed = true;
         loop {
+            any_failed |= done.iter().any(|&(_, res)| res < 0);
             for (data, res) in done.drain(..) {
                 let handled = if data == WAKE {
                     self.wake(res)
@@ -324,7 +330,8 @@ impl Rings {
                     return Ended::Failed(e);
                 }
             }
-            if self.slots.iter().all(|s| s.state == State::Done) {
+            if std::mem::take(&mut any_failed) && self.slots.iter().all(|s| s.state == State::Done)
+            {
                 return Ended::Disconnected;
             }
             match self.ring.submit_and_wait(1) {
@@ -336,15 +343,14 @@ impl Rings {
                     return Ended::Failed(e);
                 }
             }
-            done.extend(self.completions());
+            self.take_completions(&mut done);
         }
     }
 
-    fn completions(&mut self) -> Vec<(u64, i32)> {
-        self.ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect()
+    /// Move the completions the kernel has posted into `into` (kept across waits, so a
+    /// request costs no allocation here).
+    fn take_completions(&mut self, into: &mut Vec<(u64, i32)>) {
+        into.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
     }
 
     /// Keep a read of the mailbox's eventfd in flight.

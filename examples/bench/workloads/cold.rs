@@ -2,17 +2,12 @@
 //! `echo 2 > /proc/sys/vm/drop_caches`, which makes the kernel forget its dentries and inodes
 //! (on both sides; the disk blocks stay cached). Through the mount, each `stat` is a `lookup`.
 
-use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{Bench, Variant};
-use crate::ops::stat_all;
-
-fn forget_dentries() -> Result<()> {
-    fs::write("/proc/sys/vm/drop_caches", "2").context("writing /proc/sys/vm/drop_caches (root?)")
-}
+use crate::ops::{forget_dentries, stat_all};
 
 impl<'a> Bench<'a> {
     pub fn cold_stat(&mut self, variant: Variant) -> Result<()> {
