@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 use zerocopy::IntoBytes;
 
 use super::abi::{
@@ -46,12 +46,21 @@ const FUSE_MIN_READ_BUFFER: usize = 8192;
 /// Entries per queue: one is enough for the kernel to use the ring; more let requests made on a
 /// CPU wait in their entries while one is being answered, and an entry whose request is
 /// answered later (a read-through lookup waiting for its command) holds one until then. A
-/// queue whose every entry waits stalls its CPU's requests until one is answered, so there are
-/// as many as the read-throughs expected to wait at once on one CPU: 128 (each waits at most
-/// its `refresh_timeout`). Each costs its header and a payload of [`MAX_WRITE`], 128 MiB of
+/// queue whose every entry waits would stall its CPU's requests until one is answered, so a
+/// queue that runs short grows (up to [`MAX_ENTRIES_PER_QUEUE`], see
+/// `Rings::keep_entries_free`); 128 to start with. Each costs its header and a payload of [`MAX_WRITE`], 128 MiB of
 /// address space per CPU, zeroed lazily: only the pages of payloads the kernel has written are
 /// resident (docs/uring.md, "Step 4").
 pub const ENTRIES_PER_QUEUE: usize = 128;
+
+/// A queue whose entries nearly all hold requests waiting for later replies (read-through
+/// lookups waiting for their commands) gets more entries, up to this many: past them, the
+/// requests its CPU makes wait for an entry, where classic `/dev/fuse` has no such bound.
+pub const MAX_ENTRIES_PER_QUEUE: usize = 1024;
+
+/// How many of a queue's entries must stay free for requests that are answered at once; fewer,
+/// and the queue's entries are doubled (see [`MAX_ENTRIES_PER_QUEUE`]).
+const FREE_ENTRIES_KEPT: usize = 16;
 
 /// The `user_data` of the mailbox's eventfd read (slots are numbered from 0).
 const WAKE: u64 = u64::MAX;
@@ -161,6 +170,32 @@ struct Slot {
     state: State,
 }
 
+impl Slot {
+    /// A new entry of queue `qid` with a payload of `payload` bytes, not yet registered.
+    fn new(qid: u16, payload: usize) -> Slot {
+        let header = KernelBuf::new(Box::<FuseUringReqHeader>::default());
+        // Zeroed by calloc: pages the kernel never writes are never touched.
+        let payload = KernelBuf::new(vec![0u8; payload].into_boxed_slice());
+        let iov = IoVecs(Box::new([
+            libc::iovec {
+                iov_base: header.addr().cast(),
+                iov_len: size_of::<FuseUringReqHeader>(),
+            },
+            libc::iovec {
+                iov_base: payload.addr().cast(),
+                iov_len: payload.addr().len(),
+            },
+        ]));
+        Slot {
+            qid,
+            header,
+            payload,
+            iov,
+            state: State::New,
+        }
+    }
+}
+
 /// The iovecs of one entry's two buffers, which the kernel reads at REGISTER.
 struct IoVecs(Box<[libc::iovec; 2]>);
 
@@ -199,6 +234,8 @@ impl std::fmt::Display for RegisterError {
 pub struct Rings {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     qids: Vec<u16>,
+    /// Each entry's payload size.
+    payload: usize,
     slots: Vec<Slot>,
     /// The connection's fd (a duplicate of the session's), held as long as the ring serves.
     fd: Option<OwnedFd>,
@@ -230,38 +267,25 @@ impl Rings {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         let count = qids.len() * per_queue;
-        // One SQE per entry at most, and the mailbox's read.
+        // One SQE per entry at first, and the mailbox's read (a full queue is submitted before
+        // more is pushed, see `push`).
         let depth = u32::try_from((count + 1).next_power_of_two())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // A completion for every entry the queues may grow to, and the mailbox's read.
+        let most = qids.len() * MAX_ENTRIES_PER_QUEUE.max(per_queue);
+        let completions = u32::try_from((most + 1).next_power_of_two())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // `Entry128` sets IORING_SETUP_SQE128, which the FUSE commands need.
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(depth)?;
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+            .setup_cqsize(completions.max(depth * 2))
+            .build(depth)?;
         let slots = (0..count)
-            .map(|i| {
-                let header = KernelBuf::new(Box::<FuseUringReqHeader>::default());
-                // Zeroed by calloc: pages the kernel never writes are never touched.
-                let payload = KernelBuf::new(vec![0u8; payload].into_boxed_slice());
-                let iov = IoVecs(Box::new([
-                    libc::iovec {
-                        iov_base: header.addr().cast(),
-                        iov_len: size_of::<FuseUringReqHeader>(),
-                    },
-                    libc::iovec {
-                        iov_base: payload.addr().cast(),
-                        iov_len: payload.addr().len(),
-                    },
-                ]));
-                Slot {
-                    qid: qids[i % qids.len()],
-                    header,
-                    payload,
-                    iov,
-                    state: State::New,
-                }
-            })
+            .map(|i| Slot::new(qids[i % qids.len()], payload))
             .collect();
         Ok(Rings {
             ring,
             qids: qids.to_vec(),
+            payload,
             slots,
             fd: None,
             early: Vec::new(),
@@ -477,20 +501,57 @@ impl Rings {
                 commit_id,
                 taken: Cell::new(false),
             };
-            handle(s.qid, header, payload, &defer);
+            let qid = s.qid;
+            handle(qid, header, payload, &defer);
             if defer.taken.get() {
                 // The reply comes through the mailbox; the kernel's request waits in the entry.
                 s.state = State::Waiting;
-                return Ok(());
+                return self.keep_entries_free(qid);
             }
             commit_entry(fd, s, slot, commit_id)
         };
         self.push(&next)
     }
 
-    /// Queue one SQE. There is room: each entry has at most one command queued or in flight,
-    /// and the ring has a slot for each entry and one for the mailbox's read.
+    /// When nearly all of queue `qid`'s entries hold requests waiting for later replies,
+    /// register as many again (up to [`MAX_ENTRIES_PER_QUEUE`]), so that the requests its CPU
+    /// makes meanwhile find an entry: 200 read-through lookups waiting for their commands on
+    /// one CPU stalled every other request made there until the commands ended.
+    fn keep_entries_free(&mut self, qid: u16) -> io::Result<()> {
+        let (mut live, mut waiting) = (0, 0);
+        for s in self.slots.iter().filter(|s| s.qid == qid) {
+            live += usize::from(s.state != State::Done);
+            waiting += usize::from(s.state == State::Waiting);
+        }
+        if live - waiting > FREE_ENTRIES_KEPT || live >= MAX_ENTRIES_PER_QUEUE {
+            return Ok(());
+        }
+        let Some(fd) = self.fd.as_ref().map(|fd| fd.as_raw_fd()) else {
+            return Ok(());
+        };
+        let added = live.min(MAX_ENTRIES_PER_QUEUE - live);
+        for _ in 0..added {
+            let index = self.slots.len();
+            self.slots.push(Slot::new(qid, self.payload));
+            let entry = register_entry(fd, &self.slots[index], index);
+            self.push(&entry)?;
+            self.slots[index].state = State::Registering;
+        }
+        info!(
+            qid,
+            waiting,
+            entries = live + added,
+            "io_uring queue grown: its entries were nearly all waiting for later replies"
+        );
+        Ok(())
+    }
+
+    /// Queue one SQE, submitting what is queued first if the submission queue is full (the
+    /// queues' entries may outnumber it once grown).
     fn push(&mut self, entry: &squeue::Entry128) -> io::Result<()> {
+        if self.ring.submission().is_full() {
+            self.ring.submit()?;
+        }
         // SAFETY: every address in the SQE (REGISTER's iovecs, and through them the buffers;
         // the mailbox read's 8-byte buffer) belongs to this ring and outlives the command:
         // slots are dropped only once every command has completed, the wake buffer only when

@@ -494,3 +494,82 @@ refresh_timeout = "1s"
         "the lookups were not served on the ring: {counts:?}\n{stderr}"
     );
 }
+
+/// Pin the calling thread to CPU 0: the kernel puts its requests on queue 0.
+fn on_cpu_0() {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "cannot pin a thread to CPU 0"
+        );
+    }
+}
+
+/// 300 read-through lookups made on one CPU, each waiting in an entry of that CPU's queue for
+/// its command (4 s, 2 at a time) or its 5 s `refresh_timeout`: more than the queue's 128
+/// entries. The queue grows, so a `stat` made on that CPU meanwhile is answered at once; with
+/// a fixed 128 it waited until the first commands ended (4 s).
+#[test]
+fn a_queue_whose_entries_all_wait_for_read_throughs_grows() {
+    let Some(_param) = UringParam::set(true) else {
+        return;
+    };
+    let mut m = Mount::new()
+        .backing_file("x.json", r#"{"x":1}"#)
+        .prepare(|backing| fs::create_dir_all(backing.join("flood")).unwrap())
+        .config(
+            r#"
+max_refreshes = 2
+[[rule]]
+match = "flood/{n}.json"
+fill_on_miss = true
+refresh = "sleep 4; echo '{}'"
+refresh_timeout = "5s"
+"#,
+        )
+        .args(ON_THE_RING)
+        .start();
+    wait_ready(&m, 1);
+    let start = Arc::new(std::sync::Barrier::new(301));
+    let lookups: Vec<_> = (0..300)
+        .map(|i| {
+            let (path, start) = (m.path(format!("flood/k{i}.json")), start.clone());
+            thread::spawn(move || {
+                on_cpu_0();
+                start.wait();
+                fs::metadata(path).is_ok()
+            })
+        })
+        .collect();
+    start.wait();
+    // Let them all reach the daemon and wait there.
+    thread::sleep(Duration::from_millis(500));
+    let x = m.path("x.json");
+    let quick = answered(&m.mnt, "stat on CPU 0", move || {
+        on_cpu_0();
+        let began = Instant::now();
+        let found = fs::metadata(x).is_ok();
+        (found, began.elapsed())
+    });
+    for l in lookups {
+        l.join().unwrap();
+    }
+    let status = m.stop();
+    let stderr = m.stderr();
+    assert!(status.success(), "daemon exited with {status}:\n{stderr}");
+    assert!(quick.0, "x.json was not found");
+    // The commands end after 4 s: a stat that waited for one of their entries took that long.
+    assert!(
+        quick.1 < Duration::from_secs(2),
+        "a stat behind 300 waiting read-throughs on its CPU took {:?}:\n{stderr}",
+        quick.1
+    );
+    assert!(
+        stderr.contains("io_uring queue grown"),
+        "300 waiting read-throughs on one CPU did not grow its queue:\n{stderr}"
+    );
+}
