@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    AccessFlags, Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, IoctlFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -69,11 +69,6 @@ impl FuseAdapter {
     /// Answer an open as the filesystem decided: passthrough (registering the inode's
     /// backing file with the kernel on its first open), page cache, or direct I/O.
     fn reply_opened(&self, reply: ReplyOpen, opened: Opened) {
-        let noflush = if opened.noflush {
-            FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FopenFlags::empty()
-        };
         let fh = FileHandle(opened.fh);
         let OpenMode::Passthrough { file, generation } = &opened.mode else {
             // `open_flags` answers every mode but passthrough.
@@ -86,7 +81,7 @@ impl FuseAdapter {
                 reply.open_backing(&**file).map(Registered::Fuser)
             });
         match slot.registered() {
-            Some(Registered::Fuser(id)) => reply.opened_passthrough(fh, noflush, id),
+            Some(Registered::Fuser(id)) => reply.opened_passthrough(fh, noflush(&opened), id),
             // No backing was registered (or the ring's, which fuser cannot send; a mount's
             // opens all come on one transport), so plain direct I/O is allowed here.
             _ => reply.opened(fh, unbacked_passthrough_flags()),
@@ -99,8 +94,9 @@ pub(crate) use backing::{Backings, RawBacking, Registered};
 mod reply;
 use reply::*;
 pub(crate) use reply::{
-    counted, create_flags, fail, file_attr, kind, negative_entry_attr, open_flags, opendir_flags,
-    unbacked_passthrough_flags, xattr_answer, XattrAnswer, IOCTL_ERRNO, READLINK_ERRNO,
+    counted, create_flags, fail, file_attr, kind, negative_entry_attr, noflush, open_flags,
+    opendir_flags, unbacked_passthrough_flags, xattr_answer, XattrAnswer, IOCTL_ERRNO,
+    READLINK_ERRNO,
 };
 
 impl Filesystem for FuseAdapter {

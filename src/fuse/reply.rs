@@ -18,21 +18,22 @@ use crate::store::{Kind, SetTime};
 
 /// Created files are never passthrough (they are written through the daemon).
 pub(crate) fn create_flags(opened: &Opened) -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO | noflush(opened)
+}
+
+/// `FOPEN_NOFLUSH` when the open's `close` has nothing to report, whatever its mode.
+pub(crate) fn noflush(opened: &Opened) -> FopenFlags {
     if opened.noflush {
-        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+        FopenFlags::FOPEN_NOFLUSH
     } else {
-        FopenFlags::FOPEN_DIRECT_IO
+        FopenFlags::empty()
     }
 }
 
 /// The open flags of an open the filesystem did not pass through; `None` for a passthrough
 /// open, whose flags depend on whether the kernel takes its backing file.
 pub(crate) fn open_flags(opened: &Opened) -> Option<FopenFlags> {
-    let noflush = if opened.noflush {
-        FopenFlags::FOPEN_NOFLUSH
-    } else {
-        FopenFlags::empty()
-    };
+    let noflush = noflush(opened);
     match opened.mode {
         OpenMode::DirectIo => Some(FopenFlags::FOPEN_DIRECT_IO | noflush),
         OpenMode::PageCache { keep: true } => Some(FopenFlags::FOPEN_KEEP_CACHE | noflush),

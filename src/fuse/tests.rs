@@ -1,6 +1,7 @@
 //! Tests of the adapter's helpers.
 
 use super::*;
+use fuser::FopenFlags;
 
 #[test]
 fn a_panicking_handler_is_caught_and_the_thread_goes_on() {

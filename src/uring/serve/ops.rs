@@ -17,7 +17,7 @@ use fuser::FopenFlags;
 use crate::error::FsError;
 use crate::fs::{CacheFs, Caller, Changes, Entry, Lookup, OpenMode, Opened};
 use crate::fuse::{
-    create_flags, fail, file_attr, kind, negative_entry_attr, open_flags, opendir_flags,
+    create_flags, fail, file_attr, kind, negative_entry_attr, noflush, open_flags, opendir_flags,
     unbacked_passthrough_flags, xattr_answer, RawBacking, Registered, XattrAnswer, IOCTL_ERRNO,
     READLINK_ERRNO,
 };
@@ -217,16 +217,10 @@ fn opened_out(fs: &CacheFs, passthrough: Option<&Passthrough>, opened: &Opened) 
         RawBacking::register(&p.dev, file).map(Registered::Raw)
     });
     match slot.registered() {
-        Some(Registered::Raw(backing)) => {
-            let mut flags = FopenFlags::FOPEN_PASSTHROUGH;
-            if opened.noflush {
-                flags |= FopenFlags::FOPEN_NOFLUSH;
-            }
-            FuseOpenOut {
-                backing_id: backing.id() as i32,
-                ..open_out(opened.fh, flags)
-            }
-        }
+        Some(Registered::Raw(backing)) => FuseOpenOut {
+            backing_id: backing.id() as i32,
+            ..open_out(opened.fh, FopenFlags::FOPEN_PASSTHROUGH | noflush(opened))
+        },
         // Refused (or fuser's, whose number the ring cannot read; a mount's opens all come on
         // one transport): no backing, so plain direct I/O is allowed.
         _ => open_out(opened.fh, unbacked_passthrough_flags()),
