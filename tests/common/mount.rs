@@ -529,11 +529,22 @@ impl Drop for Mount {
 /// `n` `stat`s of `dir/k0.json` … `dir/k{n-1}.json` through `m`, one thread each, all let go
 /// at once when this returns: whether each found its name.
 pub fn stats_at_once(m: &Mount, dir: &str, n: usize) -> Vec<thread::JoinHandle<bool>> {
+    stats_at_once_after(m, dir, n, || {})
+}
+
+/// [`stats_at_once`], each thread running `setup` first (pinning itself to a CPU, say).
+pub fn stats_at_once_after(
+    m: &Mount,
+    dir: &str,
+    n: usize,
+    setup: fn(),
+) -> Vec<thread::JoinHandle<bool>> {
     let start = Arc::new(std::sync::Barrier::new(n + 1));
     let lookups = (0..n)
         .map(|i| {
             let (path, start) = (m.path(format!("{dir}/k{i}.json")), start.clone());
             thread::spawn(move || {
+                setup();
                 start.wait();
                 fs::metadata(path).is_ok()
             })
@@ -541,4 +552,13 @@ pub fn stats_at_once(m: &Mount, dir: &str, n: usize) -> Vec<thread::JoinHandle<b
         .collect();
     start.wait();
     lookups
+}
+
+/// The config of a read-through flood: keys `flood/{n}.json` are filled by `command` on a miss,
+/// two commands at a time, each waited for at most `timeout`.
+pub fn flood_config(command: &str, timeout: &str) -> String {
+    format!(
+        "max_refreshes = 2\n[[rule]]\nmatch = \"flood/{{n}}.json\"\nfill_on_miss = true\n\
+         refresh = \"{command}\"\nrefresh_timeout = \"{timeout}\"\n"
+    )
 }

@@ -627,17 +627,7 @@ fn a_flood_of_missed_lookups_costs_no_thread_each() {
     if !require_fuse() {
         return;
     }
-    let m = mount_with(|_| {
-        r#"
-max_refreshes = 2
-[[rule]]
-match = "flood/{n}.json"
-fill_on_miss = true
-refresh = "sleep 0.3; echo '{}'"
-refresh_timeout = "1s"
-"#
-        .into()
-    });
+    let m = mount_with(|_| flood_config("sleep 0.3; echo '{}'", "1s"));
     let pid = m.pid().unwrap();
     let before = threads_of(pid);
     let lookups = stats_at_once(&m, "flood", 200);

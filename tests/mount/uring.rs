@@ -138,30 +138,14 @@ fn wait_ready(m: &Mount, times: usize) {
     );
 }
 
-/// The requests each queue served, from each "served ..." line the daemon logged when a ring
-/// ended (`by queue [3, 5]`).
-fn served_by_queue(stderr: &str) -> Vec<Vec<u64>> {
+/// The requests each queue served (`marker` `"by queue ["`) or each CPU answered (`"on CPU ["`),
+/// from each "served ..." line the daemon logged when a ring ended (`by queue [3, 5]`).
+fn served_list(stderr: &str, marker: &str) -> Vec<Vec<u64>> {
     stderr
         .lines()
         .filter(|l| l.contains("io_uring ring ended"))
         .map(|l| {
-            let list = &l[l.find("by queue [").expect("by queue in the line") + 10..];
-            list[..list.find(']').expect("a closed list")]
-                .split(", ")
-                .map(|n| n.parse().expect("a number"))
-                .collect()
-        })
-        .collect()
-}
-
-/// The requests answered on each CPU (the serving thread's, when it answered), from each
-/// "served ..." line the daemon logged when a ring ended (`on CPU [3, 5]`).
-fn served_on_cpu(stderr: &str) -> Vec<Vec<u64>> {
-    stderr
-        .lines()
-        .filter(|l| l.contains("io_uring ring ended"))
-        .map(|l| {
-            let list = &l[l.find("on CPU [").expect("on CPU in the line") + 8..];
+            let list = &l[l.find(marker).expect("the list in the line") + marker.len()..];
             list[..list.find(']').expect("a closed list")]
                 .split(", ")
                 .map(|n| n.parse().expect("a number"))
@@ -288,9 +272,9 @@ fn requests_from_many_threads_at_once_are_all_served_on_the_ring() {
         "statfs served on the ring: {}\n{stderr}",
         counts[0].0
     );
-    let queues = &served_by_queue(&stderr)[0];
+    let queues = &served_list(&stderr, "by queue [")[0];
     assert_eq!(queues.len(), cpus, "one queue per possible CPU:\n{stderr}");
-    let on_cpu = &served_on_cpu(&stderr)[0];
+    let on_cpu = &served_list(&stderr, "on CPU [")[0];
     assert_eq!(on_cpu.len(), cpus, "one count per possible CPU:\n{stderr}");
     // Each queue has its own thread, pinned to the queue's CPU.
     assert_eq!(

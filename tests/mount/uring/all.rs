@@ -430,31 +430,29 @@ fn a_stop_with_a_read_through_waiting_in_the_ring_ends_promptly() {
     assert!(result.is_err(), "the waiting lookup ends with the mount");
 }
 
+/// A ring mount with `x.json` and an empty `flood/` whose keys are filled by `command` on a miss
+/// ([`flood_config`]).
+fn flood_on_the_ring(command: &str, timeout: &str) -> Mount {
+    let m = Mount::new()
+        .backing_file("x.json", r#"{"x":1}"#)
+        .prepare(|backing| fs::create_dir_all(backing.join("flood")).unwrap())
+        .config(&flood_config(command, timeout))
+        .args(ON_THE_RING)
+        .start();
+    wait_ready(&m, 1);
+    m
+}
+
 /// 200 read-through lookups at once, each waiting in a ring entry for its command (2 at a time,
-/// 0.3 s each) or its 1 s `refresh_timeout`: with 128 entries per queue they all wait at once
-/// (or in two rounds, should every caller run on one CPU), so they are answered in a few
-/// seconds. With 4 entries per queue this took 34 s, and requests behind them stalled.
+/// 0.3 s each) or its 1 s `refresh_timeout`: a queue has 128 entries and grows when they run
+/// short, so they all wait at once and are answered in a few seconds. With 4 entries per queue
+/// this took 34 s, and requests behind them stalled.
 #[test]
 fn two_hundred_read_throughs_at_once_are_answered_in_seconds_on_the_ring() {
     let Some(_param) = UringParam::set(true) else {
         return;
     };
-    let mut m = Mount::new()
-        .backing_file("x.json", r#"{"x":1}"#)
-        .prepare(|backing| fs::create_dir_all(backing.join("flood")).unwrap())
-        .config(
-            r#"
-max_refreshes = 2
-[[rule]]
-match = "flood/{n}.json"
-fill_on_miss = true
-refresh = "sleep 0.3; echo '{}'"
-refresh_timeout = "1s"
-"#,
-        )
-        .args(ON_THE_RING)
-        .start();
-    wait_ready(&m, 1);
+    let mut m = flood_on_the_ring("sleep 0.3; echo '{}'", "1s");
     let lookups = stats_at_once(&m, "flood", 200);
     let started = Instant::now();
     // Meanwhile, requests that do not wait are answered at once: no queue is out of entries.
@@ -518,34 +516,8 @@ fn a_queue_whose_entries_all_wait_for_read_throughs_grows() {
     let Some(_param) = UringParam::set(true) else {
         return;
     };
-    let mut m = Mount::new()
-        .backing_file("x.json", r#"{"x":1}"#)
-        .prepare(|backing| fs::create_dir_all(backing.join("flood")).unwrap())
-        .config(
-            r#"
-max_refreshes = 2
-[[rule]]
-match = "flood/{n}.json"
-fill_on_miss = true
-refresh = "sleep 4; echo '{}'"
-refresh_timeout = "5s"
-"#,
-        )
-        .args(ON_THE_RING)
-        .start();
-    wait_ready(&m, 1);
-    let start = Arc::new(std::sync::Barrier::new(301));
-    let lookups: Vec<_> = (0..300)
-        .map(|i| {
-            let (path, start) = (m.path(format!("flood/k{i}.json")), start.clone());
-            thread::spawn(move || {
-                on_cpu_0();
-                start.wait();
-                fs::metadata(path).is_ok()
-            })
-        })
-        .collect();
-    start.wait();
+    let mut m = flood_on_the_ring("sleep 4; echo '{}'", "5s");
+    let lookups = stats_at_once_after(&m, "flood", 300, on_cpu_0);
     // Let them all reach the daemon and wait there.
     thread::sleep(Duration::from_millis(500));
     let x = m.path("x.json");
