@@ -37,6 +37,24 @@ struct Inner {
     writing: HashMap<(u64, OsString), Writing>,
     /// Inodes that were handed to the kernel with a nonzero entry timeout.
     long_granted: HashSet<u64>,
+    /// Inodes a writer was admitted to: every open of one reads what its name holds at that
+    /// open, so the kernel may keep the name bound to it (never its attributes).
+    live: HashSet<u64>,
+}
+
+/// What the kernel may cache of a reply that binds a name to an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The attributes (and the name, for a reply that has one timeout).
+    pub ttl: Duration,
+    /// The name: longer than `ttl` only for a live inode.
+    pub name_ttl: Duration,
+}
+
+impl Grant {
+    fn both(ttl: Duration) -> Grant {
+        Grant { ttl, name_ttl: ttl }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +88,8 @@ impl Inner {
 }
 
 impl Coherence {
-    /// The timeout to hand out with `ino` bound at `name` in `parent`: `ttl`, or zero while the
-    /// name is being written.
+    /// The timeouts to hand out with `ino` bound at `name` in `parent`: `ttl`; zero while the
+    /// name is being written; for a live inode, `ttl` for the name and zero for its attributes.
     pub fn grant(
         &self,
         parent: u64,
@@ -79,16 +97,36 @@ impl Coherence {
         ino: u64,
         ttl: Duration,
         now: SystemTime,
-    ) -> Duration {
+    ) -> Grant {
         if ttl.is_zero() {
-            return ttl;
+            return Grant::both(ttl);
         }
         let mut inner = self.inner.lock();
+        if inner.live.contains(&ino) {
+            return Grant {
+                ttl: Duration::ZERO,
+                name_ttl: ttl,
+            };
+        }
         if !inner.writing.is_empty() && inner.is_writing(&(parent, name.to_os_string()), now) {
-            return Duration::ZERO;
+            return Grant::both(Duration::ZERO);
         }
         inner.long_granted.insert(ino);
-        ttl
+        Grant::both(ttl)
+    }
+
+    /// Whether `ino` is live: a writer was admitted to it (see [`Coherence::make_live`]).
+    pub fn is_live(&self, ino: u64) -> bool {
+        let inner = self.inner.lock();
+        !inner.live.is_empty() && inner.live.contains(&ino)
+    }
+
+    /// A writer was admitted to `ino` (by `writer_enter` here and by the pins): from now on
+    /// every read-open of it reads what its name holds at that open, with direct I/O, so the
+    /// name may stay bound to it while it is written and the writer still reads its own
+    /// write at once.
+    pub fn make_live(&self, ino: u64) {
+        self.inner.lock().live.insert(ino);
     }
 
     /// Whether `name` in `parent` is being written (readers then use no kernel passthrough, so
@@ -182,7 +220,9 @@ impl Coherence {
 
     /// The kernel forgot `ino`.
     pub fn forget(&self, ino: u64) {
-        self.inner.lock().long_granted.remove(&ino);
+        let mut inner = self.inner.lock();
+        inner.long_granted.remove(&ino);
+        inner.live.remove(&ino);
     }
 }
 
@@ -201,15 +241,15 @@ mod tests {
         let c = Coherence::default();
         let name = OsStr::new("x.json");
         assert!(c.writer_enter(1, name, 5, at(0)));
-        assert_eq!(c.grant(1, name, 5, T, at(0)), Duration::ZERO);
+        assert_eq!(c.grant(1, name, 5, T, at(0)).ttl, Duration::ZERO);
         assert_eq!(
-            c.grant(1, OsStr::new("y.json"), 6, T, at(0)),
+            c.grant(1, OsStr::new("y.json"), 6, T, at(0)).ttl,
             T,
             "other names are unaffected"
         );
         c.writer_exit(1, name, at(10));
-        assert_eq!(c.grant(1, name, 5, T, at(11)), Duration::ZERO);
-        assert_eq!(c.grant(1, name, 5, T, at(10) + COOLDOWN), T);
+        assert_eq!(c.grant(1, name, 5, T, at(11)).ttl, Duration::ZERO);
+        assert_eq!(c.grant(1, name, 5, T, at(10) + COOLDOWN).ttl, T);
     }
 
     #[test]
@@ -221,25 +261,25 @@ mod tests {
         assert!(c.is_writing(1, name, at(1)), "cooling down");
         c.replaced(1, name, at(1));
         assert!(!c.is_writing(1, name, at(1)));
-        assert_eq!(c.grant(1, name, 7, T, at(1)), T);
+        assert_eq!(c.grant(1, name, 7, T, at(1)).ttl, T);
         assert!(c.writer_enter(1, name, 8, at(1)));
         c.replaced(1, name, at(1));
         assert!(c.is_writing(1, name, at(1)), "a writer still has it open");
-        assert_eq!(c.grant(1, name, 9, T, at(1)), Duration::ZERO);
+        assert_eq!(c.grant(1, name, 9, T, at(1)).ttl, Duration::ZERO);
     }
 
     #[test]
     fn a_rename_onto_the_name_keeps_it_uncached_for_a_refused_writers_retry() {
         let c = Coherence::default();
         let name = OsStr::new("x.json");
-        assert_eq!(c.grant(1, name, 5, T, at(0)), T);
+        assert_eq!(c.grant(1, name, 5, T, at(0)).ttl, T);
         assert!(
             !c.writer_enter(1, name, 5, at(0)),
             "refused: the kernel may cache 5"
         );
         c.replaced(1, name, at(0));
         assert_eq!(
-            c.grant(1, name, 6, T, at(0)),
+            c.grant(1, name, 6, T, at(0)).ttl,
             Duration::ZERO,
             "the retry's lookup still finds the name uncached"
         );
@@ -251,19 +291,41 @@ mod tests {
         assert!(c.writer_enter(1, name, 7, at(10)));
         c.writer_refused(1, name, at(10));
         c.replaced(1, name, at(10));
-        assert_eq!(c.grant(1, name, 8, T, at(10)), Duration::ZERO);
+        assert_eq!(c.grant(1, name, 8, T, at(10)).ttl, Duration::ZERO);
     }
 
     #[test]
     fn a_writer_of_an_inode_handed_out_for_long_is_refused_once() {
         let c = Coherence::default();
         let name = OsStr::new("x.json");
-        assert_eq!(c.grant(1, name, 5, T, at(0)), T);
+        assert_eq!(c.grant(1, name, 5, T, at(0)).ttl, T);
         assert!(!c.writer_enter(1, name, 5, at(0)), "the kernel may cache 5");
         // The retry looks the name up again: a fresh inode, handed out uncached.
-        assert_eq!(c.grant(1, name, 6, T, at(0)), Duration::ZERO);
+        assert_eq!(c.grant(1, name, 6, T, at(0)).ttl, Duration::ZERO);
         assert!(c.writer_enter(1, name, 6, at(0)));
         c.forget(5);
         assert!(c.writer_enter(1, name, 5, at(0)), "forgotten by the kernel");
+    }
+
+    #[test]
+    fn a_live_inode_keeps_its_name_for_long_but_never_its_attributes() {
+        let c = Coherence::default();
+        let name = OsStr::new("x.json");
+        assert!(c.writer_enter(1, name, 5, at(0)));
+        c.make_live(5);
+        assert!(c.is_live(5));
+        let live = Grant {
+            ttl: Duration::ZERO,
+            name_ttl: T,
+        };
+        assert_eq!(c.grant(1, name, 5, T, at(0)), live, "while written");
+        c.writer_exit(1, name, at(0));
+        assert_eq!(c.grant(1, name, 5, T, at(0) + COOLDOWN), live, "and after");
+        assert!(
+            c.writer_enter(1, name, 5, at(1)),
+            "never refused: never long-granted"
+        );
+        c.forget(5);
+        assert!(!c.is_live(5));
     }
 }

@@ -277,14 +277,7 @@ impl CacheFs {
                     ino: if item.name == "." { *ino } else { ROOT },
                     ..item.attr
                 };
-                if add(
-                    next,
-                    &item.name,
-                    &Entry {
-                        attr,
-                        ttl: Duration::ZERO,
-                    },
-                ) {
+                if add(next, &item.name, &Entry::new(attr, Duration::ZERO)) {
                     break;
                 }
                 continue;
@@ -294,15 +287,17 @@ impl CacheFs {
             let child = self.bind_found(*ino, &item.name, item.attr.stat.kind, id, version);
             let mut entry = match self.pinned_attr(child, &dir.join(&item.name)) {
                 Ok(Some(pinned)) => pinned,
-                _ => Entry {
-                    attr: Attr {
+                _ => Entry::new(
+                    Attr {
                         ino: child,
                         ..item.attr
                     },
-                    ttl: item.ttl,
-                },
+                    item.ttl,
+                ),
             };
-            entry.ttl = self.grant(*ino, &item.name, child, entry.ttl);
+            // A listing gives one timeout for the name and its attributes.
+            entry.ttl = self.grant(*ino, &item.name, child, entry.ttl).ttl;
+            entry.name_ttl = entry.ttl;
             let entry = self.describe(entry);
             if add(next, &item.name, &entry) {
                 self.forget(child, 1);

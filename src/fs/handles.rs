@@ -28,10 +28,12 @@ pub struct Listed {
 
 #[derive(Debug)]
 pub enum Handle {
-    /// A read-only open of an entry: the inode's pinned file, so it reads one version whole.
+    /// A read-only open of an entry: one version, read whole. `pinned`: the inode's pinned
+    /// file, shared by its read-opens; else a live inode's open, with a file of its own.
     Read {
         ino: u64,
         file: Arc<File>,
+        pinned: bool,
     },
     /// A writable open of an entry.
     Write(WriteHandle),

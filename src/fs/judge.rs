@@ -189,15 +189,21 @@ impl CacheFs {
 
     /// The timeout of a reply that binds `name` in `parent` to `ino` (zero while the name is
     /// being written; see `coherence`).
-    pub(super) fn grant(&self, parent: u64, name: &OsStr, ino: u64, ttl: Duration) -> Duration {
+    pub(super) fn grant(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        ino: u64,
+        ttl: Duration,
+    ) -> coherence::Grant {
         self.coherence
             .grant(parent, name, ino, ttl, self.clock.now())
     }
 
     /// The attribute timeout of `ino` (zero while its name is being written).
     pub(super) fn attr_ttl(&self, ino: u64, ttl: Duration) -> Duration {
-        if ttl.is_zero() {
-            return ttl;
+        if ttl.is_zero() || self.coherence.is_live(ino) {
+            return Duration::ZERO;
         }
         // `nodes` then `coherence`, the documented order: the name stays bound to `ino`
         // while it is asked about.

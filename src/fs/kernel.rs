@@ -17,6 +17,10 @@ impl CacheFs {
     /// name has expired (every name being written, and every name within a second) finds the
     /// fresh inode; holders of `ino` keep reading the old content whole.
     pub(super) fn rotate(&self, ino: u64) {
+        if self.coherence.is_live(ino) {
+            // Its next open reads the name's new content anyway.
+            return;
+        }
         let mut nodes = self.nodes.write();
         if let Some((parent, name)) = nodes.bound_name(ino) {
             nodes.replace(parent, &name);

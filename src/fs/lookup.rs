@@ -39,19 +39,16 @@ impl CacheFs {
             Ok(found) => found,
             Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => {
                 let ino = self.nodes.write().bind(parent, name, Kind::Dir);
-                return Ok(Entry {
-                    attr: self.fill_dir_attr(ino),
-                    ttl: KERNEL_TTL,
-                });
+                return Ok(Entry::new(self.fill_dir_attr(ino), KERNEL_TTL));
             }
             Err(e) => return Err(e),
         };
         let version = (st.kind == Kind::File).then(|| st.version());
         let ino = self.bind_found(parent, name, st.kind, (st.dev, st.ino), version);
-        Ok(self.describe(Entry {
-            attr: Attr::from_stat(ino, &st),
-            ttl: self.grant(parent, name, ino, self.ttl(seen)),
-        }))
+        Ok(self.describe(Entry::granted(
+            Attr::from_stat(ino, &st),
+            self.grant(parent, name, ino, self.ttl(seen)),
+        )))
     }
 
     /// Every reply with attributes goes through here: what the kernel was told of a file.
@@ -85,6 +82,10 @@ impl CacheFs {
                 .map(|pin| (pin.id, pin.passthrough));
             let now = self.clock.now();
             let writing = self.coherence.is_writing(parent, name, now);
+            if self.coherence.is_live(ino) {
+                // Kept while written; then a fresh inode, whose reads the kernel may cache.
+                return !writing;
+            }
             match pinned {
                 Some((pinned_id, _)) if pinned_id != id => true,
                 Some((_, true)) if writing => true,
@@ -139,20 +140,16 @@ impl CacheFs {
                 {
                     // A scratch file's writer sees its own file, even if renamed away.
                     let st = Store::fstat(file)?;
-                    return Ok(Entry {
-                        attr: Attr::from_stat(ino, &st),
-                        ttl: self.ttl(seen),
-                    });
+                    return Ok(Entry::new(Attr::from_stat(ino, &st), self.ttl(seen)));
                 }
-                Ok(Entry {
-                    attr: Attr::from_stat(ino, &st),
-                    ttl: self.attr_ttl(ino, self.ttl(seen)),
-                })
+                Ok(Entry::new(
+                    Attr::from_stat(ino, &st),
+                    self.attr_ttl(ino, self.ttl(seen)),
+                ))
             }
-            Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => Ok(Entry {
-                attr: self.fill_dir_attr(ino),
-                ttl: KERNEL_TTL,
-            }),
+            Err(e) if e.errno == libc::ENOENT && self.is_fill_dir(&key) => {
+                Ok(Entry::new(self.fill_dir_attr(ino), KERNEL_TTL))
+            }
             // Created and not yet published: its writer (`touch`, `futimens`) still sees it.
             // Staged sizes are never reported otherwise: the kernel keeps one size per inode.
             Err(e) => match self.writer_of(ino) {
@@ -167,16 +164,20 @@ impl CacheFs {
     /// An open inode shows the version its readers read, to every asker: the kernel keeps one
     /// size per inode, and a smaller one would cut its readers short.
     pub(super) fn pinned_attr(&self, ino: u64, key: &Path) -> FsResult<Option<Entry>> {
+        if self.coherence.is_live(ino) {
+            // Its opens read with direct I/O, which the kernel's size does not cut short.
+            return Ok(None);
+        }
         let Some(file) = self.pins.lock().get(ino).map(|pin| pin.file.clone()) else {
             return Ok(None);
         };
         let st = Store::fstat(&*file)?;
         match self.judge(key, &st, Some(&file)) {
             Seen::Hidden => Err(errno(libc::ENOENT)),
-            seen => Ok(Some(Entry {
-                attr: Attr::from_stat(ino, &st),
-                ttl: self.attr_ttl(ino, self.ttl(seen)),
-            })),
+            seen => Ok(Some(Entry::new(
+                Attr::from_stat(ino, &st),
+                self.attr_ttl(ino, self.ttl(seen)),
+            ))),
         }
     }
 
@@ -205,18 +206,12 @@ impl CacheFs {
                         let (uid, gid) = state.owner.unwrap_or((0, 0));
                         let attr =
                             Attr::synthetic(ino, Kind::File, state.perm as u16, uid, gid, now);
-                        return Ok(Some(Entry {
-                            attr,
-                            ttl: Duration::ZERO,
-                        }));
+                        return Ok(Some(Entry::new(attr, Duration::ZERO)));
                     }
                 }
             }
             Handle::Dir { .. } => return Ok(None),
         };
-        Ok(Some(Entry {
-            attr: Attr::from_stat(ino, &st),
-            ttl: Duration::ZERO,
-        }))
+        Ok(Some(Entry::new(Attr::from_stat(ino, &st), Duration::ZERO)))
     }
 }

@@ -127,7 +127,32 @@ impl Attr {
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     pub attr: Attr,
+    /// How long the kernel may cache the attributes (and the name, unless `name_ttl` says
+    /// otherwise).
     pub ttl: Duration,
+    /// How long the kernel may cache the name: longer than `ttl` only for a live inode (every
+    /// open of it reads what the name holds at that open; see `coherence`).
+    pub name_ttl: Duration,
+}
+
+impl Entry {
+    /// The name and its attributes, both cached for `ttl`.
+    pub fn new(attr: Attr, ttl: Duration) -> Entry {
+        Entry {
+            attr,
+            ttl,
+            name_ttl: ttl,
+        }
+    }
+
+    /// The name and its attributes, cached as `coherence` granted.
+    pub fn granted(attr: Attr, grant: coherence::Grant) -> Entry {
+        Entry {
+            attr,
+            ttl: grant.ttl,
+            name_ttl: grant.name_ttl,
+        }
+    }
 }
 
 /// How the kernel is to do I/O on an open file.

@@ -28,10 +28,10 @@ impl CacheFs {
             st = self.store.stat(&key)?;
         }
         let ino = self.nodes.write().bind(parent, name, Kind::Dir);
-        Ok(Entry {
-            attr: Attr::from_stat(ino, &st),
-            ttl: self.grant(parent, name, ino, KERNEL_TTL),
-        })
+        Ok(Entry::granted(
+            Attr::from_stat(ino, &st),
+            self.grant(parent, name, ino, KERNEL_TTL),
+        ))
     }
 
     /// Whom a file the caller creates must belong to, when the daemon (root, serving other

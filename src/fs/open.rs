@@ -84,6 +84,9 @@ impl CacheFs {
         let counted = entry && self.coherence.writer_enter(parent, &name, ino, now);
         let admitted = !entry || (counted && !self.page_cache.has_pages(ino));
         if admitted && self.pins.lock().writer_enter(ino) {
+            if entry {
+                self.coherence.make_live(ino);
+            }
             return Ok((parent, name));
         }
         if counted {
@@ -102,6 +105,9 @@ impl CacheFs {
     }
 
     pub(super) fn open_entry_for_reading(&self, ino: u64, key: &Path) -> FsResult<Opened> {
+        if self.coherence.is_live(ino) {
+            return self.open_live(ino, key);
+        }
         let joined = self.pins.lock().join(ino);
         let was_pinned = joined.is_some();
         let (acquired, pinned_now) = match joined {
@@ -159,11 +165,45 @@ impl CacheFs {
         let fh = self.add_handle(Handle::Read {
             ino,
             file: acquired.file,
+            pinned: true,
         });
         Ok(Opened {
             fh,
             ino,
             mode,
+            noflush: true,
+        })
+    }
+
+    /// A read-open of a live inode (see `coherence`): it reads what the name holds now, with
+    /// direct I/O, from a file of its own. No pin: the inode serves no one version, so its
+    /// name stays bound to it while it is written.
+    fn open_live(&self, ino: u64, key: &Path) -> FsResult<Opened> {
+        let (file, st) = self
+            .store
+            .open_file(key, OFlags::RDONLY, Mode::empty())
+            .map_err(|e| FsError::io(key.display(), e))?;
+        if self.is_gone(key, &st) {
+            return Err(errno(libc::ENOENT));
+        }
+        let Seen::Entry(verdict) = self.judge_as(key, &st, Some(&file), Grace::Serve) else {
+            bump(&self.stats.misses);
+            return Err(errno(libc::ENOENT));
+        };
+        bump(&self.stats.hits);
+        if matches!(verdict.state, EntryState::Stale | EntryState::Grace) {
+            bump(&self.stats.stale_served);
+        }
+        self.on_read(key, &verdict);
+        let fh = self.add_handle(Handle::Read {
+            ino,
+            file: Arc::new(file),
+            pinned: false,
+        });
+        Ok(Opened {
+            fh,
+            ino,
+            mode: OpenMode::DirectIo,
             noflush: true,
         })
     }
@@ -294,7 +334,7 @@ impl CacheFs {
         let handle = self.handle(fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = match &*handle {
-            Handle::Read { ino, file } => return self.read_entry(*ino, file, offset, size),
+            Handle::Read { ino, file, .. } => return self.read_entry(*ino, file, offset, size),
             Handle::Scratch { file, .. } => read_full_at(file, &mut buf, offset)?,
             Handle::Write(w) => match w.state.lock().current() {
                 Some(file) => read_full_at(file, &mut buf, offset)?,
@@ -319,6 +359,7 @@ impl CacheFs {
                 self.writer_exit(w.ino, &(w.parent, w.name.clone()));
                 None
             }
+            Handle::Read { pinned: false, .. } => None,
             Handle::Read { ino, .. } => self
                 .pins
                 .lock()

@@ -60,10 +60,7 @@ impl CacheFs {
             // succeeds, with the file's attributes and nothing for the kernel to keep; the next
             // lookup answers ENOENT.
             Err(e) if e.errno == libc::ENOENT && exists => match self.store.stat(&key) {
-                Ok(st) => Ok(Entry {
-                    attr: Attr::from_stat(ino, &st),
-                    ttl: Duration::ZERO,
-                }),
+                Ok(st) => Ok(Entry::new(Attr::from_stat(ino, &st), Duration::ZERO)),
                 Err(_) => Err(e),
             },
             answer => answer,
@@ -259,10 +256,10 @@ impl CacheFs {
                 Handle::Scratch { file, .. } => Store::fstat(file)?,
                 _ => self.store.stat(&key)?,
             };
-            let entry = Entry {
-                attr: Attr::from_stat(ino, &st),
-                ttl: self.grant(parent, name, ino, KERNEL_TTL),
-            };
+            let entry = Entry::granted(
+                Attr::from_stat(ino, &st),
+                self.grant(parent, name, ino, KERNEL_TTL),
+            );
             return Ok((self.describe(entry), opened));
         }
         // O_CREAT without O_TRUNC on an entry that exists keeps its content.
@@ -292,10 +289,7 @@ impl CacheFs {
         // ttl 0: until published, the name is not visible to anyone else, and once published
         // its writer must see it at once.
         Ok((
-            self.describe(Entry {
-                attr: entry.attr,
-                ttl: Duration::ZERO,
-            }),
+            self.describe(Entry::new(entry.attr, Duration::ZERO)),
             Opened {
                 fh,
                 ino,

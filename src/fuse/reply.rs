@@ -164,7 +164,7 @@ pub(super) fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 
 pub(super) fn reply_entry(reply: ReplyEntry, op: &str, result: Result<Entry, FsError>) {
     match result {
-        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+        Ok(e) => reply.entry_with_ttls(&e.ttl, &e.name_ttl, &file_attr(&e.attr), Generation(0)),
         Err(err) => reply.error(fail(op, err)),
     }
 }

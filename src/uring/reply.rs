@@ -156,10 +156,14 @@ pub(crate) fn split_time(t: SystemTime) -> (u64, u32) {
     }
 }
 
-/// `fuse_entry_out` of an entry: node id = inode, generation 0, the entry's timeout for both the
+/// `fuse_entry_out` of an entry: node id = inode, generation 0, the entry's timeouts for the
 /// name and the attributes, as the adapter replies.
 pub fn entry_out(entry: &Entry) -> FuseEntryOut {
-    entry_out_of(&file_attr(&entry.attr), entry.ttl)
+    FuseEntryOut {
+        entry_valid: entry.name_ttl.as_secs(),
+        entry_valid_nsec: entry.name_ttl.subsec_nanos(),
+        ..entry_out_of(&file_attr(&entry.attr), entry.ttl)
+    }
 }
 
 /// `fuse_entry_out` of the adapter's attributes and a timeout (a negative entry has node id 0).

@@ -511,13 +511,13 @@ fn stat_of(kind: Kind, mtime: SystemTime) -> Stat {
 #[test]
 fn attributes_are_given_as_the_fuser_adapter_gives_them() {
     let mtime = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123);
-    let entry = Entry {
-        attr: Attr {
+    let entry = Entry::new(
+        Attr {
             ino: 5,
             stat: stat_of(Kind::File, mtime),
         },
-        ttl: Duration::new(3, 500),
-    };
+        Duration::new(3, 500),
+    );
     let out = attr_out(&entry);
     assert_eq!((out.attr_valid, out.attr_valid_nsec), (3, 500));
     let a = out.attr;
@@ -529,21 +529,21 @@ fn attributes_are_given_as_the_fuser_adapter_gives_them() {
     assert_eq!((a.nlink, a.uid, a.gid, a.rdev), (1, 1000, 100, 0));
     assert_eq!((a.blksize, a.flags), (4096, 0));
 
-    let dir = attr_out(&Entry {
-        attr: Attr {
+    let dir = attr_out(&Entry::new(
+        Attr {
             ino: 1,
             stat: stat_of(Kind::Dir, mtime),
         },
-        ttl: Duration::ZERO,
-    });
+        Duration::ZERO,
+    ));
     assert_eq!(dir.attr.mode, libc::S_IFDIR | 0o640);
-    let other = attr_out(&Entry {
-        attr: Attr {
+    let other = attr_out(&Entry::new(
+        Attr {
             ino: 2,
             stat: stat_of(Kind::Other, mtime),
         },
-        ttl: Duration::ZERO,
-    });
+        Duration::ZERO,
+    ));
     assert_eq!(other.attr.mode & libc::S_IFMT, libc::S_IFREG);
 }
 
