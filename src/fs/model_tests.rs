@@ -1,5 +1,6 @@
 //! A model test (proptest), in the spirit of mountpoint-s3's reftests: random sequences of
 //! operations on [`CacheFs`] with a manual clock, through the mount's ways in (O_TRUNC writes,
+//! also through a name the kernel kept and read back through it at once,
 //! two writers of one key, temp file + rename, appends, `rm`, `touch -d`, `setfattr` of the
 //! per-entry policy, readers held open across changes) and behind its back (writes, replaces,
 //! deletes, corruption in the backing dir, what a refresh command prints), with clock jumps
@@ -34,6 +35,11 @@ enum Op {
     /// A temp file written, its mtime set to that many seconds ago if asked (`cp -a`), closed,
     /// then renamed onto the key.
     Renaming(usize, Body, Option<u8>),
+    /// `open(O_WRONLY|O_TRUNC)` through the name the kernel kept (a lookup only if it expired),
+    /// write, close, then `cat` through the name the kernel keeps now: the write, at once.
+    CachedWrite(usize, Body),
+    /// `cat` through the name the kernel kept, without a lookup.
+    CachedCat(usize),
     Remove(usize),
     /// `touch -d '<secs> seconds ago'` (negative: in the future), through an open file as GNU
     /// touch does, or by path.
@@ -76,6 +82,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(k, a, b, flip)| Op::TwoWriters(k, a, b, flip)),
         3 => (key.clone(), body(), prop::option::weighted(0.3, any::<u8>()))
             .prop_map(|(k, b, t)| Op::Renaming(k, b, t)),
+        2 => (key.clone(), body()).prop_map(|(k, b)| Op::CachedWrite(k, b)),
+        2 => key.clone().prop_map(Op::CachedCat),
         1 => key.clone().prop_map(Op::Remove),
         2 => (key.clone(), -60..200i16, any::<bool>()).prop_map(|(k, s, fd)| Op::Touch(k, s, fd)),
         3 => (-100..100i16).prop_map(Op::Jump),

@@ -473,8 +473,8 @@ impl Store {
         Ok(staging.file)
     }
 
-    /// Rename `from_name` onto `to_name`. Where that replaces one regular file with another on
-    /// a local filesystem, the two are exchanged (`RENAME_EXCHANGE`) and the old file, now at
+    /// Rename the staging file `from_name` onto `to_name`. Where that replaces one regular file
+    /// with another on a local filesystem, the two are exchanged (`RENAME_EXCHANGE`) and the old file, now at
     /// `from_name`, is unlinked: ext4 flushes the new file's data to disk inside a `rename`
     /// that replaces a file (`auto_da_alloc`), and not inside an exchange (issue #22: 9 % of
     /// the daemon's time in the `O_TRUNC` storm). Readers see the old file or the new, as
@@ -633,7 +633,9 @@ impl Store {
         noreplace: bool,
     ) -> io::Result<()> {
         if !noreplace {
-            return self.replace_with(from_dir, from_name, to_dir, to_name);
+            // Not an exchange: the caller's own name would hold the old file for a moment,
+            // and after a kill -9 there, a retried `mv` would put the old content back.
+            return Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?);
         }
         if !self.noreplace_refused.load(Ordering::Relaxed) {
             match rustix::fs::renameat_with(

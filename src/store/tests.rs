@@ -278,3 +278,38 @@ fn a_replaced_entry_is_closed_by_the_closer_thread_or_in_place_without_one() {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// A publish that replaces a file is an exchange and an unlink (no data flush inside it on
+/// ext4), and still leaves what a rename leaves (the replacing case is
+/// `publish_replaces_atomically_and_sets_mtime`): onto a missing name it is a rename, and a
+/// directory in the way is never exchanged away.
+#[test]
+fn a_publish_leaves_what_a_rename_leaves_whatever_is_in_the_way() {
+    let (dir, store) = store();
+    let names = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut staging = store.create_staging(Path::new(""), 0o644).unwrap();
+    staging.file.write_all(b"1").unwrap();
+    store.publish(staging, Path::new("new.json"), None).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("new.json")).unwrap(), b"1");
+
+    std::fs::create_dir(dir.path().join("d.json")).unwrap();
+    std::fs::write(dir.path().join("d.json/inside"), "x").unwrap();
+    let mut staging = store.create_staging(Path::new(""), 0o644).unwrap();
+    staging.file.write_all(b"2").unwrap();
+    let err = store
+        .publish(staging, Path::new("d.json"), None)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EISDIR));
+    assert_eq!(
+        std::fs::read(dir.path().join("d.json/inside")).unwrap(),
+        b"x"
+    );
+    assert_eq!(names(), vec![OsString::from("d.json"), OsString::from("new.json")]);
+}

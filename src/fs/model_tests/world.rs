@@ -3,6 +3,7 @@
 //! missed lookup may wait for, `O_TRUNC` as an open and a truncate from the same process),
 //! each step done to the [`Model`] too, and the check that the two agree.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -49,6 +50,13 @@ pub(super) struct World {
     feed: u64,
     model: Model,
     held: Vec<Held>,
+    /// The names the kernel keeps bound to an inode, and until when by `kernel_clock`.
+    dentries: HashMap<&'static str, (u64, Duration)>,
+    /// The kernel's monotonic clock: only forward jumps of the wall clock move it.
+    kernel_clock: Duration,
+    /// Keys changed behind the mount's back (or by a refresh) since the kernel got their name:
+    /// reads through that name may show the change up to 1 s late (SPEC §2).
+    behind: HashSet<&'static str>,
 }
 
 fn fail(what: impl std::fmt::Display, e: impl std::fmt::Display) -> TestCaseError {
@@ -80,6 +88,9 @@ impl World {
             feed,
             model: Model::default(),
             held: Vec::new(),
+            dentries: HashMap::new(),
+            kernel_clock: Duration::ZERO,
+            behind: HashSet::new(),
         }
     }
 
@@ -138,12 +149,19 @@ impl World {
         match want {
             None => {
                 prop_assert_eq!(errno_of(&found), Some(libc::ENOENT), "{} is hidden", key);
+                self.dentries.remove(key);
                 Ok(None)
             }
             Some(_) => {
                 let entry = found.map_err(|e| fail(format_args!("lookup {key}"), e))?;
                 self.same_file(key, &entry.attr, "lookup")?;
                 self.bounded(key, entry.ttl, "lookup")?;
+                self.bounded(key, entry.name_ttl, "lookup's name")?;
+                let until = self.kernel_clock + entry.name_ttl;
+                self.dentries.insert(key, (entry.attr.ino, until));
+                if !has_refresh(key) {
+                    self.behind.remove(key);
+                }
                 Ok(Some(entry))
             }
         }
@@ -176,6 +194,55 @@ impl World {
             key,
             ttl,
             bound
+        );
+        Ok(())
+    }
+
+    /// The inode the kernel still has `key` bound to, if its name has not expired.
+    fn cached(&self, key: &'static str) -> Option<u64> {
+        let (ino, until) = self.dentries.get(key)?;
+        (*until > self.kernel_clock).then_some(*ino)
+    }
+
+    /// `cat` through the name the kernel kept (no lookup): what the model holds now, unless
+    /// the key changed behind the mount's back since, or can be refreshed. Read-your-writes
+    /// (SPEC §3) rests on this: the kernel keeps a name being written bound to its inode.
+    fn cat_cached(&mut self, key: &'static str) -> Result<(), TestCaseError> {
+        let Some(ino) = self.cached(key) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let strict = !self.behind.contains(key) && !has_refresh(key);
+        let visible = self.model.lookup(key, now).is_some();
+        let opened = self.fs.open(READER, ino, libc::O_RDONLY);
+        self.model.on_read(key, now);
+        self.settle()?;
+        if !strict {
+            if let Ok(opened) = opened {
+                self.fs.release(opened.fh);
+            }
+            return Ok(());
+        }
+        if !visible {
+            prop_assert_eq!(
+                errno_of(&opened),
+                Some(libc::ENOENT),
+                "{} is hidden, through the name the kernel kept",
+                key
+            );
+            return Ok(());
+        }
+        let opened = opened.map_err(|e| fail(format_args!("open {key} as kept"), e))?;
+        let got = self.fs.read(opened.fh, 0, 1 << 16);
+        self.fs.release(opened.fh);
+        let got = got.map_err(|e| fail(format_args!("read {key} as kept"), e))?;
+        let want = &self.model.files[key].bytes;
+        prop_assert!(
+            &got == want,
+            "{} reads {:?} through the name the kernel kept, not {:?}",
+            key,
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want)
         );
         Ok(())
     }
@@ -315,6 +382,8 @@ impl World {
             }
             Op::Renaming(k, body, set_time) => {
                 let key = KEYS[*k];
+                // The kernel moves the temp file's name onto the key's.
+                self.dentries.remove(key);
                 let (parent, name) = self.place(key);
                 let tmp = format!("{}.tmp", name.to_str().unwrap());
                 let tmp = OsStr::new(&tmp);
@@ -368,8 +437,24 @@ impl World {
                     }
                 }
             }
+            Op::CachedWrite(k, body) => {
+                let key = KEYS[*k];
+                let ino = match self.cached(key) {
+                    Some(ino) => ino,
+                    None => match self.look(key)? {
+                        Some(entry) => entry.attr.ino,
+                        None => return Ok(()),
+                    },
+                };
+                let opened = self.open_truncating(WRITER, key, ino)?;
+                self.fs.write(opened.fh, 0, &body.bytes()).unwrap();
+                self.close(key, opened.fh, body)?;
+                self.cat_cached(key)?;
+            }
+            Op::CachedCat(k) => self.cat_cached(KEYS[*k])?,
             Op::Remove(k) => {
                 let key = KEYS[*k];
+                self.dentries.remove(key);
                 // `rm` looks the name up first: a hidden entry is "no such file".
                 if self.look(key)?.is_some() {
                     let (parent, name) = self.place(key);
@@ -420,6 +505,7 @@ impl World {
                 let by = Duration::from_secs(secs.unsigned_abs().into());
                 if *secs >= 0 {
                     self.clock.advance(by);
+                    self.kernel_clock += by;
                 } else {
                     self.clock.set(now - by);
                 }
@@ -440,6 +526,7 @@ impl World {
             }
             Op::External(k, body) => {
                 let key = KEYS[*k];
+                self.behind.insert(key);
                 let path = self.backing(key);
                 std::fs::write(&path, body.bytes()).unwrap();
                 let file = std::fs::File::options().write(true).open(&path).unwrap();
@@ -452,6 +539,7 @@ impl World {
             }
             Op::ExternalReplace(k, body) => {
                 let key = KEYS[*k];
+                self.behind.insert(key);
                 let (_, name) = self.place(key);
                 let tmp = self
                     .backing(key)
@@ -465,6 +553,7 @@ impl World {
             }
             Op::ExternalDelete(k) => {
                 let key = KEYS[*k];
+                self.behind.insert(key);
                 let _ = std::fs::remove_file(self.backing(key));
                 self.fs.backing_changed(Path::new(key));
                 self.model.deleted_behind(key);
