@@ -108,17 +108,22 @@ impl CacheFs {
 
     /// Add to what is known of a version, under the cache's lock (requests judge the same
     /// version at once: no update may undo another). Bounded: the memory of a long-running
-    /// daemon must not grow with every entry ever written.
+    /// daemon must not grow with every entry ever written. When full, what is known of large
+    /// entries stays (judging one again reads it whole: a 256 MiB entry took a second, at the
+    /// lookup of a reader who had only asked to open it) unless they fill half of it.
     fn remember(&self, version: Version, update: impl FnOnce(&mut Known)) {
         let mut cache = self.known.lock();
         if cache.len() >= VALIDITY_CACHE_MAX && !cache.contains_key(&version) {
-            cache.clear();
+            cache.retain(|version, _| version.size >= VALIDITY_KEPT_BYTES);
+            if cache.len() >= VALIDITY_CACHE_MAX / 2 {
+                cache.clear();
+            }
         }
         update(cache.entry(version).or_default());
     }
 
     /// Whether what is known of `st`'s version is complete (no need to open the file).
-    fn is_known(&self, st: &Stat) -> bool {
+    pub(super) fn is_known(&self, st: &Stat) -> bool {
         self.known
             .lock()
             .get(&st.version())

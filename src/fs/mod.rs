@@ -70,6 +70,8 @@ const PUBLISHED_REMEMBERED: usize = 256;
 /// The mount-wide counters, on the root directory.
 pub const STATS_XATTR: &str = "user.cachetta.stats";
 const VALIDITY_CACHE_MAX: usize = 100_000;
+/// Entries at least this large keep what is known of them when the cache is full.
+const VALIDITY_KEPT_BYTES: u64 = 1 << 20;
 
 /// Attributes of a node as the kernel sees them: the node's own inode number, and the rest
 /// as its backing file's `stat` says (so `stat.dev` and `stat.ino` are the backing file's

@@ -546,3 +546,33 @@ fn passthrough_is_wanted_only_with_cap_sys_admin() {
         "unknown: try, and learn"
     );
 }
+
+/// A daemon that saw 100,000 versions written still knows its large entries are JSON: judging
+/// a 256 MiB entry again reads it whole, at the lookup of a reader who only asked to open it.
+#[test]
+fn what_is_known_of_a_large_entry_outlives_a_full_validity_cache() {
+    let f = fixture("");
+    let big = format!("[{}0]", "0,".repeat(600_000));
+    f.put("big.json", &big, Duration::ZERO);
+    f.put("small.json", "1", Duration::ZERO);
+    for name in ["big.json", "small.json"] {
+        f.fs.lookup(ROOT, OsStr::new(name)).unwrap();
+    }
+    let stat = |name: &str| f.fs.store.stat(Path::new(name)).unwrap();
+    assert!(f.fs.is_known(&stat("big.json")) && f.fs.is_known(&stat("small.json")));
+    for i in 0..VALIDITY_CACHE_MAX as u64 {
+        let written = Version {
+            dev: 0,
+            ino: (1 << 40) + i,
+            size: 10,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+        };
+        f.fs.remember_own_publish(written, crate::entry_policy::EntryPolicy::default());
+    }
+    assert!(f.fs.is_known(&stat("big.json")), "kept");
+    assert!(
+        !f.fs.is_known(&stat("small.json")),
+        "forgotten: cheap to judge again"
+    );
+}
