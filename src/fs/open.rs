@@ -146,11 +146,7 @@ impl CacheFs {
                 self.rotate(ino);
             }
         }
-        bump(&self.stats.hits);
-        if matches!(verdict.state, EntryState::Stale | EntryState::Grace) {
-            bump(&self.stats.stale_served);
-        }
-        self.on_read(key, &verdict);
+        self.served(key, &verdict);
         let mode = if acquired.passthrough {
             OpenMode::Passthrough {
                 file: acquired.file.clone(),
@@ -179,22 +175,12 @@ impl CacheFs {
     /// direct I/O, from a file of its own. No pin: the inode serves no one version, so its
     /// name stays bound to it while it is written.
     fn open_live(&self, ino: u64, key: &Path) -> FsResult<Opened> {
-        let (file, st) = self
-            .store
-            .open_file(key, OFlags::RDONLY, Mode::empty())
-            .map_err(|e| FsError::io(key.display(), e))?;
-        if self.is_gone(key, &st) {
-            return Err(errno(libc::ENOENT));
-        }
+        let (file, st) = self.open_current(key)?;
         let Seen::Entry(verdict) = self.judge_as(key, &st, Some(&file), Grace::Serve) else {
             bump(&self.stats.misses);
             return Err(errno(libc::ENOENT));
         };
-        bump(&self.stats.hits);
-        if matches!(verdict.state, EntryState::Stale | EntryState::Grace) {
-            bump(&self.stats.stale_served);
-        }
-        self.on_read(key, &verdict);
+        self.served(key, &verdict);
         let fh = self.add_handle(Handle::Read {
             ino,
             file: Arc::new(file),
@@ -229,14 +215,8 @@ impl CacheFs {
         nodes.bind(parent, name, Kind::File)
     }
 
-    /// Pin the content the name holds now.
-    /// Pin what `key` holds now for a read-open of `ino`; with its `Stat` when this call made
-    /// the pin (`None` when another open pinned the inode meanwhile and this one joined it).
-    pub(super) fn pin_current(
-        &self,
-        ino: u64,
-        key: &Path,
-    ) -> FsResult<(pins::Acquired, Option<Stat>)> {
+    /// Open what `key` holds now for reading; `ENOENT` if the watcher saw it go.
+    fn open_current(&self, key: &Path) -> FsResult<(File, Stat)> {
         let (file, st) = self
             .store
             .open_file(key, OFlags::RDONLY, Mode::empty())
@@ -244,6 +224,27 @@ impl CacheFs {
         if self.is_gone(key, &st) {
             return Err(errno(libc::ENOENT));
         }
+        Ok((file, st))
+    }
+
+    /// A read-open served `key`, judged `verdict`: counted, and a stale entry's refresh
+    /// started.
+    fn served(&self, key: &Path, verdict: &Verdict) {
+        bump(&self.stats.hits);
+        if matches!(verdict.state, EntryState::Stale | EntryState::Grace) {
+            bump(&self.stats.stale_served);
+        }
+        self.on_read(key, verdict);
+    }
+
+    /// Pin what `key` holds now for a read-open of `ino`; with its `Stat` when this call made
+    /// the pin (`None` when another open pinned the inode meanwhile and this one joined it).
+    pub(super) fn pin_current(
+        &self,
+        ino: u64,
+        key: &Path,
+    ) -> FsResult<(pins::Acquired, Option<Stat>)> {
+        let (file, st) = self.open_current(key)?;
         // A name being written is read without passthrough, so its writer's open is never
         // refused by the kernel.
         let passthrough = self.passthrough.load(Ordering::Relaxed)
