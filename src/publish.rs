@@ -168,7 +168,10 @@ pub fn rename_onto(
     let _key = store.lock_key(to);
     let (policy, replaced) = take_policy(store, to, &file, PolicyFrom::OwnFirst);
     store.settle(&file)?;
-    store.rename(from, to, noreplace)?;
+    match noreplace {
+        true => store.rename(from, to, true)?,
+        false => store.rename_onto_entry(from, to)?,
+    }
     if let Some(replaced) = replaced {
         store.close_later(replaced);
     }

@@ -379,12 +379,17 @@ impl Store {
         Ok(items)
     }
 
+    /// A name for a staging file no other is using in this process.
+    fn staging_name(&self) -> String {
+        let seq = self.staging_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{STAGING_PREFIX}{}.{seq}.tmp", std::process::id())
+    }
+
     /// Create a staging file in directory `dir_rel`, beside where it will be published.
     pub fn create_staging(&self, dir_rel: &Path, perm: u32) -> io::Result<Staging> {
         let dir = self.open_at(dir_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         loop {
-            let seq = self.staging_seq.fetch_add(1, Ordering::Relaxed);
-            let name = format!("{STAGING_PREFIX}{}.{seq}.tmp", std::process::id());
+            let name = self.staging_name();
             let flags =
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let before = self.stamp(&dir);
@@ -473,6 +478,51 @@ impl Store {
         Ok(staging.file)
     }
 
+    /// Whether a publish that replaces a file may be an exchange ([`Store::replace_with`]).
+    fn exchanges(&self) -> bool {
+        !self.remote && !self.sync_writes && !self.exchange_refused.load(Ordering::Relaxed)
+    }
+
+    /// Rename the file `from` onto the entry `to` (a file renamed onto an entry through the
+    /// mount). Like [`Store::rename`], but where that replaces a file, `from` first moves to a
+    /// staging name beside `to` (a rename that replaces nothing) and is then published from
+    /// there as a staging file is ([`Store::replace_with`]): no flush of its data inside the
+    /// rename on ext4, and the caller's own name never holds the old content. A kill -9
+    /// between the two leaves the entry as it was and the file at a staging name, which is
+    /// never shown and which gc removes.
+    pub fn rename_onto_entry(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if !self.exchanges() {
+            return self.rename(from, to, false);
+        }
+        let (from_parent, from_name) = split(from);
+        let (to_parent, to_name) = split(to);
+        let from_dir = self.dir(from_parent)?;
+        let other_dir = match from_parent == to_parent {
+            true => None,
+            false => Some(self.dir(to_parent)?),
+        };
+        let to_dir = other_dir.as_ref().unwrap_or(&from_dir);
+        let before = (self.stamp(&from_dir), self.stamp(to_dir));
+        let staging = self.staging_name();
+        let aside = rustix::fs::renameat_with(
+            &from_dir,
+            from_name,
+            to_dir,
+            staging.as_str(),
+            RenameFlags::NOREPLACE,
+        );
+        if aside.is_err() {
+            return self.rename(from, to, false);
+        }
+        if let Err(e) = self.replace_with(to_dir, OsStr::new(&staging), to_dir, to_name) {
+            let _ = rustix::fs::renameat(to_dir, staging.as_str(), &from_dir, from_name);
+            return Err(e);
+        }
+        self.note_change();
+        self.observe_renamed((from, &from_dir), (to, to_dir), before);
+        Ok(())
+    }
+
     /// Rename the staging file `from_name` onto `to_name`. Where that replaces one regular file
     /// with another on a local filesystem, the two are exchanged (`RENAME_EXCHANGE`) and the old file, now at
     /// `from_name`, is unlinked: ext4 flushes the new file's data to disk inside a `rename`
@@ -491,9 +541,7 @@ impl Store {
             rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
         };
-        let exchange = !self.remote
-            && !self.sync_writes
-            && !self.exchange_refused.load(Ordering::Relaxed)
+        let exchange = self.exchanges()
             && regular(from_dir, from_name)
             && regular(to_dir, to_name);
         if exchange {

@@ -313,3 +313,44 @@ fn a_publish_leaves_what_a_rename_leaves_whatever_is_in_the_way() {
     );
     assert_eq!(names(), vec![OsString::from("d.json"), OsString::from("new.json")]);
 }
+
+/// A file renamed onto an entry through the mount goes aside to a staging name and is
+/// exchanged with the entry: what is left is what `rename(2)` leaves, and where the rename
+/// fails, the file is back at its own name.
+#[test]
+fn a_rename_onto_an_entry_leaves_what_a_rename_leaves() {
+    let (dir, store) = store();
+    let path = |name: &str| dir.path().join(name);
+    let names = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    std::fs::write(path("x.json"), "1").unwrap();
+    std::fs::write(path("tmp"), "2").unwrap();
+    let reader = std::fs::File::open(path("x.json")).unwrap();
+    store
+        .rename_onto_entry(Path::new("tmp"), Path::new("x.json"))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(path("x.json")).unwrap(), "2");
+    assert_eq!(read_all(&reader, 10).unwrap(), b"1", "a reader keeps the old file");
+    assert_eq!(names(), ["x.json"]);
+
+    std::fs::write(path("tmp"), "3").unwrap();
+    store
+        .rename_onto_entry(Path::new("tmp"), Path::new("y.json"))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(path("y.json")).unwrap(), "3");
+
+    std::fs::create_dir(path("d.json")).unwrap();
+    std::fs::write(path("tmp"), "4").unwrap();
+    let err = store
+        .rename_onto_entry(Path::new("tmp"), Path::new("d.json"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EISDIR));
+    assert_eq!(std::fs::read_to_string(path("tmp")).unwrap(), "4");
+    assert_eq!(names(), ["d.json", "tmp", "x.json", "y.json"]);
+}
