@@ -494,33 +494,20 @@ impl Store {
         if !self.exchanges() {
             return self.rename(from, to, false);
         }
-        let (from_parent, from_name) = split(from);
-        let (to_parent, to_name) = split(to);
-        let from_dir = self.dir(from_parent)?;
-        let other_dir = match from_parent == to_parent {
-            true => None,
-            false => Some(self.dir(to_parent)?),
-        };
-        let to_dir = other_dir.as_ref().unwrap_or(&from_dir);
-        let before = (self.stamp(&from_dir), self.stamp(to_dir));
-        let staging = self.staging_name();
-        let aside = rustix::fs::renameat_with(
-            &from_dir,
-            from_name,
-            to_dir,
-            staging.as_str(),
-            RenameFlags::NOREPLACE,
-        );
-        if aside.is_err() {
-            return self.rename(from, to, false);
-        }
-        if let Err(e) = self.replace_with(to_dir, OsStr::new(&staging), to_dir, to_name) {
-            let _ = rustix::fs::renameat(to_dir, staging.as_str(), &from_dir, from_name);
-            return Err(e);
-        }
-        self.note_change();
-        self.observe_renamed((from, &from_dir), (to, to_dir), before);
-        Ok(())
+        self.renaming(from, to, |from_dir, from_name, to_dir, to_name| {
+            let staging = self.staging_name();
+            let flags = RenameFlags::NOREPLACE;
+            if rustix::fs::renameat_with(from_dir, from_name, to_dir, staging.as_str(), flags)
+                .is_err()
+            {
+                return self.rename_in(from_dir, from_name, to_dir, to_name, false);
+            }
+            let published = self.replace_with(to_dir, OsStr::new(&staging), to_dir, to_name);
+            if published.is_err() {
+                let _ = rustix::fs::renameat(to_dir, staging.as_str(), from_dir, from_name);
+            }
+            published
+        })
     }
 
     /// Rename the staging file `from_name` onto `to_name`. Where that replaces one regular file
@@ -656,6 +643,19 @@ impl Store {
     /// GlusterFS), a file is linked to its new name (`link` never replaces) and unlinked from
     /// its old one; see [`Store::rename_noreplace_by_link`].
     pub fn rename(&self, from: &Path, to: &Path, noreplace: bool) -> io::Result<()> {
+        self.renaming(from, to, |from_dir, from_name, to_dir, to_name| {
+            self.rename_in(from_dir, from_name, to_dir, to_name, noreplace)
+        })
+    }
+
+    /// Move `from` to `to` by `rename`, given both directories and names, then record the
+    /// change (for listings, the watcher and the journal).
+    fn renaming(
+        &self,
+        from: &Path,
+        to: &Path,
+        rename: impl FnOnce(&OwnedFd, &OsStr, &OwnedFd, &OsStr) -> io::Result<()>,
+    ) -> io::Result<()> {
         let (from_parent, from_name) = split(from);
         let (to_parent, to_name) = split(to);
         let from_dir = self.dir(from_parent)?;
@@ -666,7 +666,7 @@ impl Store {
         };
         let to_dir = other_dir.as_ref().unwrap_or(&from_dir);
         let before = (self.stamp(&from_dir), self.stamp(to_dir));
-        self.rename_in(&from_dir, from_name, to_dir, to_name, noreplace)?;
+        rename(&from_dir, from_name, to_dir, to_name)?;
         self.note_change();
         self.observe_renamed((from, &from_dir), (to, to_dir), before);
         Ok(())
