@@ -117,19 +117,24 @@ fn streamed_validation_agrees_with_whole_buffer_validation() {
     for bytes in cases {
         let file = tempfile::tempfile().unwrap();
         file.write_all_at(&bytes, 0).unwrap();
-        let streamed = file_is_valid_json(&file, u64::MAX).unwrap();
-        assert_eq!(
-            streamed,
-            is_valid_json(&bytes),
-            "{:?}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-        );
+        let whole = is_valid_json(&bytes);
+        let what = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
+        assert_eq!(file_is_valid_json(&file, u64::MAX).unwrap(), whole, "{what:?}");
+        let streamed = content::streamed_is_valid_json(&file, u64::MAX, bytes.len() as u64);
+        assert_eq!(streamed.unwrap(), whole, "streamed: {what:?}");
     }
     let file = tempfile::tempfile().unwrap();
     file.write_all_at(&vec![b' '; 1000], 0).unwrap();
     assert_eq!(
         file_is_valid_json(&file, 999).unwrap_err().raw_os_error(),
         Some(libc::EFBIG)
+    );
+    let file = tempfile::tempfile().unwrap();
+    file.write_all_at(&vec![b' '; 100_000], 0).unwrap();
+    assert_eq!(
+        file_is_valid_json(&file, 99_999).unwrap_err().raw_os_error(),
+        Some(libc::EFBIG),
+        "past the limit, whatever the size said"
     );
 }
 
