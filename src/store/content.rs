@@ -1,6 +1,6 @@
-//! What is in a backing file: JSON validation (in memory within a bounded budget, else
-//! streamed), reading with a limit, and copying content and `user.*` attributes into a
-//! staging file.
+//! What is in a backing file: JSON validation (streamed, or in memory within a bounded
+//! budget for a reader who waits), reading with a limit, and copying content and `user.*`
+//! attributes into a staging file.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -18,9 +18,8 @@ pub fn is_valid_json(bytes: &[u8]) -> bool {
     }
 }
 
-/// Whether a file holds one complete JSON value in UTF-8, read from offset 0: whole into
-/// memory while the process-wide budget allows ([`InMemory`]), else in chunks. `EFBIG` past
-/// `limit` bytes.
+/// Whether a file holds one complete JSON value in UTF-8, read from offset 0 in chunks (a
+/// large entry is never held in memory whole). `EFBIG` past `limit` bytes.
 pub fn file_is_valid_json(file: &File, limit: u64) -> io::Result<bool> {
     file_is_valid_json_sized(file, limit, None)
 }
@@ -37,19 +36,30 @@ pub fn file_is_valid_json_sized(file: &File, limit: u64, size: Option<u64>) -> i
         }
         // It grew past that since its size was taken: streamed after all.
     }
-    let reserved = (size <= limit).then(|| InMemory::reserve(size)).flatten();
-    if let Some(_held) = reserved {
-        // serde_json parses a slice twenty times as fast as a stream (a 256 MiB entry: 60 ms
-        // against 0.92 s), and a lookup that judges an entry for the first time waits for it.
-        if let Some(bytes) = read_small(file, size, size)? {
-            return Ok(is_valid_json(&bytes));
-        }
-    }
     streamed_is_valid_json(file, limit, size)
 }
 
+/// [`file_is_valid_json`] for a reader who waits for the answer (a lookup that judges an
+/// entry for the first time): whole in memory while the process-wide budget allows
+/// ([`InMemory`]), since serde_json parses a slice twenty times as fast as a stream (a 256 MiB
+/// entry: 60 ms against 0.92 s). Writes and refresh output, which nobody reads yet, stay
+/// streamed: a refresh command's output never costs the daemon its size in memory.
+pub fn file_is_valid_json_now(file: &File, limit: u64) -> io::Result<bool> {
+    let size = file.metadata().map_or(0, |m| m.len());
+    let reserved = (size > WHOLE && size <= limit)
+        .then(|| InMemory::reserve(size))
+        .flatten();
+    if let Some(_held) = reserved {
+        if let Some(bytes) = read_small(file, size, size)? {
+            return Ok(is_valid_json(&bytes));
+        }
+        // It grew since its size was taken: streamed after all.
+    }
+    file_is_valid_json_sized(file, limit, Some(size))
+}
+
 /// [`file_is_valid_json`] in chunks, with a read buffer sized for `size` bytes.
-pub(super) fn streamed_is_valid_json(file: &File, limit: u64, size: u64) -> io::Result<bool> {
+fn streamed_is_valid_json(file: &File, limit: u64, size: u64) -> io::Result<bool> {
     let checked = Utf8Checked {
         file,
         pos: 0,

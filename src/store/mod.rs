@@ -26,7 +26,8 @@ mod stat;
 mod walk;
 
 pub use content::{
-    copy_contents, copy_user_xattrs, file_is_valid_json, file_is_valid_json_sized, is_valid_json,
+    copy_contents, copy_user_xattrs, file_is_valid_json, file_is_valid_json_now,
+    file_is_valid_json_sized, is_valid_json,
     read_all, read_xattr,
 };
 pub use keylock::KeyGuard;
