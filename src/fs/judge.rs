@@ -50,7 +50,8 @@ impl CacheFs {
         }
         // Not opened (gone, or unreadable): hidden now, judged again next time.
         let Some(file) = file else { return false };
-        let valid = match store::file_is_valid_json_now(file, self.config.max_entry_bytes) {
+        let valid = match store::file_is_valid_json_now(file, self.config.max_entry_bytes, st.size)
+        {
             Ok(valid) => valid,
             Err(e) if e.raw_os_error() == Some(libc::EFBIG) => false,
             Err(_) => return false,

@@ -44,8 +44,8 @@ pub fn file_is_valid_json_sized(file: &File, limit: u64, size: Option<u64>) -> i
 /// ([`InMemory`]), since serde_json parses a slice twenty times as fast as a stream (a 256 MiB
 /// entry: 60 ms against 0.92 s). Writes and refresh output, which nobody reads yet, stay
 /// streamed: a refresh command's output never costs the daemon its size in memory.
-pub fn file_is_valid_json_now(file: &File, limit: u64) -> io::Result<bool> {
-    let size = file.metadata().map_or(0, |m| m.len());
+/// `size` is what the caller's `fstat` said (it only sizes the read).
+pub fn file_is_valid_json_now(file: &File, limit: u64, size: u64) -> io::Result<bool> {
     let reserved = (size > WHOLE && size <= limit)
         .then(|| InMemory::reserve(size))
         .flatten();
@@ -101,14 +101,13 @@ impl InMemory {
 
     /// Room for a file of `size` bytes, if the budget has it.
     fn reserve(size: u64) -> Option<InMemory> {
-        let want = size;
         let budget = Self::budget();
         IN_MEMORY
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(want).filter(|&total| total <= budget)
+                held.checked_add(size).filter(|&total| total <= budget)
             })
             .ok()
-            .map(|_| InMemory(want))
+            .map(|_| InMemory(size))
     }
 }
 

@@ -511,9 +511,9 @@ impl Store {
         })
     }
 
-    /// Rename the staging file `from_name` onto `to_name`. Where that replaces one regular file
-    /// with another on a local filesystem, the two are exchanged (`RENAME_EXCHANGE`) and the old file, now at
-    /// `from_name`, is unlinked: ext4 flushes the new file's data to disk inside a `rename`
+    /// Rename the staging file `from_name` (a regular file: the caller's own, or one it moved
+    /// aside) onto `to_name`. Where that replaces a regular file on a local filesystem, the two
+    /// are exchanged (`RENAME_EXCHANGE`) and the old file, now at `from_name`, is unlinked: ext4 flushes the new file's data to disk inside a `rename`
     /// that replaces a file (`auto_da_alloc`), and not inside an exchange (issue #22: 9 % of
     /// the daemon's time in the `O_TRUNC` storm). Readers see the old file or the new, as
     /// with a rename. Not with `sync_writes`, whose data is on disk already, nor on a network
@@ -525,13 +525,11 @@ impl Store {
         to_dir: &OwnedFd,
         to_name: &OsStr,
     ) -> io::Result<()> {
-        let regular = |dir: &OwnedFd, name: &OsStr| {
-            rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-        };
+        // Only the target is looked at: a directory in its place must never be exchanged away,
+        // not even for a moment.
         let exchange = self.exchanges()
-            && regular(from_dir, from_name)
-            && regular(to_dir, to_name);
+            && rustix::fs::statat(to_dir, to_name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
         if exchange {
             let flags = RenameFlags::EXCHANGE;
             match rustix::fs::renameat_with(from_dir, from_name, to_dir, to_name, flags) {

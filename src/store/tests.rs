@@ -120,7 +120,7 @@ fn streamed_validation_agrees_with_whole_buffer_validation() {
         let whole = is_valid_json(&bytes);
         let what = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
         assert_eq!(file_is_valid_json(&file, u64::MAX).unwrap(), whole, "{what:?}");
-        let now = file_is_valid_json_now(&file, u64::MAX);
+        let now = file_is_valid_json_now(&file, u64::MAX, bytes.len() as u64);
         assert_eq!(now.unwrap(), whole, "in memory: {what:?}");
     }
     let file = tempfile::tempfile().unwrap();
@@ -132,7 +132,7 @@ fn streamed_validation_agrees_with_whole_buffer_validation() {
     let file = tempfile::tempfile().unwrap();
     file.write_all_at(&vec![b' '; 100_000], 0).unwrap();
     assert_eq!(
-        file_is_valid_json_now(&file, 99_999).unwrap_err().raw_os_error(),
+        file_is_valid_json_now(&file, 99_999, 100_000).unwrap_err().raw_os_error(),
         Some(libc::EFBIG),
         "past the limit"
     );
